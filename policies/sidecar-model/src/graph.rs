@@ -1,0 +1,383 @@
+//! The start graph: who must be started before whom, and the spec order that honours it.
+
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::lifecycle::{ContainerList, LifecycleType};
+use crate::pod::PodModel;
+
+/// Why an edge exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "camelCase")]
+pub enum EdgeOrigin {
+    /// `after.sidecars.dev/<name>` on the pod.
+    Annotation { key: String },
+    /// A cluster-wide rule from a policy's settings.
+    Settings { rule: String },
+    /// What the lifecycle types imply.
+    Implicit { reason: ImplicitEdge },
+}
+
+impl EdgeOrigin {
+    /// Declared by someone (annotation or settings), as opposed to implied by types.
+    pub fn is_explicit(&self) -> bool {
+        !matches!(self, EdgeOrigin::Implicit { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ImplicitEdge {
+    /// Every sidecar is started before every app container and post-sidecar.
+    SidecarBeforeApp,
+    /// Every app container is started before every post-sidecar.
+    AppBeforePostSidecar,
+    /// Init containers complete before any app container starts.
+    InitBeforeApp,
+}
+
+impl fmt::Display for EdgeOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EdgeOrigin::Annotation { key } => write!(f, "annotation {key}"),
+            EdgeOrigin::Settings { rule } => write!(f, "settings rule {rule}"),
+            EdgeOrigin::Implicit { reason } => f.write_str(match reason {
+                ImplicitEdge::SidecarBeforeApp => "sidecars start before app containers",
+                ImplicitEdge::AppBeforePostSidecar => "app containers start before post-sidecars",
+                ImplicitEdge::InitBeforeApp => "init containers complete before app containers",
+            }),
+        }
+    }
+}
+
+/// `from` is started before `to`. Indices into [`PodModel::containers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: usize,
+    pub to: usize,
+    pub origin: EdgeOrigin,
+}
+
+/// A cycle, as container indices, the first repeated at the end: `a → b → a`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cycle {
+    pub path: Vec<usize>,
+}
+
+impl Cycle {
+    pub fn render(&self, model: &PodModel) -> String {
+        self.path
+            .iter()
+            .map(|&i| model.containers[i].name.as_str())
+            .collect::<Vec<_>>()
+            .join(" → ")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StartGraph {
+    nodes: usize,
+    pub edges: Vec<Edge>,
+}
+
+impl StartGraph {
+    /// The graph of `model`: its declared `after` edges, `extra` edges (from settings),
+    /// and the edges its lifecycle types imply.
+    pub fn build(model: &PodModel, extra: impl IntoIterator<Item = Edge>) -> Self {
+        let mut edges: Vec<Edge> = model
+            .declared_after
+            .iter()
+            .map(|d| Edge {
+                from: d.before,
+                to: d.after,
+                origin: EdgeOrigin::Annotation { key: d.key.clone() },
+            })
+            .collect();
+        for e in extra {
+            if e.from != e.to && !edges.iter().any(|x| x.from == e.from && x.to == e.to) {
+                edges.push(e);
+            }
+        }
+        let of = |t: LifecycleType| -> Vec<usize> {
+            model
+                .containers
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.lifecycle == t)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let (inits, sidecars, apps, posts) = (
+            of(LifecycleType::Init),
+            of(LifecycleType::Sidecar),
+            of(LifecycleType::Standard),
+            of(LifecycleType::PostSidecar),
+        );
+        let mut implicit = |from: &[usize], to: &[usize], reason: ImplicitEdge| {
+            for &f in from {
+                for &t in to {
+                    edges.push(Edge {
+                        from: f,
+                        to: t,
+                        origin: EdgeOrigin::Implicit { reason },
+                    });
+                }
+            }
+        };
+        let app_and_post: Vec<usize> = apps.iter().chain(&posts).copied().collect();
+        implicit(&sidecars, &app_and_post, ImplicitEdge::SidecarBeforeApp);
+        implicit(&inits, &app_and_post, ImplicitEdge::InitBeforeApp);
+        implicit(&apps, &posts, ImplicitEdge::AppBeforePostSidecar);
+        StartGraph {
+            nodes: model.containers.len(),
+            edges,
+        }
+    }
+
+    /// The start order: a topological order that, among the containers free to start,
+    /// always takes the one that comes first in the spec today. A spec that already
+    /// honours the graph keeps its order; otherwise only what an edge forces moves.
+    pub fn order(&self) -> Result<Vec<usize>, Cycle> {
+        let mut indegree = vec![0usize; self.nodes];
+        let mut successors = vec![Vec::new(); self.nodes];
+        for e in &self.edges {
+            indegree[e.to] += 1;
+            successors[e.from].push(e.to);
+        }
+        let mut ready: BTreeSet<usize> = (0..self.nodes).filter(|&i| indegree[i] == 0).collect();
+        let mut order = Vec::with_capacity(self.nodes);
+        while let Some(next) = ready.pop_first() {
+            order.push(next);
+            for &s in &successors[next] {
+                indegree[s] -= 1;
+                if indegree[s] == 0 {
+                    ready.insert(s);
+                }
+            }
+        }
+        if order.len() == self.nodes {
+            Ok(order)
+        } else {
+            Err(self.find_cycle(&indegree))
+        }
+    }
+
+    /// Every node left with a positive in-degree has a predecessor that is left too, so
+    /// walking predecessors must come back to a node already seen.
+    fn find_cycle(&self, indegree: &[usize]) -> Cycle {
+        let stuck = |i: usize| indegree[i] > 0;
+        let start = (0..self.nodes).find(|&i| stuck(i)).unwrap_or(0);
+        let predecessor = |node: usize| {
+            // Prefer a declared edge so the message shows what the user wrote.
+            let mut preds = self.edges.iter().filter(|e| e.to == node && stuck(e.from));
+            let first = preds.clone().find(|e| e.origin.is_explicit());
+            first.or_else(|| preds.next()).map(|e| e.from)
+        };
+        let mut walk = vec![start];
+        let mut node = start;
+        loop {
+            let Some(prev) = predecessor(node) else {
+                return Cycle { path: walk };
+            };
+            if let Some(pos) = walk.iter().position(|&n| n == prev) {
+                let mut path: Vec<usize> = walk[pos..].to_vec();
+                path.push(prev);
+                path.reverse();
+                return Cycle { path };
+            }
+            walk.push(prev);
+            node = prev;
+        }
+    }
+
+    /// The edges `order` breaks: `from` placed after `to`.
+    pub fn violations<'a>(&'a self, order: &[usize]) -> Vec<&'a Edge> {
+        let mut position = vec![usize::MAX; self.nodes];
+        for (p, &i) in order.iter().enumerate() {
+            position[i] = p;
+        }
+        self.edges
+            .iter()
+            .filter(|e| position[e.from] > position[e.to])
+            .collect()
+    }
+}
+
+/// The order containers start in today, as Kubernetes runs the spec: init containers
+/// and sidecars in list order, then app containers in list order.
+pub fn spec_order(model: &PodModel) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..model.containers.len())
+        .filter(|&i| model.containers[i].list == ContainerList::InitContainers)
+        .collect();
+    order.extend(
+        (0..model.containers.len())
+            .filter(|&i| model.containers[i].list == ContainerList::Containers),
+    );
+    order
+}
+
+/// The stop order for a start order: app containers (Standard and PostSidecar) together
+/// first, then sidecars one at a time in reverse start order. Init containers have
+/// finished before anything stops.
+pub fn stop_order(model: &PodModel, start: &[usize]) -> Vec<usize> {
+    let is = |i: &usize, t: LifecycleType| model.containers[*i].lifecycle == t;
+    let mut stop: Vec<usize> = start
+        .iter()
+        .filter(|i| is(i, LifecycleType::Standard) || is(i, LifecycleType::PostSidecar))
+        .copied()
+        .collect();
+    stop.extend(start.iter().rev().filter(|i| is(i, LifecycleType::Sidecar)));
+    stop
+}
+
+/// Container names, for audit annotations: `a,b,c`.
+pub fn names(model: &PodModel, order: &[usize]) -> Vec<String> {
+    order
+        .iter()
+        .map(|&i| model.containers[i].name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::KnownSidecars;
+    use serde_json::{Value, json};
+
+    fn model(annotations: Value, init: Value, containers: Value) -> PodModel {
+        PodModel::from_object(
+            &json!({"kind": "Pod", "metadata": {"annotations": annotations},
+                    "spec": {"initContainers": init, "containers": containers}}),
+            &KnownSidecars::none(),
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn sidecar(name: &str) -> Value {
+        json!({"name": name, "restartPolicy": "Always"})
+    }
+
+    fn named(m: &PodModel, order: &[usize]) -> Vec<String> {
+        names(m, order)
+    }
+
+    #[test]
+    fn a_conforming_spec_keeps_its_order() {
+        let m = model(
+            json!({"after.sidecars.dev/app": "proxy"}),
+            json!([{"name": "setup"}, sidecar("proxy")]),
+            json!([{"name": "app"}, {"name": "web"}]),
+        );
+        let g = StartGraph::build(&m, []);
+        let order = g.order().unwrap();
+        assert_eq!(order, spec_order(&m));
+        assert!(g.violations(&order).is_empty());
+    }
+
+    #[test]
+    fn edges_move_only_what_they_force() {
+        // vault must start before proxy; setup steps keep their order.
+        let m = model(
+            json!({"after.sidecars.dev/proxy": "vault"}),
+            json!([{"name": "a"}, sidecar("proxy"), {"name": "b"}, sidecar("vault")]),
+            json!([{"name": "app"}]),
+        );
+        let g = StartGraph::build(&m, []);
+        assert_eq!(g.violations(&spec_order(&m)).len(), 1);
+        let order = g.order().unwrap();
+        assert_eq!(named(&m, &order), ["a", "b", "vault", "proxy", "app"]);
+        assert_eq!(
+            named(&m, &stop_order(&m, &order)),
+            ["app", "proxy", "vault"]
+        );
+    }
+
+    #[test]
+    fn post_sidecars_go_last_and_sidecars_first() {
+        let m = model(
+            json!({"lifecycle.sidecars.dev/logs": "PostSidecar", "lifecycle.sidecars.dev/mesh": "Sidecar"}),
+            json!([]),
+            json!([{"name": "logs"}, {"name": "app"}, {"name": "mesh"}]),
+        );
+        let g = StartGraph::build(&m, []);
+        let order = g.order().unwrap();
+        assert_eq!(named(&m, &order), ["mesh", "app", "logs"]);
+        assert_eq!(named(&m, &stop_order(&m, &order)), ["app", "logs", "mesh"]);
+    }
+
+    #[test]
+    fn cycles_come_back_as_paths_of_declared_edges() {
+        let m = model(
+            json!({
+                "after.sidecars.dev/a": "c",
+                "after.sidecars.dev/b": "a",
+                "after.sidecars.dev/c": "b"
+            }),
+            json!([sidecar("a"), sidecar("b"), sidecar("c")]),
+            json!([{"name": "app"}]),
+        );
+        let cycle = StartGraph::build(&m, []).order().unwrap_err();
+        let text = cycle.render(&m);
+        assert_eq!(cycle.path.first(), cycle.path.last());
+        assert_eq!(cycle.path.len(), 4, "{text}");
+        // Every step of the path is a declared edge.
+        for pair in cycle.path.windows(2) {
+            assert!(
+                m.declared_after
+                    .iter()
+                    .any(|d| d.before == pair[0] && d.after == pair[1]),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_init_after_an_app_is_a_cycle_with_the_implicit_edge() {
+        let m = model(
+            json!({"after.sidecars.dev/setup": "app"}),
+            json!([{"name": "setup"}]),
+            json!([{"name": "app"}]),
+        );
+        let g = StartGraph::build(&m, []);
+        let cycle = g.order().unwrap_err();
+        assert_eq!(cycle.render(&m), "setup → app → setup");
+    }
+
+    #[test]
+    fn settings_edges_join_the_graph() {
+        let m = model(
+            json!({}),
+            json!([sidecar("proxy"), sidecar("vault")]),
+            json!([{"name": "app"}]),
+        );
+        let extra = Edge {
+            from: 1,
+            to: 0,
+            origin: EdgeOrigin::Settings {
+                rule: "vault before proxy".into(),
+            },
+        };
+        let order = StartGraph::build(&m, [extra]).order().unwrap();
+        assert_eq!(named(&m, &order), ["vault", "proxy", "app"]);
+    }
+
+    #[test]
+    fn two_hundred_nodes() {
+        // A chain declared backwards: every node must move.
+        let n = 200;
+        let init: Vec<Value> = (0..n).map(|i| sidecar(&format!("s{i}"))).collect();
+        let mut ann = serde_json::Map::new();
+        for i in 0..n - 1 {
+            ann.insert(
+                format!("after.sidecars.dev/s{i}"),
+                json!(format!("s{}", i + 1)),
+            );
+        }
+        let m = model(Value::Object(ann), json!(init), json!([{"name": "app"}]));
+        let order = StartGraph::build(&m, []).order().unwrap();
+        let expected: Vec<usize> = (0..n).rev().chain([n]).collect();
+        assert_eq!(order, expected);
+    }
+}

@@ -1,0 +1,28 @@
+//! The sidecar model: Kubernetes facts and the sidecar vocabulary every policy shares.
+//!
+//! It reads pods and workload pod templates, types their containers, computes resources
+//! and start order, and edits the request's own JSON for mutations. It knows nothing of
+//! waPC or wasmtime and builds for wasm32 and native alike.
+
+pub mod error;
+pub mod explain;
+pub mod finding;
+pub mod graph;
+pub mod keys;
+pub mod lifecycle;
+pub mod pod;
+pub mod quantity;
+pub mod resources;
+pub mod surgery;
+pub mod workload;
+
+pub use error::ModelError;
+pub use finding::Finding;
+pub use graph::{Cycle, Edge, EdgeOrigin, StartGraph};
+pub use lifecycle::{
+    ContainerList, KnownSidecar, KnownSidecarSettings, KnownSidecars, LifecycleType, TypeReason,
+};
+pub use pod::{ContainerInfo, PodModel};
+pub use quantity::{Quantity, QuantityError};
+pub use resources::{PodResources, QosClass};
+pub use workload::{PodView, WorkloadKind};

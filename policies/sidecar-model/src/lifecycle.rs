@@ -1,0 +1,353 @@
+//! Lifecycle types, and how a container gets one (DESIGN.md, "The sidecar vocabulary").
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use wildmatch::WildMatch;
+
+/// What a container is for, which decides where it must sit in the pod spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum LifecycleType {
+    /// Runs to completion before anything after it.
+    Init,
+    /// Runs for the pod's whole life: started before the containers that need it, stopped
+    /// after them. A native sidecar.
+    Sidecar,
+    /// Starts after the app containers.
+    PostSidecar,
+    /// The application.
+    Standard,
+}
+
+impl LifecycleType {
+    pub const NAMES: &'static str = "Init, Sidecar (or PreSidecar), PostSidecar, Standard";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleType::Init => "Init",
+            LifecycleType::Sidecar => "Sidecar",
+            LifecycleType::PostSidecar => "PostSidecar",
+            LifecycleType::Standard => "Standard",
+        }
+    }
+}
+
+impl fmt::Display for LifecycleType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Accepts the names of DESIGN.md case-insensitively; `PreSidecar` is `Sidecar`.
+impl FromStr for LifecycleType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "init" => Ok(LifecycleType::Init),
+            "sidecar" | "presidecar" => Ok(LifecycleType::Sidecar),
+            "postsidecar" => Ok(LifecycleType::PostSidecar),
+            "standard" => Ok(LifecycleType::Standard),
+            _ => Err(format!(
+                "unknown lifecycle type {s:?} (expected one of {})",
+                Self::NAMES
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LifecycleType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which list of the pod spec a container sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ContainerList {
+    #[serde(rename = "initContainers")]
+    InitContainers,
+    #[serde(rename = "containers")]
+    Containers,
+}
+
+impl ContainerList {
+    pub fn field(self) -> &'static str {
+        match self {
+            ContainerList::InitContainers => "initContainers",
+            ContainerList::Containers => "containers",
+        }
+    }
+}
+
+/// Why a container has its type, strongest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "camelCase")]
+pub enum TypeReason {
+    /// An init container with `restartPolicy: Always`.
+    NativeSidecar,
+    /// An init container without `restartPolicy: Always`.
+    InitContainer,
+    /// The pod annotation `lifecycle.sidecars.dev/<name>`.
+    Annotation { key: String },
+    /// A known-sidecar rule matched the container's name or image.
+    KnownSidecar { rule: String },
+    /// Nothing said otherwise.
+    Default,
+}
+
+impl fmt::Display for TypeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TypeReason::NativeSidecar => f.write_str("init container with restartPolicy: Always"),
+            TypeReason::InitContainer => f.write_str("init container"),
+            TypeReason::Annotation { key } => write!(f, "annotation {key}"),
+            TypeReason::KnownSidecar { rule } => write!(f, "known sidecar ({rule})"),
+            TypeReason::Default => f.write_str("app container"),
+        }
+    }
+}
+
+/// A rule that recognises a well-known sidecar by container name and/or image.
+/// Patterns are globs (`*`, `?`); an image pattern is matched against the image without
+/// its tag or digest (`docker.io/istio/proxyv2`). All given patterns must match.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KnownSidecar {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The type the rule gives; `Sidecar` when omitted.
+    #[serde(rename = "type", default = "default_sidecar_type")]
+    pub lifecycle: LifecycleType,
+}
+
+fn default_sidecar_type() -> LifecycleType {
+    LifecycleType::Sidecar
+}
+
+impl KnownSidecar {
+    pub fn new(name: Option<&str>, image: Option<&str>) -> Self {
+        KnownSidecar {
+            name: name.map(str::to_string),
+            image: image.map(str::to_string),
+            lifecycle: LifecycleType::Sidecar,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_none() && self.image.is_none() {
+            return Err("a known sidecar needs a name or an image pattern".into());
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, name: &str, image: Option<&str>) -> bool {
+        if self.name.is_none() && self.image.is_none() {
+            return false;
+        }
+        let name_ok = self
+            .name
+            .as_deref()
+            .is_none_or(|p| WildMatch::new(p).matches(name));
+        let image_ok = match self.image.as_deref() {
+            None => true,
+            Some(p) => image.is_some_and(|i| WildMatch::new(p).matches(image_repository(i))),
+        };
+        name_ok && image_ok
+    }
+
+    /// How the rule reads in messages: `image */istio/proxyv2`.
+    pub fn describe(&self) -> String {
+        match (&self.name, &self.image) {
+            (Some(n), Some(i)) => format!("name {n}, image {i}"),
+            (Some(n), None) => format!("name {n}"),
+            (None, Some(i)) => format!("image {i}"),
+            (None, None) => "empty rule".into(),
+        }
+    }
+}
+
+/// `registry:5000/org/app:1.2@sha256:…` → `registry:5000/org/app`.
+pub fn image_repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    // A tag follows the last ':' only when no '/' comes after it (a registry port does).
+    match without_digest.rfind(':') {
+        Some(i) if !without_digest[i..].contains('/') => &without_digest[..i],
+        _ => without_digest,
+    }
+}
+
+/// The known-sidecar list policies classify with: the defaults, extended or replaced by
+/// settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KnownSidecarSettings {
+    /// Rules added to (or, with `replaceDefaults`, used instead of) the default list.
+    #[serde(default)]
+    pub rules: Vec<KnownSidecar>,
+    #[serde(default)]
+    pub replace_defaults: bool,
+}
+
+impl KnownSidecarSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        for (i, rule) in self.rules.iter().enumerate() {
+            rule.validate()
+                .map_err(|e| format!("knownSidecars.rules[{i}]: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn resolve(&self) -> KnownSidecars {
+        let mut rules = if self.replace_defaults {
+            Vec::new()
+        } else {
+            KnownSidecars::default_rules()
+        };
+        rules.extend(self.rules.iter().cloned());
+        KnownSidecars { rules }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownSidecars {
+    pub rules: Vec<KnownSidecar>,
+}
+
+impl Default for KnownSidecars {
+    fn default() -> Self {
+        KnownSidecars {
+            rules: Self::default_rules(),
+        }
+    }
+}
+
+impl KnownSidecars {
+    pub fn none() -> Self {
+        KnownSidecars { rules: Vec::new() }
+    }
+
+    /// Helpers that run beside an application for its whole life, recognised by image
+    /// (registry and tag free) or by the container name their injectors use.
+    pub fn default_rules() -> Vec<KnownSidecar> {
+        let image = |p: &str| KnownSidecar::new(None, Some(p));
+        let name = |p: &str| KnownSidecar::new(Some(p), None);
+        vec![
+            // Istio's proxy image also runs istio-init, but that sits in initContainers
+            // where position decides.
+            image("*/proxyv2"),
+            name("istio-proxy"),
+            image("*/linkerd/proxy"),
+            image("*linkerd*-proxy"),
+            name("linkerd-proxy"),
+            image("*/envoyproxy/envoy*"),
+            name("envoy"),
+            name("envoy-sidecar"),
+            image("*/fluent-bit"),
+            image("fluent/fluent-bit"),
+            name("fluent-bit"),
+            image("*/vector"),
+            image("timberio/vector"),
+            image("*opentelemetry-collector*"),
+            name("otc-container"),
+            name("otel-collector"),
+            image("*/cloud-sql-proxy"),
+            image("*/cloudsql-proxy"),
+            name("cloud-sql-proxy"),
+            image("*/vault"),
+            name("vault-agent"),
+            image("*/daprd"),
+            image("*/dapr"),
+            name("daprd"),
+        ]
+    }
+
+    pub fn find(&self, name: &str, image: Option<&str>) -> Option<&KnownSidecar> {
+        self.rules.iter().find(|r| r.matches(name, image))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_parse_with_the_alias() {
+        assert_eq!("Sidecar".parse(), Ok(LifecycleType::Sidecar));
+        assert_eq!("PreSidecar".parse(), Ok(LifecycleType::Sidecar));
+        assert_eq!("postsidecar".parse(), Ok(LifecycleType::PostSidecar));
+        assert_eq!(" Init ".parse(), Ok(LifecycleType::Init));
+        assert_eq!("Standard".parse(), Ok(LifecycleType::Standard));
+        let err = "Sidekick".parse::<LifecycleType>().unwrap_err();
+        assert!(err.contains("\"Sidekick\""), "{err}");
+    }
+
+    #[test]
+    fn image_repository_drops_tag_and_digest_but_keeps_ports() {
+        assert_eq!(image_repository("nginx"), "nginx");
+        assert_eq!(image_repository("nginx:1.27"), "nginx");
+        assert_eq!(
+            image_repository("registry:5000/org/app:1.2@sha256:abc"),
+            "registry:5000/org/app"
+        );
+        assert_eq!(
+            image_repository("registry:5000/org/app"),
+            "registry:5000/org/app"
+        );
+    }
+
+    #[test]
+    fn default_rules_know_the_usual_sidecars() {
+        let known = KnownSidecars::default();
+        for (name, image) in [
+            ("proxy", "registry.istio.io/testing/proxyv2:latest"),
+            ("istio-proxy", "custom"),
+            ("x", "cr.l5d.io/linkerd/proxy:edge-24.1.1"),
+            ("x", "docker.io/envoyproxy/envoy:v1.30"),
+            ("logs", "cr.fluentbit.io/fluent/fluent-bit:3.0"),
+            ("x", "otel/opentelemetry-collector-contrib:0.98.0"),
+            ("x", "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.11"),
+            ("x", "hashicorp/vault:1.16"),
+            ("x", "docker.io/daprio/daprd:1.13"),
+        ] {
+            assert!(known.find(name, Some(image)).is_some(), "{name} {image}");
+        }
+        for (name, image) in [("app", "nginx:1.27"), ("web", "busybox")] {
+            assert!(known.find(name, Some(image)).is_none(), "{name} {image}");
+        }
+    }
+
+    #[test]
+    fn settings_extend_or_replace_the_defaults() {
+        let extra = KnownSidecar::new(Some("my-agent"), None);
+        let extended = KnownSidecarSettings {
+            rules: vec![extra.clone()],
+            replace_defaults: false,
+        }
+        .resolve();
+        assert!(extended.find("my-agent", None).is_some());
+        assert!(extended.find("istio-proxy", None).is_some());
+        let replaced = KnownSidecarSettings {
+            rules: vec![extra],
+            replace_defaults: true,
+        }
+        .resolve();
+        assert!(replaced.find("my-agent", None).is_some());
+        assert!(replaced.find("istio-proxy", None).is_none());
+    }
+
+    #[test]
+    fn settings_reject_typos_and_empty_rules() {
+        let typo = serde_json::from_str::<KnownSidecarSettings>(r#"{"rule": []}"#);
+        assert!(typo.is_err());
+        let empty: KnownSidecarSettings =
+            serde_json::from_str(r#"{"rules": [{"type": "PostSidecar"}]}"#).unwrap();
+        assert!(empty.validate().unwrap_err().contains("rules[0]"));
+        let bad_type = serde_json::from_str::<KnownSidecarSettings>(
+            r#"{"rules": [{"name": "x", "type": "Sidekick"}]}"#,
+        );
+        assert!(bad_type.unwrap_err().to_string().contains("Sidekick"));
+    }
+}

@@ -1,0 +1,455 @@
+//! A pod seen through the sidecar vocabulary: every container with its lifecycle type and
+//! why, the declared start dependencies, and what is wrong with the annotations.
+
+use k8s_openapi::api::core::v1::Container;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::error::ModelError;
+use crate::finding::Finding;
+use crate::keys;
+use crate::lifecycle::{ContainerList, KnownSidecars, LifecycleType, TypeReason};
+use crate::workload::PodView;
+
+/// One container of the pod and its lifecycle type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub list: ContainerList,
+    pub index: usize,
+    #[serde(rename = "type")]
+    pub lifecycle: LifecycleType,
+    pub reason: TypeReason,
+}
+
+impl ContainerInfo {
+    /// A native sidecar already: an init container with `restartPolicy: Always`.
+    pub fn is_native_sidecar(&self) -> bool {
+        self.reason == TypeReason::NativeSidecar
+    }
+
+    /// The list the container's type puts it in.
+    pub fn target_list(&self) -> ContainerList {
+        match self.lifecycle {
+            LifecycleType::Init | LifecycleType::Sidecar => ContainerList::InitContainers,
+            LifecycleType::PostSidecar | LifecycleType::Standard => ContainerList::Containers,
+        }
+    }
+
+    /// `containers[1] (istio-proxy)`, for messages.
+    pub fn location(&self) -> String {
+        format!("{}[{}]", self.list.field(), self.index)
+    }
+}
+
+/// `after.sidecars.dev/<after>: <before>`: `before` starts first. Indices into
+/// [`PodModel::containers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredAfter {
+    pub before: usize,
+    pub after: usize,
+    pub key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PodModel {
+    pub pod: PodView,
+    /// `initContainers` in order, then `containers` in order.
+    pub containers: Vec<ContainerInfo>,
+    pub declared_after: Vec<DeclaredAfter>,
+    pub findings: Vec<Finding>,
+}
+
+impl PodModel {
+    /// The model of `object`'s pod; `Ok(None)` for kinds that hold none.
+    pub fn from_object(object: &Value, known: &KnownSidecars) -> Result<Option<Self>, ModelError> {
+        Ok(PodView::from_object(object)?.map(|pod| Self::new(pod, known)))
+    }
+
+    pub fn new(pod: PodView, known: &KnownSidecars) -> Self {
+        let mut findings = Vec::new();
+        let mut containers = Vec::new();
+        let lists = [
+            (
+                ContainerList::InitContainers,
+                pod.spec.init_containers.as_deref(),
+            ),
+            (
+                ContainerList::Containers,
+                Some(pod.spec.containers.as_slice()),
+            ),
+        ];
+        for (list, items) in lists {
+            for (index, c) in items.unwrap_or_default().iter().enumerate() {
+                if c.name.is_empty() {
+                    findings.push(Finding::UnnamedContainer {
+                        list: list.field().into(),
+                        index,
+                    });
+                }
+                let (lifecycle, reason) = classify(&pod, list, c, known, &mut findings);
+                containers.push(ContainerInfo {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    list,
+                    index,
+                    lifecycle,
+                    reason,
+                });
+            }
+        }
+
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        for (i, c) in containers.iter().enumerate() {
+            if by_name.insert(c.name.as_str(), i).is_some() && !c.name.is_empty() {
+                findings.push(Finding::DuplicateContainerName {
+                    container: c.name.clone(),
+                });
+            }
+        }
+        // The first of duplicates is the one annotations refer to.
+        let by_name: HashMap<&str, usize> = containers
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+
+        let declared_after = read_annotations(&pod.annotations, &by_name, &mut findings);
+        PodModel {
+            pod,
+            containers,
+            declared_after,
+            findings,
+        }
+    }
+
+    /// The Kubernetes container behind `containers[i]`.
+    pub fn container(&self, i: usize) -> &Container {
+        let info = &self.containers[i];
+        match info.list {
+            ContainerList::InitContainers => {
+                &self.pod.spec.init_containers.as_deref().unwrap_or_default()[info.index]
+            }
+            ContainerList::Containers => &self.pod.spec.containers[info.index],
+        }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.containers.iter().position(|c| c.name == name)
+    }
+
+    pub fn of_type(&self, lifecycle: LifecycleType) -> impl Iterator<Item = &ContainerInfo> {
+        self.containers
+            .iter()
+            .filter(move |c| c.lifecycle == lifecycle)
+    }
+
+    /// Containers typed `Sidecar` that run as regular app containers (legacy sidecars).
+    pub fn legacy_sidecars(&self) -> impl Iterator<Item = &ContainerInfo> {
+        self.containers.iter().filter(|c| {
+            c.lifecycle == LifecycleType::Sidecar && c.list == ContainerList::Containers
+        })
+    }
+
+    /// `optional.sidecars.dev/<name>: "true"`.
+    pub fn is_optional(&self, name: &str) -> bool {
+        self.pod
+            .annotations
+            .get(&keys::container_key(keys::OPTIONAL_PREFIX, name))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
+    /// The run-to-completion flag of the pod (Job, CronJob, restartPolicy Never/OnFailure).
+    pub fn runs_to_completion(&self) -> bool {
+        self.pod.runs_to_completion()
+    }
+}
+
+fn classify(
+    pod: &PodView,
+    list: ContainerList,
+    c: &Container,
+    known: &KnownSidecars,
+    findings: &mut Vec<Finding>,
+) -> (LifecycleType, TypeReason) {
+    let key = keys::container_key(keys::LIFECYCLE_PREFIX, &c.name);
+    let annotated = pod
+        .annotations
+        .get(&key)
+        .map(|v| (v, v.parse::<LifecycleType>()));
+    if let Some((value, Err(_))) = &annotated {
+        findings.push(Finding::UnknownLifecycleType {
+            key: key.clone(),
+            value: (*value).clone(),
+            container: c.name.clone(),
+        });
+    }
+    let annotated = annotated.and_then(|(_, parsed)| parsed.ok());
+
+    // 1. Position.
+    if list == ContainerList::InitContainers {
+        let (actual, reason) = if c.restart_policy.as_deref() == Some("Always") {
+            (LifecycleType::Sidecar, TypeReason::NativeSidecar)
+        } else {
+            (LifecycleType::Init, TypeReason::InitContainer)
+        };
+        if let Some(annotated) = annotated.filter(|a| *a != actual) {
+            findings.push(Finding::TypeAnnotationIgnored {
+                key,
+                container: c.name.clone(),
+                annotated,
+                actual,
+            });
+        }
+        return (actual, reason);
+    }
+    // 2. The pod annotation.
+    if let Some(annotated) = annotated {
+        return (annotated, TypeReason::Annotation { key });
+    }
+    // 3. Known sidecars.
+    if let Some(rule) = known.find(&c.name, c.image.as_deref()) {
+        return (
+            rule.lifecycle,
+            TypeReason::KnownSidecar {
+                rule: rule.describe(),
+            },
+        );
+    }
+    // 4. The application.
+    (LifecycleType::Standard, TypeReason::Default)
+}
+
+fn read_annotations(
+    annotations: &BTreeMap<String, String>,
+    by_name: &HashMap<&str, usize>,
+    findings: &mut Vec<Finding>,
+) -> Vec<DeclaredAfter> {
+    let mut declared = Vec::new();
+    for (key, value) in annotations {
+        for prefix in [keys::LIFECYCLE_PREFIX, keys::OPTIONAL_PREFIX] {
+            if let Some(container) = keys::container_of(prefix, key)
+                && !by_name.contains_key(container)
+            {
+                findings.push(Finding::AnnotationForMissingContainer {
+                    key: key.clone(),
+                    container: container.into(),
+                });
+            }
+        }
+        if let Some(container) = keys::container_of(keys::OPTIONAL_PREFIX, key)
+            && !matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false")
+        {
+            findings.push(Finding::MalformedOptional {
+                key: key.clone(),
+                value: value.clone(),
+                container: container.into(),
+            });
+        }
+        let Some(container) = keys::container_of(keys::AFTER_PREFIX, key) else {
+            continue;
+        };
+        let Some(&after) = by_name.get(container) else {
+            findings.push(Finding::AnnotationForMissingContainer {
+                key: key.clone(),
+                container: container.into(),
+            });
+            continue;
+        };
+        let names: Vec<&str> = value.split(',').map(str::trim).collect();
+        if names.iter().any(|n| n.is_empty()) {
+            findings.push(Finding::MalformedAfter {
+                key: key.clone(),
+                value: value.clone(),
+                container: container.into(),
+            });
+            continue;
+        }
+        for name in names {
+            match by_name.get(name) {
+                None => findings.push(Finding::AfterMissingContainer {
+                    key: key.clone(),
+                    container: container.into(),
+                    missing: name.into(),
+                }),
+                Some(&before) if before == after => findings.push(Finding::AfterSelf {
+                    key: key.clone(),
+                    container: container.into(),
+                }),
+                Some(&before) => {
+                    let edge = DeclaredAfter {
+                        before,
+                        after,
+                        key: key.clone(),
+                    };
+                    if !declared.contains(&edge) {
+                        declared.push(edge);
+                    }
+                }
+            }
+        }
+    }
+    declared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn model(object: Value) -> PodModel {
+        PodModel::from_object(&object, &KnownSidecars::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn types(m: &PodModel) -> Vec<(&str, LifecycleType)> {
+        m.containers
+            .iter()
+            .map(|c| (c.name.as_str(), c.lifecycle))
+            .collect()
+    }
+
+    #[test]
+    fn position_then_annotation_then_known_image_then_standard() {
+        let m = model(json!({
+            "kind": "Pod",
+            "metadata": {"annotations": {
+                "lifecycle.sidecars.dev/logs": "PostSidecar",
+                "lifecycle.sidecars.dev/agent": "PreSidecar",
+                "lifecycle.sidecars.dev/istio-proxy": "Standard"
+            }},
+            "spec": {
+                "initContainers": [
+                    {"name": "setup", "image": "busybox"},
+                    {"name": "native", "image": "busybox", "restartPolicy": "Always"}
+                ],
+                "containers": [
+                    {"name": "app", "image": "nginx"},
+                    {"name": "logs", "image": "busybox"},
+                    {"name": "agent", "image": "busybox"},
+                    {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24"},
+                    {"name": "envoy", "image": "envoyproxy/envoy:v1"},
+                    {"name": "mesh", "image": "registry.istio.io/testing/proxyv2:latest"}
+                ]
+            }
+        }));
+        assert_eq!(
+            types(&m),
+            vec![
+                ("setup", LifecycleType::Init),
+                ("native", LifecycleType::Sidecar),
+                ("app", LifecycleType::Standard),
+                ("logs", LifecycleType::PostSidecar),
+                ("agent", LifecycleType::Sidecar),
+                ("istio-proxy", LifecycleType::Standard),
+                ("envoy", LifecycleType::Sidecar),
+                ("mesh", LifecycleType::Sidecar),
+            ]
+        );
+        assert_eq!(m.containers[1].reason, TypeReason::NativeSidecar);
+        assert!(matches!(
+            m.containers[3].reason,
+            TypeReason::Annotation { .. }
+        ));
+        assert!(matches!(
+            m.containers[7].reason,
+            TypeReason::KnownSidecar { .. }
+        ));
+        assert_eq!(
+            m.legacy_sidecars()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["agent", "envoy", "mesh"]
+        );
+        assert!(m.findings.is_empty(), "{:?}", m.findings);
+    }
+
+    #[test]
+    fn position_beats_annotations_and_says_so() {
+        let m = model(json!({
+            "kind": "Pod",
+            "metadata": {"annotations": {"lifecycle.sidecars.dev/setup": "Sidecar"}},
+            "spec": {"initContainers": [{"name": "setup"}], "containers": [{"name": "app"}]}
+        }));
+        assert_eq!(m.containers[0].lifecycle, LifecycleType::Init);
+        assert_eq!(m.findings.len(), 1);
+        assert_eq!(m.findings[0].code(), "typeAnnotationIgnored");
+        assert!(m.findings[0].to_string().contains("restartPolicy: Always"));
+    }
+
+    #[test]
+    fn after_annotations_become_declared_edges() {
+        let m = model(json!({
+            "kind": "Pod",
+            "metadata": {"annotations": {"after.sidecars.dev/app": "proxy, vault"}},
+            "spec": {
+                "initContainers": [
+                    {"name": "vault", "restartPolicy": "Always"},
+                    {"name": "proxy", "restartPolicy": "Always"}
+                ],
+                "containers": [{"name": "app"}]
+            }
+        }));
+        let edges: Vec<(usize, usize)> = m
+            .declared_after
+            .iter()
+            .map(|e| (e.before, e.after))
+            .collect();
+        assert_eq!(edges, vec![(1, 2), (0, 2)]);
+        assert!(m.findings.is_empty());
+    }
+
+    #[test]
+    fn malformed_annotations_are_findings() {
+        let m = model(json!({
+            "kind": "Pod",
+            "metadata": {"annotations": {
+                "lifecycle.sidecars.dev/app": "Sidekick",
+                "lifecycle.sidecars.dev/ghost": "Sidecar",
+                "after.sidecars.dev/app": "app",
+                "after.sidecars.dev/proxy": "app,,x",
+                "after.sidecars.dev/nobody": "app",
+                "after.sidecars.dev/web": "missing",
+                "optional.sidecars.dev/proxy": "maybe"
+            }},
+            "spec": {"containers": [{"name": "app"}, {"name": "proxy"}, {"name": "web"}, {"name": "web"}]}
+        }));
+        let mut codes: Vec<&str> = m.findings.iter().map(Finding::code).collect();
+        codes.sort();
+        assert_eq!(
+            codes,
+            [
+                "afterMissingContainer",
+                "afterSelf",
+                "annotationForMissingContainer",
+                "annotationForMissingContainer",
+                "duplicateContainerName",
+                "malformedAfter",
+                "malformedOptional",
+                "unknownLifecycleType",
+            ]
+        );
+        // An unknown type falls through to the next rule instead of failing.
+        assert_eq!(m.containers[0].lifecycle, LifecycleType::Standard);
+        assert!(m.declared_after.is_empty());
+        for f in &m.findings {
+            assert!(!f.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn optional_sidecars() {
+        let m = model(json!({
+            "kind": "Pod",
+            "metadata": {"annotations": {"optional.sidecars.dev/logs": "True"}},
+            "spec": {"containers": [{"name": "app"}, {"name": "logs"}]}
+        }));
+        assert!(m.is_optional("logs"));
+        assert!(!m.is_optional("app"));
+    }
+}

@@ -1,0 +1,583 @@
+//! Effective pod requests and limits and the QoS class, as Kubernetes computes them
+//! (component-helpers `PodRequests`/`PodLimits` with default options, `ComputePodQOS`).
+//!
+//! Containers are read as the API server stores them: a resource with a limit but no
+//! request gets the limit as its request (core/v1 defaulting), so a workload template
+//! gives the figures its pods will have.
+
+use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::ModelError;
+use crate::quantity::Quantity;
+
+pub const CPU: &str = "cpu";
+pub const MEMORY: &str = "memory";
+
+/// Per resource, the parts the effective value is made of.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Breakdown {
+    /// Sum over app containers (`containers`).
+    pub app_sum: Quantity,
+    /// Sum over native sidecars.
+    pub sidecar_sum: Quantity,
+    /// The largest need during initialisation: an init container plus the sidecars
+    /// started before it, or all sidecars.
+    pub init_peak: Quantity,
+    /// `spec.overhead`, added to requests, and to limits that are set.
+    pub overhead: Quantity,
+    /// `spec.resources` (pod-level), which replaces the container aggregate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_level: Option<Quantity>,
+    /// What the scheduler (requests) or the kubelet (limits) uses.
+    pub effective: Quantity,
+}
+
+impl Breakdown {
+    /// `max(app + sidecars, init peak)`: the container aggregate before pod-level
+    /// resources and overhead.
+    pub fn aggregate(&self) -> Quantity {
+        (self.app_sum + self.sidecar_sum).max(self.init_peak)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum QosClass {
+    Guaranteed,
+    Burstable,
+    BestEffort,
+}
+
+impl QosClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QosClass::Guaranteed => "Guaranteed",
+            QosClass::Burstable => "Burstable",
+            QosClass::BestEffort => "BestEffort",
+        }
+    }
+}
+
+/// A resource whose limit is unbounded because these containers set none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unbounded {
+    pub resource: String,
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodResources {
+    pub requests: BTreeMap<String, Breakdown>,
+    pub limits: BTreeMap<String, Breakdown>,
+    /// cpu and memory always; other resources when some container limits them.
+    pub unbounded_limits: Vec<Unbounded>,
+    pub qos_class: QosClass,
+}
+
+impl PodResources {
+    pub fn effective_requests(&self) -> BTreeMap<String, Quantity> {
+        self.requests
+            .iter()
+            .map(|(k, b)| (k.clone(), b.effective))
+            .collect()
+    }
+
+    pub fn effective_limits(&self) -> BTreeMap<String, Quantity> {
+        self.limits
+            .iter()
+            .map(|(k, b)| (k.clone(), b.effective))
+            .collect()
+    }
+}
+
+/// One container's requests and limits, parsed and defaulted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerResources {
+    pub requests: BTreeMap<String, Quantity>,
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+impl ContainerResources {
+    pub fn read(owner: &str, resources: Option<&ResourceRequirements>) -> Result<Self, ModelError> {
+        let parse = |field: &str, list: Option<&BTreeMap<String, K8sQuantity>>| {
+            list.into_iter()
+                .flatten()
+                .map(|(name, q)| {
+                    Quantity::parse(&q.0)
+                        .map(|v| (name.clone(), v))
+                        .map_err(|e| ModelError::Quantity {
+                            at: format!("{owner} resources.{field}.{name}"),
+                            source: e,
+                        })
+                })
+                .collect::<Result<BTreeMap<_, _>, _>>()
+        };
+        let limits = parse("limits", resources.and_then(|r| r.limits.as_ref()))?;
+        let mut requests = parse("requests", resources.and_then(|r| r.requests.as_ref()))?;
+        for (name, limit) in &limits {
+            requests.entry(name.clone()).or_insert(*limit);
+        }
+        Ok(ContainerResources { requests, limits })
+    }
+
+    /// `resourceQOS` of one set of requirements.
+    fn qos(&self) -> QosClass {
+        if self.requests.is_empty() && self.limits.is_empty() {
+            return QosClass::BestEffort;
+        }
+        let mut class = None;
+        for r in [CPU, MEMORY] {
+            let req = self.requests.get(r).copied().unwrap_or_default();
+            let lim = self.limits.get(r).copied().unwrap_or_default();
+            if req != lim {
+                return QosClass::Burstable;
+            }
+            let this = if req.is_zero() {
+                QosClass::BestEffort
+            } else {
+                QosClass::Guaranteed
+            };
+            match class {
+                None => class = Some(this),
+                Some(c) if c != this => return QosClass::Burstable,
+                _ => {}
+            }
+        }
+        class.unwrap_or(QosClass::BestEffort)
+    }
+}
+
+/// Where a container sits, for the accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    App,
+    Sidecar,
+    Init,
+}
+
+/// A container as the accounting sees it.
+#[derive(Debug, Clone)]
+pub struct Accounted {
+    pub name: String,
+    pub role: Role,
+    pub resources: ContainerResources,
+}
+
+/// The containers of `spec` in init-then-app order, with their parsed resources.
+pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError> {
+    let mut out = Vec::new();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let role = if c.restart_policy.as_deref() == Some("Always") {
+            Role::Sidecar
+        } else {
+            Role::Init
+        };
+        out.push(Accounted {
+            name: c.name.clone(),
+            role,
+            resources: ContainerResources::read(
+                &format!("initContainers[{i}] ({})", c.name),
+                c.resources.as_ref(),
+            )?,
+        });
+    }
+    for (i, c) in spec.containers.iter().enumerate() {
+        out.push(Accounted {
+            name: c.name.clone(),
+            role: Role::App,
+            resources: ContainerResources::read(
+                &format!("containers[{i}] ({})", c.name),
+                c.resources.as_ref(),
+            )?,
+        });
+    }
+    Ok(out)
+}
+
+/// The pod-level resources (`spec.resources`), defaulted like containers.
+pub fn pod_level(spec: &PodSpec) -> Result<Option<ContainerResources>, ModelError> {
+    spec.resources
+        .as_ref()
+        .map(|r| ContainerResources::read("spec", Some(r)))
+        .transpose()
+}
+
+/// Resources `spec.resources` may set (`IsSupportedPodLevelResource`).
+pub fn is_pod_level_resource(name: &str) -> bool {
+    name == CPU || name == MEMORY || name.starts_with("hugepages-")
+}
+
+/// Computes requests, limits, unbounded limits and QoS for `spec`.
+pub fn compute(spec: &PodSpec) -> Result<PodResources, ModelError> {
+    let containers = accounted_containers(spec)?;
+    let pod_level = pod_level(spec)?;
+    let overhead = ContainerResources::read(
+        "spec.overhead",
+        Some(&ResourceRequirements {
+            requests: spec.overhead.clone(),
+            ..Default::default()
+        }),
+    )?
+    .requests;
+    Ok(compute_from(&containers, pod_level.as_ref(), &overhead))
+}
+
+/// The formula of DESIGN.md over already parsed containers, so policies can ask "what if".
+pub fn compute_from(
+    containers: &[Accounted],
+    pod_level: Option<&ContainerResources>,
+    overhead: &BTreeMap<String, Quantity>,
+) -> PodResources {
+    let requests = aggregate(
+        containers,
+        |c| &c.requests,
+        pod_level.map(|p| &p.requests),
+        overhead,
+        true,
+    );
+    let limits = aggregate(
+        containers,
+        |c| &c.limits,
+        pod_level.map(|p| &p.limits),
+        overhead,
+        false,
+    );
+
+    let mut unbounded_limits = Vec::new();
+    let mut resources: BTreeSet<&str> = [CPU, MEMORY].into();
+    for c in containers {
+        resources.extend(c.resources.limits.keys().map(String::as_str));
+    }
+    for r in resources {
+        if pod_level.is_some_and(|p| p.limits.contains_key(r)) {
+            continue;
+        }
+        let without: Vec<String> = containers
+            .iter()
+            .filter(|c| !c.resources.limits.contains_key(r))
+            .map(|c| c.name.clone())
+            .collect();
+        if !without.is_empty() {
+            unbounded_limits.push(Unbounded {
+                resource: r.to_string(),
+                containers: without,
+            });
+        }
+    }
+
+    PodResources {
+        requests,
+        limits,
+        unbounded_limits,
+        qos_class: qos(containers, pod_level),
+    }
+}
+
+fn aggregate(
+    containers: &[Accounted],
+    list: impl Fn(&ContainerResources) -> &BTreeMap<String, Quantity>,
+    pod_level: Option<&BTreeMap<String, Quantity>>,
+    overhead: &BTreeMap<String, Quantity>,
+    is_requests: bool,
+) -> BTreeMap<String, Breakdown> {
+    let mut out: BTreeMap<String, Breakdown> = BTreeMap::new();
+    for c in containers.iter().filter(|c| c.role == Role::App) {
+        for (name, q) in list(&c.resources) {
+            out.entry(name.clone()).or_default().app_sum += *q;
+        }
+    }
+    // Sidecars started so far, per resource, while walking init containers in order.
+    let mut started: BTreeMap<String, Quantity> = BTreeMap::new();
+    for c in containers.iter().filter(|c| c.role != Role::App) {
+        let own = list(&c.resources);
+        if c.role == Role::Sidecar {
+            for (name, q) in own {
+                out.entry(name.clone()).or_default().sidecar_sum += *q;
+                *started.entry(name.clone()).or_default() += *q;
+            }
+            for (name, q) in &started {
+                let b = out.entry(name.clone()).or_default();
+                b.init_peak = b.init_peak.max(*q);
+            }
+        } else {
+            let names: BTreeSet<&String> = own.keys().chain(started.keys()).collect();
+            for name in names {
+                let use_now = own.get(name).copied().unwrap_or_default()
+                    + started.get(name).copied().unwrap_or_default();
+                let b = out.entry(name.clone()).or_default();
+                b.init_peak = b.init_peak.max(use_now);
+            }
+        }
+    }
+    for b in out.values_mut() {
+        b.effective = b.aggregate();
+    }
+    for (name, q) in pod_level.into_iter().flatten() {
+        if is_pod_level_resource(name) {
+            let b = out.entry(name.clone()).or_default();
+            b.pod_level = Some(*q);
+            b.effective = *q;
+        }
+    }
+    for (name, q) in overhead {
+        // PodLimits adds overhead only to limits that are set.
+        if is_requests || out.contains_key(name) {
+            let b = out.entry(name.clone()).or_default();
+            b.overhead = *q;
+            b.effective += *q;
+        }
+    }
+    out
+}
+
+/// `ComputePodQOS`: pod-level resources alone decide when set; otherwise every
+/// container, init and sidecar included.
+fn qos(containers: &[Accounted], pod_level: Option<&ContainerResources>) -> QosClass {
+    if let Some(p) = pod_level {
+        return p.qos();
+    }
+    let mut class = None;
+    for c in containers {
+        let this = c.resources.qos();
+        if this == QosClass::Burstable {
+            return QosClass::Burstable;
+        }
+        match class {
+            None => class = Some(this),
+            Some(c) if c != this => return QosClass::Burstable,
+            _ => {}
+        }
+    }
+    class.unwrap_or(QosClass::BestEffort)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn spec(v: Value) -> PodSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn q(s: &str) -> Quantity {
+        Quantity::parse(s).unwrap()
+    }
+
+    fn c(name: &str, req: Value, lim: Value) -> Value {
+        json!({"name": name, "resources": {"requests": req, "limits": lim}})
+    }
+
+    fn sc(name: &str, req: Value, lim: Value) -> Value {
+        let mut v = c(name, req, lim);
+        v["restartPolicy"] = json!("Always");
+        v
+    }
+
+    fn effective(r: &BTreeMap<String, Breakdown>, name: &str) -> String {
+        r[name].effective.to_string()
+    }
+
+    #[test]
+    fn apps_plus_sidecars() {
+        let r = compute(&spec(json!({
+            "initContainers": [sc("proxy", json!({"cpu": "100m", "memory": "128Mi"}), json!({}))],
+            "containers": [
+                c("app", json!({"cpu": "1", "memory": "1Gi"}), json!({})),
+                c("web", json!({"cpu": "500m", "memory": "512Mi"}), json!({}))
+            ]
+        })))
+        .unwrap();
+        assert_eq!(effective(&r.requests, "cpu"), "1600m");
+        assert_eq!(effective(&r.requests, "memory"), "1664Mi");
+        assert_eq!(r.requests["cpu"].app_sum, q("1.5"));
+        assert_eq!(r.requests["cpu"].sidecar_sum, q("100m"));
+        assert_eq!(r.qos_class, QosClass::Burstable);
+    }
+
+    #[test]
+    fn a_big_init_container_after_a_sidecar_counts_the_sidecar() {
+        // proxy (200m) starts, then migrate (2) runs beside it: peak 2200m > 1200m.
+        let r = compute(&spec(json!({
+            "initContainers": [
+                sc("proxy", json!({"cpu": "200m"}), json!({})),
+                c("migrate", json!({"cpu": "2"}), json!({}))
+            ],
+            "containers": [c("app", json!({"cpu": "1"}), json!({}))]
+        })))
+        .unwrap();
+        assert_eq!(r.requests["cpu"].init_peak, q("2200m"));
+        assert_eq!(effective(&r.requests, "cpu"), "2200m");
+    }
+
+    #[test]
+    fn a_big_init_container_before_a_sidecar_does_not() {
+        let r = compute(&spec(json!({
+            "initContainers": [
+                c("migrate", json!({"cpu": "2"}), json!({})),
+                sc("proxy", json!({"cpu": "200m"}), json!({}))
+            ],
+            "containers": [c("app", json!({"cpu": "1"}), json!({}))]
+        })))
+        .unwrap();
+        assert_eq!(r.requests["cpu"].init_peak, q("2"));
+        assert_eq!(effective(&r.requests, "cpu"), "2");
+        // And the other way round, when the apps need more than the init peak.
+        let r = compute(&spec(json!({
+            "initContainers": [
+                c("migrate", json!({"cpu": "500m"}), json!({})),
+                sc("proxy", json!({"cpu": "200m"}), json!({}))
+            ],
+            "containers": [c("app", json!({"cpu": "1"}), json!({}))]
+        })))
+        .unwrap();
+        assert_eq!(effective(&r.requests, "cpu"), "1200m");
+    }
+
+    #[test]
+    fn overhead_goes_on_requests_and_on_set_limits_only() {
+        let r = compute(&spec(json!({
+            "overhead": {"cpu": "250m", "memory": "120Mi"},
+            "containers": [c("app", json!({"cpu": "1", "memory": "1Gi"}), json!({"cpu": "2"}))]
+        })))
+        .unwrap();
+        assert_eq!(effective(&r.requests, "cpu"), "1250m");
+        assert_eq!(effective(&r.requests, "memory"), "1144Mi");
+        assert_eq!(effective(&r.limits, "cpu"), "2250m");
+        assert!(!r.limits.contains_key("memory"));
+        assert_eq!(
+            r.unbounded_limits,
+            vec![Unbounded {
+                resource: "memory".into(),
+                containers: vec!["app".into()]
+            }]
+        );
+    }
+
+    #[test]
+    fn pod_level_resources_replace_the_aggregate() {
+        // The seed: a 4 CPU / 8Gi budget, containers asking 4.1 CPU / 9Gi.
+        let r = compute(&spec(json!({
+            "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
+            "initContainers": [sc("proxy", json!({"cpu": "100m", "memory": "1Gi"}), json!({}))],
+            "containers": [c("app", json!({"cpu": "4", "memory": "8Gi"}), json!({}))]
+        })))
+        .unwrap();
+        let cpu = &r.requests["cpu"];
+        assert_eq!(cpu.aggregate().to_string(), "4100m");
+        assert_eq!(cpu.pod_level, Some(q("4")));
+        assert_eq!(cpu.effective, q("4"));
+        assert_eq!(r.requests["memory"].aggregate().to_string(), "9Gi");
+        assert_eq!(r.qos_class, QosClass::Guaranteed);
+        assert!(r.unbounded_limits.is_empty());
+    }
+
+    #[test]
+    fn missing_limits_add_nothing_and_are_unbounded() {
+        let r = compute(&spec(json!({
+            "initContainers": [sc("proxy", json!({"cpu": "100m"}), json!({}))],
+            "containers": [c("app", json!({"cpu": "1"}), json!({"cpu": "1", "memory": "1Gi"}))]
+        })))
+        .unwrap();
+        assert_eq!(effective(&r.limits, "cpu"), "1");
+        assert_eq!(
+            r.unbounded_limits,
+            vec![
+                Unbounded {
+                    resource: "cpu".into(),
+                    containers: vec!["proxy".into()]
+                },
+                Unbounded {
+                    resource: "memory".into(),
+                    containers: vec!["proxy".into()]
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_default_requests() {
+        let r = compute(&spec(json!({
+            "containers": [c("app", json!({}), json!({"cpu": "1", "memory": "1Gi"}))]
+        })))
+        .unwrap();
+        assert_eq!(effective(&r.requests, "cpu"), "1");
+        assert_eq!(r.qos_class, QosClass::Guaranteed);
+    }
+
+    #[test]
+    fn qos_classes() {
+        let guaranteed = json!({"cpu": "1", "memory": "1Gi"});
+        let cases = [
+            // Every container equal: Guaranteed.
+            (
+                json!({"containers": [c("a", guaranteed.clone(), guaranteed.clone())]}),
+                QosClass::Guaranteed,
+            ),
+            // Nothing anywhere: BestEffort.
+            (json!({"containers": [{"name": "a"}]}), QosClass::BestEffort),
+            // An injected sidecar without limits downgrades a Guaranteed pod.
+            (
+                json!({
+                    "initContainers": [sc("proxy", json!({"cpu": "100m", "memory": "128Mi"}), json!({}))],
+                    "containers": [c("a", guaranteed.clone(), guaranteed.clone())]
+                }),
+                QosClass::Burstable,
+            ),
+            // A sidecar with nothing at all: BestEffort beside Guaranteed is Burstable.
+            (
+                json!({"initContainers": [{"name": "p", "restartPolicy": "Always"}],
+                       "containers": [c("a", guaranteed.clone(), guaranteed.clone())]}),
+                QosClass::Burstable,
+            ),
+            // A regular init container counts too.
+            (
+                json!({"initContainers": [c("i", json!({"cpu": "1"}), json!({}))],
+                       "containers": [c("a", guaranteed.clone(), guaranteed.clone())]}),
+                QosClass::Burstable,
+            ),
+            // cpu only, equal: cpu matches but memory is zero on one side only → Burstable.
+            (
+                json!({"containers": [c("a", json!({"cpu": "1"}), json!({"cpu": "1"}))]}),
+                QosClass::Burstable,
+            ),
+            // Only an extended resource: neither cpu nor memory → BestEffort.
+            (
+                json!({"containers": [c("a", json!({"ephemeral-storage": "1Gi"}), json!({}))]}),
+                QosClass::BestEffort,
+            ),
+            // Pod-level resources alone decide.
+            (
+                json!({"resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+                       "containers": [c("a", json!({"cpu": "1"}), json!({}))]}),
+                QosClass::Guaranteed,
+            ),
+            (
+                json!({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+                       "containers": [c("a", guaranteed.clone(), guaranteed.clone())]}),
+                QosClass::Burstable,
+            ),
+        ];
+        for (i, (s, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(compute(&spec(s)).unwrap().qos_class, expected, "case {i}");
+        }
+    }
+
+    #[test]
+    fn invalid_quantities_name_the_container() {
+        let err = compute(&spec(
+            json!({"containers": [c("app", json!({"cpu": "lots"}), json!({}))]}),
+        ))
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("containers[0] (app) resources.requests.cpu"),
+            "{text}"
+        );
+        assert!(text.contains("\"lots\""), "{text}");
+    }
+}

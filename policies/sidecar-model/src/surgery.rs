@@ -1,0 +1,370 @@
+//! Edits on the request's own JSON. Containers are moved as they are, keys the user did
+//! not touch stay as written, and nothing is defaulted, so the diff an admission engine
+//! computes from the original touches only what changed. (A typed round trip through
+//! k8s-openapi structs would add and drop fields and turn every policy into a mutating one.)
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::ModelError;
+use crate::lifecycle::ContainerList;
+use crate::pod::PodModel;
+use crate::workload::WorkloadKind;
+
+/// What a mutation did, for messages and audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "change",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Change {
+    /// A legacy sidecar moved from `containers` to `initContainers` as a native sidecar.
+    ConvertedToNativeSidecar {
+        container: String,
+        from: String,
+        to: String,
+    },
+    /// A list was put into a new order.
+    Reordered {
+        list: ContainerList,
+        before: Vec<String>,
+        after: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::ConvertedToNativeSidecar {
+                container,
+                from,
+                to,
+            } => write!(
+                f,
+                "{container}: moved from {from} to {to} with restartPolicy: Always (native sidecar)"
+            ),
+            Change::Reordered {
+                list,
+                before,
+                after,
+            } => write!(
+                f,
+                "{}: [{}] → [{}]",
+                list.field(),
+                before.join(", "),
+                after.join(", ")
+            ),
+        }
+    }
+}
+
+/// Why a normalisation was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormaliseError {
+    #[error(
+        "every container of the pod ({}) is a sidecar: converting them would leave no app container; mark the application container lifecycle.sidecars.dev/<name>: Standard",
+        .0.join(", ")
+    )]
+    NoAppContainerLeft(Vec<String>),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+fn spec_mut(object: &mut Value, kind: WorkloadKind) -> Result<&mut Map<String, Value>, ModelError> {
+    object
+        .pointer_mut(kind.pod_spec_pointer())
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer())))
+}
+
+fn list_mut<'a>(
+    spec: &'a mut Map<String, Value>,
+    list: ContainerList,
+) -> Result<&'a mut Vec<Value>, ModelError> {
+    let entry = spec
+        .entry(list.field())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if entry.is_null() {
+        *entry = Value::Array(Vec::new());
+    }
+    entry
+        .as_array_mut()
+        .ok_or_else(|| ModelError::Malformed(format!("{} is not a list", list.field())))
+}
+
+/// The shared normalisation: every container typed `Sidecar` that sits in `containers`
+/// becomes a native sidecar, appended after the existing init containers (so it still
+/// starts after every init step and before the app, as it did, and now for sure), in
+/// the order the sidecars had. Returns what it moved; nothing when there is nothing to do.
+pub fn normalise(object: &mut Value, model: &PodModel) -> Result<Vec<Change>, NormaliseError> {
+    let legacy: Vec<(usize, String)> = model
+        .legacy_sidecars()
+        .map(|c| (c.index, c.name.clone()))
+        .collect();
+    if legacy.is_empty() {
+        return Ok(Vec::new());
+    }
+    if legacy.len() == model.pod.spec.containers.len() {
+        return Err(NormaliseError::NoAppContainerLeft(
+            legacy.into_iter().map(|(_, n)| n).collect(),
+        ));
+    }
+    let spec = spec_mut(object, model.pod.kind)?;
+    let containers = list_mut(spec, ContainerList::Containers)?;
+    let mut moved = Vec::with_capacity(legacy.len());
+    for (index, _) in legacy.iter().rev() {
+        if *index >= containers.len() {
+            return Err(ModelError::Malformed(format!("containers[{index}] is missing")).into());
+        }
+        moved.push(containers.remove(*index));
+    }
+    moved.reverse();
+    let init = list_mut(spec, ContainerList::InitContainers)?;
+    let mut changes = Vec::new();
+    for ((from_index, name), mut container) in legacy.into_iter().zip(moved) {
+        if let Some(fields) = container.as_object_mut() {
+            fields.insert("restartPolicy".into(), Value::String("Always".into()));
+        }
+        changes.push(Change::ConvertedToNativeSidecar {
+            container: name,
+            from: format!("containers[{from_index}]"),
+            to: format!("initContainers[{}]", init.len()),
+        });
+        init.push(container);
+    }
+    Ok(changes)
+}
+
+/// Puts each list into the order `start` gives (indices into `model.containers`),
+/// moving the containers' JSON as it is. Containers stay in their lists. Returns one
+/// change per list that moved.
+pub fn apply_start_order(
+    object: &mut Value,
+    model: &PodModel,
+    start: &[usize],
+) -> Result<Vec<Change>, ModelError> {
+    let spec = spec_mut(object, model.pod.kind)?;
+    let mut changes = Vec::new();
+    for list in [ContainerList::InitContainers, ContainerList::Containers] {
+        let wanted: Vec<usize> = start
+            .iter()
+            .filter(|&&i| model.containers[i].list == list)
+            .map(|&i| model.containers[i].index)
+            .collect();
+        if wanted.iter().enumerate().all(|(pos, &index)| pos == index) {
+            continue;
+        }
+        let items = list_mut(spec, list)?;
+        if wanted.len() != items.len() {
+            return Err(ModelError::Malformed(format!(
+                "{} has {} entries, expected {}",
+                list.field(),
+                items.len(),
+                wanted.len()
+            )));
+        }
+        let name_at = |i: usize| {
+            model
+                .containers
+                .iter()
+                .find(|c| c.list == list && c.index == i)
+                .map(|c| c.name.clone())
+                .unwrap_or_default()
+        };
+        let mut old: Vec<Option<Value>> = std::mem::take(items).into_iter().map(Some).collect();
+        *items = wanted.iter().filter_map(|&i| old[i].take()).collect();
+        changes.push(Change::Reordered {
+            list,
+            before: (0..wanted.len()).map(name_at).collect(),
+            after: wanted.iter().map(|&i| name_at(i)).collect(),
+        });
+    }
+    Ok(changes)
+}
+
+/// Sets a pod annotation (the template's, for workloads), creating the maps it needs.
+/// Returns whether anything changed.
+pub fn set_pod_annotation(
+    object: &mut Value,
+    kind: WorkloadKind,
+    key: &str,
+    value: &str,
+) -> Result<bool, ModelError> {
+    let metadata_pointer = kind.pod_metadata_pointer();
+    let (parent_pointer, field) = metadata_pointer
+        .rsplit_once('/')
+        .unwrap_or(("", "metadata"));
+    let parent = if parent_pointer.is_empty() {
+        Some(&mut *object)
+    } else {
+        object.pointer_mut(parent_pointer)
+    }
+    .and_then(Value::as_object_mut)
+    .ok_or_else(|| ModelError::Malformed(format!("no object at {parent_pointer}")))?;
+    let metadata = parent
+        .entry(field)
+        .or_insert_with(|| Value::Object(Map::new()));
+    if metadata.is_null() {
+        *metadata = Value::Object(Map::new());
+    }
+    let metadata = metadata
+        .as_object_mut()
+        .ok_or_else(|| ModelError::Malformed(format!("{metadata_pointer} is not an object")))?;
+    let annotations = metadata
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if annotations.is_null() {
+        *annotations = Value::Object(Map::new());
+    }
+    let annotations = annotations.as_object_mut().ok_or_else(|| {
+        ModelError::Malformed(format!("{metadata_pointer}/annotations is not an object"))
+    })?;
+    if annotations.get(key).and_then(Value::as_str) == Some(value) {
+        return Ok(false);
+    }
+    annotations.insert(key.into(), Value::String(value.into()));
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::StartGraph;
+    use crate::lifecycle::{KnownSidecars, LifecycleType};
+    use serde_json::json;
+
+    fn model(object: &Value) -> PodModel {
+        PodModel::from_object(object, &KnownSidecars::default())
+            .unwrap()
+            .unwrap()
+    }
+
+    fn istio_job() -> Value {
+        json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "pi"},
+            "spec": {"template": {
+                "metadata": {"labels": {"app": "pi"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.24", "args": ["istio-iptables"]}],
+                    "containers": [
+                        {"name": "pi", "image": "perl", "command": ["perl", "-e", "print 1"]},
+                        {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24",
+                         "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
+                         "resources": {"requests": {"cpu": "100m"}}}
+                    ]
+                }
+            }}
+        })
+    }
+
+    #[test]
+    fn normalise_moves_a_legacy_sidecar_as_it_is() {
+        let original = istio_job();
+        let mut object = original.clone();
+        let m = model(&object);
+        let changes = normalise(&mut object, &m).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].to_string(),
+            "istio-proxy: moved from containers[1] to initContainers[1] with restartPolicy: Always (native sidecar)"
+        );
+        let spec = &object["spec"]["template"]["spec"];
+        let mut expected_proxy = original["spec"]["template"]["spec"]["containers"][1].clone();
+        expected_proxy["restartPolicy"] = json!("Always");
+        assert_eq!(spec["initContainers"][1], expected_proxy);
+        assert_eq!(
+            spec["containers"],
+            json!([original["spec"]["template"]["spec"]["containers"][0]])
+        );
+        // Nothing else changed.
+        let mut rest = object.clone();
+        rest["spec"]["template"]["spec"]["initContainers"] =
+            original["spec"]["template"]["spec"]["initContainers"].clone();
+        rest["spec"]["template"]["spec"]["containers"] =
+            original["spec"]["template"]["spec"]["containers"].clone();
+        assert_eq!(rest, original);
+
+        let again = model(&object);
+        assert_eq!(again.containers[1].lifecycle, LifecycleType::Sidecar);
+        assert!(again.containers[1].is_native_sidecar());
+        let mut twice = object.clone();
+        assert!(normalise(&mut twice, &again).unwrap().is_empty());
+        assert_eq!(twice, object);
+    }
+
+    #[test]
+    fn normalise_creates_init_containers_and_keeps_sidecar_order() {
+        let mut object = json!({"kind": "Pod", "spec": {"containers": [
+            {"name": "envoy", "image": "envoyproxy/envoy:v1"},
+            {"name": "app", "image": "nginx"},
+            {"name": "fluent-bit", "image": "fluent/fluent-bit:3"}
+        ]}});
+        let m = model(&object);
+        let changes = normalise(&mut object, &m).unwrap();
+        assert_eq!(changes.len(), 2);
+        let names: Vec<&str> = object["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["envoy", "fluent-bit"]);
+        assert_eq!(
+            object["spec"]["containers"],
+            json!([{"name": "app", "image": "nginx"}])
+        );
+    }
+
+    #[test]
+    fn normalise_refuses_to_leave_no_app_container() {
+        let mut object = json!({"kind": "Pod", "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1"}]}});
+        let before = object.clone();
+        let err = normalise(&mut object, &model(&before)).unwrap_err();
+        assert!(err.to_string().contains("envoy"));
+        assert_eq!(object, before);
+    }
+
+    #[test]
+    fn apply_start_order_moves_entries_not_fields() {
+        let mut object = json!({"kind": "Pod", "metadata": {"annotations": {"after.sidecars.dev/proxy": "vault"}},
+            "spec": {"initContainers": [
+                {"name": "proxy", "restartPolicy": "Always", "image": "p"},
+                {"name": "vault", "restartPolicy": "Always", "image": "v", "args": ["agent"]}
+            ], "containers": [{"name": "app"}]}});
+        let m = model(&object);
+        let order = StartGraph::build(&m, []).order().unwrap();
+        let changes = apply_start_order(&mut object, &m, &order).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            object["spec"]["initContainers"][0],
+            json!({"name": "vault", "restartPolicy": "Always", "image": "v", "args": ["agent"]})
+        );
+        let m2 = model(&object);
+        let order2 = StartGraph::build(&m2, []).order().unwrap();
+        let mut again = object.clone();
+        assert!(
+            apply_start_order(&mut again, &m2, &order2)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(again, object);
+    }
+
+    #[test]
+    fn annotations_are_created_where_missing() {
+        let mut pod = json!({"kind": "Pod", "spec": {"containers": []}});
+        assert!(set_pod_annotation(&mut pod, WorkloadKind::Pod, "a/b", "c").unwrap());
+        assert_eq!(pod["metadata"]["annotations"]["a/b"], "c");
+        assert!(!set_pod_annotation(&mut pod, WorkloadKind::Pod, "a/b", "c").unwrap());
+        let mut cron = json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}});
+        assert!(set_pod_annotation(&mut cron, WorkloadKind::CronJob, "k", "v").unwrap());
+        assert_eq!(
+            cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]["k"],
+            "v"
+        );
+    }
+}
