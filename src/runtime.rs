@@ -1,0 +1,280 @@
+//! The wasmtime side: one engine, modules compiled once (and cached on disk), a fresh
+//! waPC instance per evaluation with an epoch deadline, as policy-server runs policies.
+
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+use wapc::WapcHost;
+use wasmtime::{Config, Engine, Module};
+use wasmtime_provider::{EpochDeadlines, WasmtimeEngineProviderBuilder, WasmtimeEngineProviderPre};
+
+/// One epoch tick. policy-server ticks once a second; a finer tick lets tests use short
+/// deadlines and keeps the default (2 s) within one tick of exact.
+pub const TICK: Duration = Duration::from_millis(100);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The text wasmtime-provider gives an interrupted guest call.
+const INTERRUPTED: &str = "execution deadline exceeded";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a WebAssembly module: {reason}")]
+    NotWasm { path: String, reason: String },
+    #[error("{path} is not a waPC policy: it does not export {missing}")]
+    NotAPolicy { path: String, missing: &'static str },
+    #[error("cannot prepare {path}: {reason}")]
+    Prepare { path: String, reason: String },
+    #[error("the policy did not initialise: {0}")]
+    Init(String),
+    #[error("the policy exceeded its {0:?} deadline")]
+    Timeout(Duration),
+    #[error("the policy failed in {operation}: {reason}")]
+    Guest { operation: String, reason: String },
+}
+
+/// The engine every module of a process is compiled with.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
+        start_ticker(&engine);
+        Ok(Runtime {
+            engine,
+            cache_dir: cache_dir(),
+        })
+    }
+
+    /// Loads a policy from a `.wasm` file: compiled once, or taken from the on-disk cache.
+    pub fn load(&self, path: &Path, timeout: Duration) -> Result<Policy, HostError> {
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|source| HostError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        self.load_bytes(&shown, &bytes, timeout)
+    }
+
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        timeout: Duration,
+    ) -> Result<Policy, HostError> {
+        if !bytes.starts_with(b"\0asm") {
+            return Err(HostError::NotWasm {
+                path: name.into(),
+                reason: "it does not start with the wasm magic number".into(),
+            });
+        }
+        let digest = hex(&Sha256::digest(bytes));
+        let module = self.compile(name, bytes, &digest)?;
+        for export in ["__guest_call", "wapc_init"] {
+            if module.get_export(export).is_none() {
+                return Err(HostError::NotAPolicy {
+                    path: name.into(),
+                    missing: if export == "__guest_call" {
+                        "__guest_call"
+                    } else {
+                        "wapc_init"
+                    },
+                });
+            }
+        }
+        let pre = WasmtimeEngineProviderBuilder::new()
+            .engine(self.engine.clone())
+            .module(module)
+            .build_pre()
+            .map_err(|e| HostError::Prepare {
+                path: name.into(),
+                reason: e.to_string(),
+            })?;
+        let ticks = timeout.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
+        Ok(Policy {
+            name: name.into(),
+            pre,
+            timeout,
+            deadlines: EpochDeadlines {
+                wapc_init: ticks,
+                wapc_func: ticks,
+            },
+        })
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8], digest: &str) -> Result<Module, HostError> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{digest}-{}.cwasm", self.compatibility())));
+        if let Some(file) = &cached
+            && file.is_file()
+        {
+            // SAFETY: the file is one this process family wrote with `Module::serialize`
+            // for this engine configuration (the name carries its compatibility hash);
+            // wasmtime checks the header and refuses a mismatch, and we fall back to
+            // compiling on any error.
+            if let Ok(module) = unsafe { Module::deserialize_file(&self.engine, file) } {
+                return Ok(module);
+            }
+        }
+        let module = Module::from_binary(&self.engine, bytes).map_err(|e| HostError::NotWasm {
+            path: name.into(),
+            reason: format!("{e:#}")
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        })?;
+        if let (Some(file), Ok(serialized)) = (cached, module.serialize()) {
+            // A cache that cannot be written only costs time.
+            let _ = write_atomically(&file, &serialized);
+        }
+        Ok(module)
+    }
+
+    fn compatibility(&self) -> String {
+        let mut hasher = std::hash::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+}
+
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, file)
+}
+
+/// `$SIDECARCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/sidecarctl`, else `~/.cache/sidecarctl`.
+/// `SIDECARCTL_CACHE_DIR=off` turns the cache off.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SIDECARCTL_CACHE_DIR") {
+        return (dir != "off").then(|| PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("sidecarctl"))
+}
+
+fn start_ticker(engine: &Engine) {
+    static TICKER: Once = Once::new();
+    let engine = engine.clone();
+    TICKER.call_once(move || {
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        });
+    });
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A compiled, pre-instantiated policy module.
+#[derive(Clone)]
+pub struct Policy {
+    pub name: String,
+    pre: WasmtimeEngineProviderPre,
+    timeout: Duration,
+    deadlines: EpochDeadlines,
+}
+
+impl Policy {
+    /// A fresh instance: `_start` and `wapc_init` have run.
+    pub fn instantiate(&self) -> Result<Instance, HostError> {
+        let provider = self
+            .pre
+            .rehydrate(Some(self.deadlines))
+            .map_err(|e| HostError::Init(e.to_string()))?;
+        let host =
+            WapcHost::new(Box::new(provider), Some(Box::new(host_callback))).map_err(|e| {
+                let text = e.to_string();
+                if text.contains("timeout") || text.contains(INTERRUPTED) {
+                    HostError::Timeout(self.timeout)
+                } else {
+                    HostError::Init(text)
+                }
+            })?;
+        Ok(Instance {
+            host,
+            timeout: self.timeout,
+        })
+    }
+
+    /// One call in a fresh instance, as policy-server evaluates.
+    pub fn call(&self, operation: &str, payload: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.instantiate()?.call(operation, payload)
+    }
+}
+
+/// A live instance; kwctl-style reuse calls it again and again.
+pub struct Instance {
+    host: WapcHost,
+    timeout: Duration,
+}
+
+impl Instance {
+    pub fn call(&self, operation: &str, payload: &[u8]) -> Result<Vec<u8>, HostError> {
+        self.host.call(operation, payload).map_err(|e| {
+            let reason = match e {
+                wapc::errors::Error::GuestCallFailure(s) => s,
+                other => other.to_string(),
+            };
+            if reason.contains(INTERRUPTED) {
+                HostError::Timeout(self.timeout)
+            } else {
+                HostError::Guest {
+                    operation: operation.into(),
+                    reason,
+                }
+            }
+        })
+    }
+}
+
+/// Host capabilities (`__host_call`). Our policies need only logging; everything else
+/// is refused with a message the policy can pass on.
+fn host_callback(
+    _id: u64,
+    binding: &str,
+    namespace: &str,
+    operation: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+    match (binding, namespace, operation) {
+        ("kubewarden", "tracing", "log") => {
+            if std::env::var_os("SIDECARCTL_POLICY_LOG").is_some() {
+                eprintln!("policy log: {}", String::from_utf8_lossy(payload));
+            }
+            Ok(Vec::new())
+        }
+        _ => Err(format!(
+            "host capability {binding}/{namespace}/{operation} is not provided by sidecarctl"
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,322 @@
+//! Declarative test suites: YAML files that name a policy, settings, requests and what the
+//! answer must be.
+//!
+//! ```yaml
+//! policy: ../../build/wasm/some-policy.wasm    # relative to this file
+//! settings: {}                                  # default for every case
+//! cases:
+//!   - name: a conforming pod is accepted untouched
+//!     request: fixtures/pod.yaml                # a file, or an inline object/request/review
+//!     expect: {allowed: true, patched: false}
+//!   - name: typos in settings are refused
+//!     settings: {requireStartupProbee: true}
+//!     expect: {settingsValid: false, messageContains: unknown field}
+//! ```
+
+use anyhow::{Context, bail};
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::admission::{self, AdmissionResponse};
+use crate::evaluation::{Evaluator, SettingsError};
+use crate::runtime::{Policy, Runtime};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Suite {
+    policy: String,
+    #[serde(default)]
+    settings: Option<Value>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Case {
+    name: String,
+    /// Overrides the suite's policy.
+    #[serde(default)]
+    policy: Option<String>,
+    #[serde(default)]
+    settings: Option<Value>,
+    /// A path (relative to the suite) or an inline document.
+    #[serde(default)]
+    request: Option<Value>,
+    expect: Expect,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Expect {
+    #[serde(default)]
+    settings_valid: Option<bool>,
+    #[serde(default)]
+    allowed: Option<bool>,
+    #[serde(default)]
+    code: Option<u16>,
+    #[serde(default)]
+    message_contains: Option<String>,
+    #[serde(default)]
+    message_matches: Option<String>,
+    /// Every listed text must appear in some warning.
+    #[serde(default)]
+    warnings_contain: Vec<String>,
+    /// The exact number of warnings.
+    #[serde(default)]
+    warning_count: Option<usize>,
+    #[serde(default)]
+    audit_annotations: HashMap<String, String>,
+    #[serde(default)]
+    patched: Option<bool>,
+    /// Checked on the patched object (the request's object when there is no patch).
+    #[serde(default)]
+    jsonpath: Vec<PathCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PathCheck {
+    path: String,
+    #[serde(default)]
+    equals: Option<Value>,
+    #[serde(default)]
+    exists: Option<bool>,
+    #[serde(default)]
+    count: Option<usize>,
+}
+
+pub struct Outcome {
+    pub passed: usize,
+    pub failed: usize,
+}
+
+/// Suite files under `paths` (files as given, directories searched for `*.yaml`/`*.yml`).
+pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found = Vec::new();
+            walk(path, &mut found).with_context(|| format!("cannot read {}", path.display()))?;
+            found.sort();
+            files.extend(found);
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            bail!("{}: no such file or directory", path.display());
+        }
+    }
+    Ok(files)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".suite.yaml") || n.ends_with(".suite.yml"))
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Runs every suite; prints one line per case and returns the counts. Errors are for
+/// suites that cannot be read at all.
+pub fn run(
+    runtime: &Runtime,
+    files: &[PathBuf],
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<Outcome> {
+    let mut outcome = Outcome {
+        passed: 0,
+        failed: 0,
+    };
+    let mut policies: HashMap<(PathBuf, u64), Policy> = HashMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let suite: Suite = serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{}: not a test suite", file.display()))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let timeout = Duration::from_millis(
+            suite
+                .timeout_ms
+                .unwrap_or(crate::runtime::DEFAULT_TIMEOUT.as_millis() as u64),
+        );
+        for case in &suite.cases {
+            let label = format!("{}::{}", file.display(), case.name);
+            let result = (|| -> anyhow::Result<()> {
+                let policy_path = base.join(case.policy.as_deref().unwrap_or(&suite.policy));
+                let key = (policy_path.clone(), timeout.as_millis() as u64);
+                let policy = match policies.get(&key) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = runtime.load(&policy_path, timeout)?;
+                        policies.insert(key, p.clone());
+                        p
+                    }
+                };
+                let settings = case
+                    .settings
+                    .clone()
+                    .or_else(|| suite.settings.clone())
+                    .unwrap_or_else(|| Value::Object(Default::default()));
+                run_case(base, case, policy, settings)
+            })();
+            match result {
+                Ok(()) => {
+                    outcome.passed += 1;
+                    let _ = writeln!(out, "PASS {label}");
+                }
+                Err(e) => {
+                    outcome.failed += 1;
+                    let _ = writeln!(out, "FAIL {label}: {e:#}");
+                }
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn run_case(base: &Path, case: &Case, policy: Policy, settings: Value) -> anyhow::Result<()> {
+    let expect = &case.expect;
+    let evaluator = match (Evaluator::new(policy, settings), expect.settings_valid) {
+        (Ok(_), Some(false)) => bail!("settings valid: expected false, got true"),
+        (Ok(evaluator), _) => evaluator,
+        (Err(SettingsError::Invalid { message, .. }), Some(false)) => {
+            return check_message(expect, &message);
+        }
+        (Err(e), _) => return Err(e.into()),
+    };
+    let Some(request) = &case.request else {
+        if expect.settings_valid.is_some() {
+            return Ok(());
+        }
+        bail!("the case has no request");
+    };
+    let document = match request {
+        Value::String(path) => {
+            let path = base.join(path);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            admission::parse_document(&text, &path.display().to_string())?
+        }
+        inline => inline.clone(),
+    };
+    let request = admission::to_request(document)?;
+    let response = evaluator.validate(&request);
+    check_response(expect, &request, &response)
+}
+
+fn check_message(expect: &Expect, message: &str) -> anyhow::Result<()> {
+    if let Some(part) = &expect.message_contains
+        && !message.contains(part.as_str())
+    {
+        bail!("message {message:?} does not contain {part:?}");
+    }
+    if let Some(pattern) = &expect.message_matches {
+        let re = Regex::new(pattern)
+            .with_context(|| format!("messageMatches {pattern:?} is not a regex"))?;
+        if !re.is_match(message) {
+            bail!("message {message:?} does not match /{pattern}/");
+        }
+    }
+    Ok(())
+}
+
+fn check_response(
+    expect: &Expect,
+    request: &Value,
+    response: &AdmissionResponse,
+) -> anyhow::Result<()> {
+    let status = response.status.clone().unwrap_or_default();
+    let message = status.message.clone().unwrap_or_default();
+    if let Some(allowed) = expect.allowed
+        && response.allowed != allowed
+    {
+        bail!(
+            "allowed: expected {allowed}, got {} (message: {message:?})",
+            response.allowed
+        );
+    }
+    if let Some(code) = expect.code
+        && status.code != Some(code)
+    {
+        bail!("code: expected {code}, got {:?}", status.code);
+    }
+    check_message(expect, &message)?;
+    let warnings = response.warnings.clone().unwrap_or_default();
+    for part in &expect.warnings_contain {
+        if !warnings.iter().any(|w| w.contains(part.as_str())) {
+            bail!("no warning contains {part:?}; warnings: {warnings:?}");
+        }
+    }
+    if let Some(n) = expect.warning_count
+        && warnings.len() != n
+    {
+        bail!(
+            "expected {n} warnings, got {}: {warnings:?}",
+            warnings.len()
+        );
+    }
+    let annotations = response.audit_annotations.clone().unwrap_or_default();
+    for (key, value) in &expect.audit_annotations {
+        match annotations.get(key) {
+            Some(v) if v == value => {}
+            other => bail!("audit annotation {key}: expected {value:?}, got {other:?}"),
+        }
+    }
+    if let Some(patched) = expect.patched
+        && response.patch.is_some() != patched
+    {
+        bail!(
+            "patched: expected {patched}, got {}{}",
+            response.patch.is_some(),
+            match response.decoded_patch() {
+                Ok(Some(p)) => format!(" ({})", serde_json::to_string(&p).unwrap_or_default()),
+                _ => String::new(),
+            }
+        );
+    }
+    if !expect.jsonpath.is_empty() {
+        let object = request.get("object").cloned().unwrap_or(Value::Null);
+        let result = response.patched(&object)?;
+        for check in &expect.jsonpath {
+            let found = jsonpath_lib::select(&result, &check.path)
+                .map_err(|e| anyhow::anyhow!("jsonpath {:?}: {e:?}", check.path))?;
+            if let Some(exists) = check.exists
+                && found.is_empty() == exists
+            {
+                bail!(
+                    "{}: expected {}",
+                    check.path,
+                    if exists { "a match" } else { "no match" }
+                );
+            }
+            if let Some(n) = check.count
+                && found.len() != n
+            {
+                bail!("{}: expected {n} matches, got {}", check.path, found.len());
+            }
+            if let Some(want) = &check.equals {
+                if found.is_empty() {
+                    bail!("{}: no match, expected {want}", check.path);
+                }
+                if let Some(bad) = found.iter().find(|v| **v != want) {
+                    bail!("{}: expected {want}, got {bad}", check.path);
+                }
+            }
+        }
+    }
+    Ok(())
+}

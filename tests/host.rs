@@ -1,0 +1,472 @@
+//! sidecarctl as a user runs it: real wasm modules, the real binary, real exit codes.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use common::*;
+use serde_json::{Value, json};
+
+fn response_of(output: &std::process::Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            stdout(output),
+            stderr(output)
+        )
+    })
+}
+
+/// What policy-server writes for a policy answer, computed here from its rules
+/// (admission_response.rs in policy-evaluator) rather than by sidecarctl's code.
+fn policy_server_response(
+    uid: &str,
+    original: &Value,
+    mutated: Option<&Value>,
+    audit: Value,
+    warnings: Value,
+) -> String {
+    let mut out = format!("{{\"uid\":{},\"allowed\":true", json!(uid));
+    if let Some(m) = mutated {
+        let diff = json_patch::diff(original, m);
+        if !diff.0.is_empty() {
+            let patch = STANDARD.encode(serde_json::to_string(&diff).unwrap());
+            out.push_str(&format!(
+                ",\"patchType\":\"JSONPatch\",\"patch\":\"{patch}\""
+            ));
+        }
+    }
+    out.push_str(&format!(
+        ",\"auditAnnotations\":{audit},\"warnings\":{warnings}}}"
+    ));
+    out
+}
+
+#[test]
+fn null_policy_answer_is_byte_for_byte_policy_servers() {
+    let review = fixture("delete-review.json");
+    let out = run(&["run", "-p", p(&null_policy()), "-r", p(&review)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim_end(),
+        r#"{"uid":"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0","allowed":true,"auditAnnotations":null,"warnings":null}"#
+    );
+}
+
+#[test]
+fn test_mutator_patch_is_byte_for_byte_policy_servers() {
+    let out = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod.yaml")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let response: Value = serde_json::from_str(&text).unwrap();
+    let uid = response["uid"].as_str().unwrap();
+    // The fixture as the API server would send it, and the label the mutator adds.
+    let original = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}});
+    let mut mutated = original.clone();
+    mutated["metadata"]["labels"] = json!({"sidecars.dev/test-mutator": "applied"});
+    let expected = policy_server_response(
+        uid,
+        &original,
+        Some(&mutated),
+        json!({"sidecars.dev/test-mutator": "sidecars.dev/test-mutator"}),
+        json!(["test-mutator: added label sidecars.dev/test-mutator"]),
+    );
+    assert_eq!(text.trim_end(), expected);
+    // The patch, decoded, is the one operation the change needs.
+    let patch = STANDARD
+        .decode(response["patch"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(patch).unwrap(),
+        r#"[{"op":"add","path":"/metadata/labels","value":{"sidecars.dev/test-mutator":"applied"}}]"#
+    );
+}
+
+#[test]
+fn a_conforming_object_gets_no_patch() {
+    let out = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod-labelled.json")),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r = response_of(&out);
+    assert_eq!(r["allowed"], true);
+    assert!(
+        r.get("patch").is_none() && r.get("patchType").is_none(),
+        "{r}"
+    );
+}
+
+#[test]
+fn mutating_a_delete_is_rejected_as_policy_server_does() {
+    let out = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("delete-review.json")),
+    ]);
+    // The mutator answers a DELETE (object null) with a mutated object anyway.
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim_end(),
+        r#"{"uid":"0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0","allowed":false,"status":{"message":"Incoming object is null, which happens only with DELETE operations, but the policy is attempting a mutation. This is not allowed"},"auditAnnotations":null,"warnings":null}"#
+    );
+}
+
+#[test]
+fn settings_are_validated_before_the_first_evaluation() {
+    let pod = fixture("pod.yaml");
+    let out = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&pod),
+        "--settings-json",
+        r#"{"label": "x"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).is_empty());
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("settings are not valid: label \"x\" must be key=value"),
+        "{}",
+        stderr(&out)
+    );
+
+    let typo = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&pod),
+        "--settings-json",
+        r#"{"lable": "a=b"}"#,
+    ]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(
+        stderr(&typo).contains("unknown field `lable`"),
+        "{}",
+        stderr(&typo)
+    );
+
+    let custom = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&pod),
+        "--settings-json",
+        r#"{"label": "team=mesh"}"#,
+    ]);
+    assert!(custom.status.success());
+    let patched = response_of(&custom);
+    let patch =
+        String::from_utf8(STANDARD.decode(patched["patch"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(patch.contains(r#""team":"mesh""#), "{patch}");
+}
+
+#[test]
+fn input_shapes_and_stdin() {
+    let pod = std::fs::read_to_string(fixture("pod.yaml")).unwrap();
+    let from_stdin = run_with_stdin(&["run", "-p", p(&null_policy()), "-r", "-"], &pod);
+    assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
+    let from_file = run(&[
+        "run",
+        "-p",
+        p(&null_policy()),
+        "-r",
+        p(&fixture("pod.yaml")),
+    ]);
+    assert_eq!(
+        from_stdin.stdout, from_file.stdout,
+        "the same object gives the same uid and answer"
+    );
+
+    let yaml = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod.yaml")),
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        stdout(&yaml).contains("patchType: JSONPatch"),
+        "{}",
+        stdout(&yaml)
+    );
+    let pretty = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod.yaml")),
+        "-o",
+        "pretty",
+    ]);
+    let text = stdout(&pretty);
+    assert!(text.starts_with("ALLOWED (mutated)\n"), "{text}");
+    assert!(
+        text.contains("warning: test-mutator: added label"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+  labels:\n+    sidecars.dev/test-mutator: applied"),
+        "{text}"
+    );
+}
+
+#[test]
+fn rejections_carry_message_code_and_warnings() {
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "annotations": {"test.sidecars.dev/reject": "no proxies here"}}, "spec": {"containers": [{"name": "a", "image": "b"}]}}"#;
+    let out = run_with_stdin(&["run", "-p", p(&test_mutator()), "-r", "-"], pod);
+    assert!(out.status.success());
+    let r = response_of(&out);
+    assert_eq!(r["allowed"], false);
+    assert_eq!(
+        r["status"],
+        json!({"message": "no proxies here", "code": 403})
+    );
+    assert_eq!(r["warnings"], json!(["rejected on request"]));
+}
+
+#[test]
+fn bad_inputs_are_one_line_and_exit_2() {
+    let pod = fixture("pod.yaml");
+    let empty_module =
+        std::env::temp_dir().join(format!("sidecarctl-empty-{}.wasm", std::process::id()));
+    // The smallest valid module: magic and version, no exports.
+    std::fs::write(&empty_module, b"\0asm\x01\0\0\0").unwrap();
+    let (null, mutator, broken, trap, configmap) = (
+        null_policy(),
+        test_mutator(),
+        fixture("broken.yaml"),
+        fixture("pod-trap.yaml"),
+        fixture("configmap.yaml"),
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", "-p", "/nonexistent/policy.wasm", "-r", p(&pod)],
+            "cannot read /nonexistent/policy.wasm",
+        ),
+        (
+            vec!["run", "-p", p(&null), "-r", "/nonexistent/pod.yaml"],
+            "cannot read /nonexistent/pod.yaml",
+        ),
+        (
+            vec!["run", "-p", p(&null), "-r", p(&broken)],
+            "broken.yaml: invalid YAML",
+        ),
+        (
+            vec!["run", "-p", p(&pod), "-r", p(&pod)],
+            "is not a WebAssembly module",
+        ),
+        (
+            vec!["run", "-p", p(&empty_module), "-r", p(&pod)],
+            "is not a waPC policy: it does not export __guest_call",
+        ),
+        (
+            vec![
+                "run",
+                "-p",
+                p(&null),
+                "-r",
+                p(&pod),
+                "--settings-json",
+                "{nope",
+            ],
+            "--settings-json: invalid JSON",
+        ),
+        (
+            vec!["run", "-p", p(&mutator), "-r", p(&trap)],
+            "the policy failed in validate",
+        ),
+        (
+            vec!["explain", p(&configmap)],
+            "a ConfigMap holds no pod spec",
+        ),
+        (vec!["explain", p(&broken)], "invalid YAML"),
+        (
+            vec!["test", "/nonexistent/suites"],
+            "no such file or directory",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?}: one line expected, got: {err}"
+        );
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_file(empty_module);
+}
+
+#[test]
+fn a_trap_answers_500_like_policy_server() {
+    let out = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod-trap.yaml")),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let r = response_of(&out);
+    assert_eq!(r["allowed"], false);
+    assert_eq!(r["status"]["code"], 500);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("internal server error: "),
+        "{r}"
+    );
+}
+
+#[test]
+fn an_endless_policy_is_stopped_at_its_deadline() {
+    let started = std::time::Instant::now();
+    let out = run(&[
+        "run",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod-spin.yaml")),
+        "--timeout-ms",
+        "300",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exceeded its 300ms deadline"),
+        "{}",
+        stderr(&out)
+    );
+    let r = response_of(&out);
+    assert_eq!(r["status"]["code"], 500);
+    // Not a timing assertion on speed: only that the deadline, not the test harness, ended it.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn compiled_modules_are_cached_by_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sidecarctl()
+        .env("SIDECARCTL_CACHE_DIR", dir.path())
+        .args([
+            "run",
+            "-p",
+            p(&null_policy()),
+            "-r",
+            p(&fixture("pod.yaml")),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let files: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(std::fs::read(null_policy()).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        files[0].starts_with(&digest) && files[0].ends_with(".cwasm"),
+        "{files:?}"
+    );
+    // A second run loads the cached module and answers the same.
+    let again = sidecarctl()
+        .env("SIDECARCTL_CACHE_DIR", dir.path())
+        .args([
+            "run",
+            "-p",
+            p(&null_policy()),
+            "-r",
+            p(&fixture("pod.yaml")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.stdout, out.stdout);
+    // A corrupt cache entry is recompiled, not trusted.
+    std::fs::write(dir.path().join(&files[0]), b"garbage").unwrap();
+    let repaired = sidecarctl()
+        .env("SIDECARCTL_CACHE_DIR", dir.path())
+        .args([
+            "run",
+            "-p",
+            p(&null_policy()),
+            "-r",
+            p(&fixture("pod.yaml")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(repaired.stdout, out.stdout, "{}", stderr(&repaired));
+}
+
+#[test]
+fn every_corpus_request_through_real_wasm() {
+    let Some(dir) = corpus() else { return };
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".request.json") {
+            continue;
+        }
+        seen += 1;
+        let request: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let null = run(&["run", "-p", p(&null_policy()), "-r", p(&path)]);
+        assert!(
+            null.status.success(),
+            "{}: {}",
+            path.display(),
+            stderr(&null)
+        );
+        let r = response_of(&null);
+        assert_eq!(r["uid"], request["uid"]);
+        assert_eq!(r["allowed"], true, "{}", path.display());
+
+        let out = run(&["run", "-p", p(&test_mutator()), "-r", p(&path)]);
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+        let r = response_of(&out);
+        let patch: json_patch::Patch =
+            serde_json::from_slice(&STANDARD.decode(r["patch"].as_str().unwrap()).unwrap())
+                .unwrap();
+        let mut patched = request["object"].clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        let mut expected = request["object"].clone();
+        expected["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .entry("labels")
+            .or_insert(json!({}))["sidecars.dev/test-mutator"] = json!("applied");
+        assert_eq!(patched, expected, "{}", path.display());
+    }
+    assert!(seen > 40, "only {seen} corpus requests");
+}
