@@ -470,3 +470,32 @@ fn every_corpus_request_through_real_wasm() {
     }
     assert!(seen > 40, "only {seen} corpus requests");
 }
+
+#[test]
+fn suites_report_failures_and_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("wrong.suite.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}\ncases:\n  - name: expects a rejection\n    request: {}\n    expect: {{allowed: false}}\n  - name: expects the label\n    request: {}\n    expect:\n      jsonpath: [{{path: \"$.metadata.labels.missing\", equals: x}}]\n  - name: passes\n    request: {}\n    expect: {{allowed: true, patched: true}}\n",
+            p(&test_mutator()),
+            p(&fixture("pod.yaml")),
+            p(&fixture("pod.yaml")),
+            p(&fixture("pod.yaml")),
+        ),
+    )
+    .unwrap();
+    let out = run(&["test", p(dir.path())]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL ") && text.contains("expects a rejection: allowed: expected false, got true"), "{text}");
+    assert!(text.contains("$.metadata.labels.missing: no match"), "{text}");
+    assert!(text.contains("PASS ") && text.contains("::passes"), "{text}");
+    assert_eq!(text.lines().last(), Some("1 passed, 2 failed"));
+
+    std::fs::write(&suite, "policy: x.wasm\ncases:\n  - name: a\n    expekt: {}\n").unwrap();
+    let bad = run(&["test", p(&suite)]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("not a test suite"), "{}", stderr(&bad));
+}

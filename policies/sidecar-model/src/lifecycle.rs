@@ -92,6 +92,9 @@ pub enum TypeReason {
     Annotation { key: String },
     /// A known-sidecar rule matched the container's name or image.
     KnownSidecar { rule: String },
+    /// A known-sidecar rule matched, but every app container matched one: the helper is
+    /// the application (an Istio gateway is a proxy and nothing else).
+    KnownSidecarAlone { rule: String },
     /// Nothing said otherwise.
     Default,
 }
@@ -103,6 +106,9 @@ impl fmt::Display for TypeReason {
             TypeReason::InitContainer => f.write_str("init container"),
             TypeReason::Annotation { key } => write!(f, "annotation {key}"),
             TypeReason::KnownSidecar { rule } => write!(f, "known sidecar ({rule})"),
+            TypeReason::KnownSidecarAlone { rule } => {
+                write!(f, "known sidecar ({rule}), but no other app container: the application")
+            }
             TypeReason::Default => f.write_str("app container"),
         }
     }

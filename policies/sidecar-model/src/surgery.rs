@@ -321,7 +321,8 @@ mod tests {
 
     #[test]
     fn normalise_refuses_to_leave_no_app_container() {
-        let mut object = json!({"kind": "Pod", "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1"}]}});
+        let mut object = json!({"kind": "Pod", "metadata": {"annotations": {"lifecycle.sidecars.dev/envoy": "Sidecar"}},
+            "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1"}]}});
         let before = object.clone();
         let err = normalise(&mut object, &model(&before)).unwrap_err();
         assert!(err.to_string().contains("envoy"));
