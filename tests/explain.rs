@@ -22,38 +22,69 @@ fn container<'a>(e: &'a Value, name: &str) -> &'a Value {
 }
 
 fn codes(e: &Value) -> Vec<String> {
-    e["findings"].as_array().unwrap().iter().map(|f| f["code"].as_str().unwrap().to_string()).collect()
+    e["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
 fn istio_injections_are_typed_as_istio_meant_them() {
     let Some(dir) = corpus() else { return };
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let entries = index["entries"].as_array().unwrap();
     let (mut legacy, mut native) = (0, 0);
     for entry in entries {
         let name = entry["name"].as_str().unwrap();
         let e = explain(&dir.join(entry["injected_request"].as_str().unwrap()));
-        for key in ["containers", "startOrder", "stopOrder", "effectiveRequests", "effectiveLimits", "unboundedLimits", "qosClass", "findings"] {
+        for key in [
+            "containers",
+            "startOrder",
+            "stopOrder",
+            "effectiveRequests",
+            "effectiveLimits",
+            "unboundedLimits",
+            "qosClass",
+            "findings",
+        ] {
             assert!(e.get(key).is_some(), "{name}: no {key}");
         }
         let injected = &entry["injected"];
         let names = |k: &str| -> Vec<String> {
-            injected[k].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+            injected[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
         };
         let restartable = names("restartableInitContainers");
         for init in names("initContainers") {
             let c = container(&e, &init);
             assert_eq!(c["list"], "initContainers", "{name}/{init}");
-            let expected = if restartable.contains(&init) { "Sidecar" } else { "Init" };
+            let expected = if restartable.contains(&init) {
+                "Sidecar"
+            } else {
+                "Init"
+            };
             assert_eq!(c["type"], expected, "{name}/{init}");
         }
         let apps = names("containers");
         let run_to_completion = entry["is_job"] == true
-            || matches!(injected["podRestartPolicy"].as_str(), Some("Never") | Some("OnFailure"));
+            || matches!(
+                injected["podRestartPolicy"].as_str(),
+                Some("Never") | Some("OnFailure")
+            );
         assert_eq!(e["runsToCompletion"], run_to_completion, "{name}");
-        let legacy_findings: Vec<&Value> =
-            e["findings"].as_array().unwrap().iter().filter(|f| f["code"] == "legacySidecar").collect();
+        let legacy_findings: Vec<&Value> = e["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["code"] == "legacySidecar")
+            .collect();
         match entry["injected_proxy"].as_str().unwrap() {
             "legacy" => {
                 legacy += 1;
@@ -67,7 +98,11 @@ fn istio_injections_are_typed_as_istio_meant_them() {
                     assert_eq!(proxy["type"], "Sidecar", "{name}");
                     assert_eq!(legacy_findings.len(), 1, "{name}: {legacy_findings:?}");
                     let message = legacy_findings[0]["message"].as_str().unwrap();
-                    assert_eq!(message.contains("never completes"), run_to_completion, "{name}: {message}");
+                    assert_eq!(
+                        message.contains("never completes"),
+                        run_to_completion,
+                        "{name}: {message}"
+                    );
                     // The model knows the order the proxy should have: before the app.
                     let required = e["requiredStartOrder"].as_array().unwrap();
                     let pos = |n: &str| required.iter().position(|v| v == n).unwrap();
@@ -84,7 +119,11 @@ fn istio_injections_are_typed_as_istio_meant_them() {
                 }
                 // Sidecars stop last, the first started last of all.
                 let stop = e["stopOrder"].as_array().unwrap();
-                assert_eq!(stop.last().unwrap(), &Value::String(restartable[0].clone()), "{name}");
+                assert_eq!(
+                    stop.last().unwrap(),
+                    &Value::String(restartable[0].clone()),
+                    "{name}"
+                );
             }
             _ => {
                 assert!(!codes(&e).contains(&"legacySidecar".to_string()), "{name}");
@@ -93,13 +132,19 @@ fn istio_injections_are_typed_as_istio_meant_them() {
         // The request before injection explains too.
         explain(&dir.join(entry["input_request"].as_str().unwrap()));
     }
-    assert!(legacy >= 10 && native >= 20, "legacy {legacy}, native {native}");
+    assert!(
+        legacy >= 10 && native >= 20,
+        "legacy {legacy}, native {native}"
+    );
 }
 
 #[test]
 fn explain_text_reads_like_a_report() {
     let Some(dir) = corpus() else { return };
-    let out = run(&["explain", p(&dir.join("job-old-version.injected.request.json"))]);
+    let out = run(&[
+        "explain",
+        p(&dir.join("job-old-version.injected.request.json")),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     for part in [
@@ -128,5 +173,9 @@ fn explain_reads_stdin_and_reviews() {
     let review = run(&["explain", p(&fixture("delete-review.json"))]);
     // A DELETE carries no object: nothing to explain, and it says so.
     assert_eq!(review.status.code(), Some(2));
-    assert!(stderr(&review).contains("holds no pod spec"), "{}", stderr(&review));
+    assert!(
+        stderr(&review).contains("holds no pod spec"),
+        "{}",
+        stderr(&review)
+    );
 }

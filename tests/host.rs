@@ -489,13 +489,31 @@ fn suites_report_failures_and_exit_non_zero() {
     let out = run(&["test", p(dir.path())]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("FAIL ") && text.contains("expects a rejection: allowed: expected false, got true"), "{text}");
-    assert!(text.contains("$.metadata.labels.missing: no match"), "{text}");
-    assert!(text.contains("PASS ") && text.contains("::passes"), "{text}");
+    assert!(
+        text.contains("FAIL ")
+            && text.contains("expects a rejection: allowed: expected false, got true"),
+        "{text}"
+    );
+    assert!(
+        text.contains("$.metadata.labels.missing: no match"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PASS ") && text.contains("::passes"),
+        "{text}"
+    );
     assert_eq!(text.lines().last(), Some("1 passed, 2 failed"));
 
-    std::fs::write(&suite, "policy: x.wasm\ncases:\n  - name: a\n    expekt: {}\n").unwrap();
+    std::fs::write(
+        &suite,
+        "policy: x.wasm\ncases:\n  - name: a\n    expekt: {}\n",
+    )
+    .unwrap();
     let bad = run(&["test", p(&suite)]);
     assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("not a test suite"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("not a test suite"),
+        "{}",
+        stderr(&bad)
+    );
 }

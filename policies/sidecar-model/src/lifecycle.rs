@@ -107,7 +107,10 @@ impl fmt::Display for TypeReason {
             TypeReason::Annotation { key } => write!(f, "annotation {key}"),
             TypeReason::KnownSidecar { rule } => write!(f, "known sidecar ({rule})"),
             TypeReason::KnownSidecarAlone { rule } => {
-                write!(f, "known sidecar ({rule}), but no other app container: the application")
+                write!(
+                    f,
+                    "known sidecar ({rule}), but no other app container: the application"
+                )
             }
             TypeReason::Default => f.write_str("app container"),
         }

@@ -104,11 +104,17 @@ impl PodModel {
 
         // A pod whose app containers all look like helpers (an Istio gateway: a proxy and
         // nothing else) runs them as its application; only an annotation says otherwise.
-        let apps = || containers.iter().filter(|c: &&ContainerInfo| c.list == ContainerList::Containers);
-        if apps().count() > 0
-            && apps().all(|c| matches!(c.reason, TypeReason::KnownSidecar { .. }))
+        let apps = || {
+            containers
+                .iter()
+                .filter(|c: &&ContainerInfo| c.list == ContainerList::Containers)
+        };
+        if apps().count() > 0 && apps().all(|c| matches!(c.reason, TypeReason::KnownSidecar { .. }))
         {
-            for c in containers.iter_mut().filter(|c| c.list == ContainerList::Containers) {
+            for c in containers
+                .iter_mut()
+                .filter(|c| c.list == ContainerList::Containers)
+            {
                 if let TypeReason::KnownSidecar { rule } = &c.reason {
                     c.reason = TypeReason::KnownSidecarAlone { rule: rule.clone() };
                     c.lifecycle = LifecycleType::Standard;
@@ -385,15 +391,22 @@ mod tests {
 
     #[test]
     fn a_proxy_alone_is_the_application() {
-        let m = model(json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
-            {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24"}
-        ]}}}}));
+        let m = model(
+            json!({"kind": "Deployment", "spec": {"template": {"spec": {"containers": [
+                {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24"}
+            ]}}}}),
+        );
         assert_eq!(m.containers[0].lifecycle, LifecycleType::Standard);
-        assert!(matches!(m.containers[0].reason, TypeReason::KnownSidecarAlone { .. }));
+        assert!(matches!(
+            m.containers[0].reason,
+            TypeReason::KnownSidecarAlone { .. }
+        ));
         assert_eq!(m.legacy_sidecars().count(), 0);
         // An annotation still decides.
-        let m = model(json!({"kind": "Pod", "metadata": {"annotations": {"lifecycle.sidecars.dev/envoy": "Sidecar"}},
-            "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1"}]}}));
+        let m = model(
+            json!({"kind": "Pod", "metadata": {"annotations": {"lifecycle.sidecars.dev/envoy": "Sidecar"}},
+            "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1"}]}}),
+        );
         assert_eq!(m.containers[0].lifecycle, LifecycleType::Sidecar);
     }
 

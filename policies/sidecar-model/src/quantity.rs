@@ -339,12 +339,12 @@ impl fmt::Display for Quantity {
         let abs = nanos.unsigned_abs();
 
         if self.format == QuantityFormat::BinarySI
-            && abs % NANOS_PER_UNIT as u128 == 0
+            && abs.is_multiple_of(NANOS_PER_UNIT as u128)
             && abs >= 1024 * NANOS_PER_UNIT as u128
         {
             let mut units = abs / NANOS_PER_UNIT as u128;
             let mut power = 0;
-            while units % 1024 == 0 && power < 6 {
+            while units.is_multiple_of(1024) && power < 6 {
                 units /= 1024;
                 power += 1;
             }
@@ -355,7 +355,7 @@ impl fmt::Display for Quantity {
         // Decimal: value = abs * 10^-9; strip zeros in steps of three.
         let mut mantissa = abs;
         let mut exp: i32 = -9;
-        while mantissa % 1000 == 0 && exp < 18 {
+        while mantissa.is_multiple_of(1000) && exp < 18 {
             mantissa /= 1000;
             exp += 3;
         }

@@ -78,10 +78,10 @@ fn spec_mut(object: &mut Value, kind: WorkloadKind) -> Result<&mut Map<String, V
         .ok_or_else(|| ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer())))
 }
 
-fn list_mut<'a>(
-    spec: &'a mut Map<String, Value>,
+fn list_mut(
+    spec: &mut Map<String, Value>,
     list: ContainerList,
-) -> Result<&'a mut Vec<Value>, ModelError> {
+) -> Result<&mut Vec<Value>, ModelError> {
     let entry = spec
         .entry(list.field())
         .or_insert_with(|| Value::Array(Vec::new()));
