@@ -77,6 +77,10 @@ struct Expect {
     /// Checked on the patched object (the request's object when there is no patch).
     #[serde(default)]
     jsonpath: Vec<PathCheck>,
+    /// The patched object, evaluated again, is accepted with no patch (admission webhooks
+    /// may be reinvoked on their own output).
+    #[serde(default)]
+    idempotent: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,7 +219,24 @@ fn run_case(base: &Path, case: &Case, policy: Policy, settings: Value) -> anyhow
     };
     let request = admission::to_request(document)?;
     let response = evaluator.validate(&request);
-    check_response(expect, &request, &response)
+    check_response(expect, &request, &response)?;
+    if expect.idempotent {
+        let mut again = request.clone();
+        let object = request.get("object").cloned().unwrap_or(Value::Null);
+        again["object"] = response.patched(&object)?;
+        let second = evaluator.validate(&again);
+        if !second.allowed || second.patch.is_some() {
+            bail!(
+                "not idempotent: run on its own output it answered allowed={} with {}",
+                second.allowed,
+                match second.decoded_patch() {
+                    Ok(Some(p)) => format!("patch {}", serde_json::to_string(&p).unwrap_or_default()),
+                    _ => format!("message {:?}", second.status.and_then(|s| s.message)),
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_message(expect: &Expect, message: &str) -> anyhow::Result<()> {

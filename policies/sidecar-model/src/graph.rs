@@ -1,7 +1,6 @@
 //! The start graph: who must be started before whom, and the spec order that honours it.
 
 use serde::Serialize;
-use std::collections::BTreeSet;
 use std::fmt;
 
 use crate::lifecycle::{ContainerList, LifecycleType};
@@ -135,29 +134,73 @@ impl StartGraph {
         }
     }
 
-    /// The start order: a topological order that, among the containers free to start,
-    /// always takes the one that comes first in the spec today. A spec that already
-    /// honours the graph keeps its order; otherwise only what an edge forces moves.
+    /// The start order: a topological order that keeps the spec's order wherever no edge
+    /// forces a move. Containers are taken in spec order; one whose dependencies have not
+    /// started yet pulls them forward, in their spec order, to just before it. A spec that
+    /// already honours the graph keeps its order, and a fix moves only the dependencies
+    /// that were late (finding the fewest moves in general is a feedback-set problem; this
+    /// is exact for chains and for independent groups).
     pub fn order(&self) -> Result<Vec<usize>, Cycle> {
+        self.check_acyclic()?;
+        let mut predecessors = vec![Vec::new(); self.nodes];
+        for e in &self.edges {
+            predecessors[e.from].push(e.to);
+        }
+        // predecessors[to] = froms, sorted by spec position.
+        let mut preds = vec![Vec::new(); self.nodes];
+        for (from, tos) in predecessors.iter().enumerate() {
+            for &to in tos {
+                preds[to].push(from);
+            }
+        }
+        for p in &mut preds {
+            p.sort_unstable();
+            p.dedup();
+        }
+        let mut placed = vec![false; self.nodes];
+        let mut order = Vec::with_capacity(self.nodes);
+        // An explicit stack instead of recursion: a 200-deep chain must not exhaust a
+        // wasm guest's stack.
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        for root in 0..self.nodes {
+            if placed[root] {
+                continue;
+            }
+            stack.push((root, 0));
+            while let Some((node, next)) = stack.pop() {
+                if let Some(&p) = preds[node][next..].iter().find(|&&p| !placed[p]) {
+                    let skip = preds[node].iter().position(|&x| x == p).unwrap_or(next);
+                    stack.push((node, skip + 1));
+                    stack.push((p, 0));
+                } else if !placed[node] {
+                    placed[node] = true;
+                    order.push(node);
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    fn check_acyclic(&self) -> Result<(), Cycle> {
         let mut indegree = vec![0usize; self.nodes];
         let mut successors = vec![Vec::new(); self.nodes];
         for e in &self.edges {
             indegree[e.to] += 1;
             successors[e.from].push(e.to);
         }
-        let mut ready: BTreeSet<usize> = (0..self.nodes).filter(|&i| indegree[i] == 0).collect();
-        let mut order = Vec::with_capacity(self.nodes);
-        while let Some(next) = ready.pop_first() {
-            order.push(next);
+        let mut ready: Vec<usize> = (0..self.nodes).filter(|&i| indegree[i] == 0).collect();
+        let mut done = 0;
+        while let Some(next) = ready.pop() {
+            done += 1;
             for &s in &successors[next] {
                 indegree[s] -= 1;
                 if indegree[s] == 0 {
-                    ready.insert(s);
+                    ready.push(s);
                 }
             }
         }
-        if order.len() == self.nodes {
-            Ok(order)
+        if done == self.nodes {
+            Ok(())
         } else {
             Err(self.find_cycle(&indegree))
         }
@@ -278,7 +321,7 @@ mod tests {
 
     #[test]
     fn edges_move_only_what_they_force() {
-        // vault must start before proxy; setup steps keep their order.
+        // vault must start before proxy: only vault moves, to just before proxy.
         let m = model(
             json!({"after.sidecars.dev/proxy": "vault"}),
             json!([{"name": "a"}, sidecar("proxy"), {"name": "b"}, sidecar("vault")]),
@@ -287,7 +330,7 @@ mod tests {
         let g = StartGraph::build(&m, []);
         assert_eq!(g.violations(&spec_order(&m)).len(), 1);
         let order = g.order().unwrap();
-        assert_eq!(named(&m, &order), ["a", "b", "vault", "proxy", "app"]);
+        assert_eq!(named(&m, &order), ["a", "vault", "proxy", "b", "app"]);
         assert_eq!(
             named(&m, &stop_order(&m, &order)),
             ["app", "proxy", "vault"]
@@ -361,6 +404,17 @@ mod tests {
         };
         let order = StartGraph::build(&m, [extra]).order().unwrap();
         assert_eq!(named(&m, &order), ["vault", "proxy", "app"]);
+    }
+
+    #[test]
+    fn independent_groups_move_independently() {
+        let m = model(
+            json!({"after.sidecars.dev/proxy": "vault", "after.sidecars.dev/logs": "otel"}),
+            json!([{"name": "db"}, sidecar("proxy"), sidecar("logs"), {"name": "cache"}, sidecar("vault"), sidecar("otel")]),
+            json!([{"name": "app"}]),
+        );
+        let order = StartGraph::build(&m, []).order().unwrap();
+        assert_eq!(named(&m, &order), ["db", "vault", "proxy", "otel", "logs", "cache", "app"]);
     }
 
     #[test]

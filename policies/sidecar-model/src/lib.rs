@@ -10,9 +10,11 @@ pub mod finding;
 pub mod graph;
 pub mod keys;
 pub mod lifecycle;
+pub mod ordering;
 pub mod pod;
 pub mod quantity;
 pub mod resources;
+pub mod selector;
 pub mod surgery;
 pub mod workload;
 
@@ -24,5 +26,7 @@ pub use lifecycle::{
 };
 pub use pod::{ContainerInfo, PodModel};
 pub use quantity::{Quantity, QuantityError};
+pub use ordering::{EdgeRule, OrderFinding, OrderPlan};
 pub use resources::{PodResources, QosClass};
+pub use selector::ContainerSelector;
 pub use workload::{PodView, WorkloadKind};

@@ -1,0 +1,123 @@
+//! Picking containers by name, image or type, for rules that live in policy settings.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use wildmatch::WildMatch;
+
+use crate::lifecycle::{LifecycleType, image_repository};
+use crate::pod::ContainerInfo;
+
+/// Matches containers whose name, image (repository, without tag or digest) and lifecycle
+/// type all fit the given fields. Patterns are globs (`*`, `?`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleType>,
+}
+
+impl ContainerSelector {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_none() && self.image.is_none() && self.lifecycle.is_none() {
+            return Err("a selector needs a name, an image or a type".into());
+        }
+        if let Some(name) = &self.name {
+            validate_pattern("name", name)?;
+        }
+        if let Some(image) = &self.image {
+            validate_pattern("image", image)?;
+            if image_repository(image) != image {
+                return Err(format!(
+                    "image pattern {image:?} names a tag or digest; image patterns match the repository only (e.g. \"*/proxyv2\")"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, c: &ContainerInfo) -> bool {
+        let name_ok = self
+            .name
+            .as_deref()
+            .is_none_or(|p| WildMatch::new(p).matches(&c.name));
+        let image_ok = self.image.as_deref().is_none_or(|p| {
+            c.image
+                .as_deref()
+                .is_some_and(|i| WildMatch::new(p).matches(image_repository(i)))
+        });
+        let type_ok = self.lifecycle.is_none_or(|t| t == c.lifecycle);
+        name_ok && image_ok && type_ok
+    }
+}
+
+fn validate_pattern(field: &str, pattern: &str) -> Result<(), String> {
+    if pattern.trim().is_empty() {
+        return Err(format!("{field} pattern is empty"));
+    }
+    if pattern.chars().any(char::is_whitespace) {
+        return Err(format!("{field} pattern {pattern:?} contains white space"));
+    }
+    Ok(())
+}
+
+impl fmt::Display for ContainerSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(n) = &self.name {
+            parts.push(format!("name {n}"));
+        }
+        if let Some(i) = &self.image {
+            parts.push(format!("image {i}"));
+        }
+        if let Some(t) = &self.lifecycle {
+            parts.push(format!("type {t}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::{ContainerList, TypeReason};
+
+    fn info(name: &str, image: &str, lifecycle: LifecycleType) -> ContainerInfo {
+        ContainerInfo {
+            name: name.into(),
+            image: Some(image.into()),
+            list: ContainerList::Containers,
+            index: 0,
+            lifecycle,
+            reason: TypeReason::Default,
+        }
+    }
+
+    #[test]
+    fn all_given_fields_must_match() {
+        let proxy = info("istio-proxy", "docker.io/istio/proxyv2:1.24", LifecycleType::Sidecar);
+        let s = |json: &str| serde_json::from_str::<ContainerSelector>(json).unwrap();
+        assert!(s(r#"{"image": "*/proxyv2"}"#).matches(&proxy));
+        assert!(s(r#"{"name": "istio-*", "type": "Sidecar"}"#).matches(&proxy));
+        assert!(!s(r#"{"name": "istio-*", "type": "Init"}"#).matches(&proxy));
+        assert!(!s(r#"{"image": "*/envoy"}"#).matches(&proxy));
+    }
+
+    #[test]
+    fn bad_selectors_are_refused() {
+        for (json, part) in [
+            (r#"{}"#, "needs a name"),
+            (r#"{"name": ""}"#, "empty"),
+            (r#"{"name": "a b"}"#, "white space"),
+            (r#"{"image": "istio/proxyv2:1.24"}"#, "tag or digest"),
+        ] {
+            let err = serde_json::from_str::<ContainerSelector>(json).unwrap().validate().unwrap_err();
+            assert!(err.contains(part), "{json}: {err}");
+        }
+        assert!(serde_json::from_str::<ContainerSelector>(r#"{"nmae": "x"}"#).is_err());
+        assert!(serde_json::from_str::<ContainerSelector>(r#"{"type": "Sidekick"}"#).is_err());
+    }
+}
