@@ -227,6 +227,23 @@ fn print_response(
     Ok(())
 }
 
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 /// Verdict, message, warnings and the patch as a diff of the object.
 fn pretty(response: &AdmissionResponse, request: &Value) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -252,8 +269,10 @@ fn pretty(response: &AdmissionResponse, request: &Value) -> anyhow::Result<Strin
     if response.patch.is_some() {
         let object = request.get("object").cloned().unwrap_or(Value::Null);
         let patched = response.patched(&object)?;
-        let before = serde_yaml_ng::to_string(&object)?;
-        let after = serde_yaml_ng::to_string(&patched)?;
+        // Keys sorted on both sides: applying a patch does not keep the author's key order,
+        // and a diff should show what changed, not where keys landed.
+        let before = serde_yaml_ng::to_string(&sorted(&object))?;
+        let after = serde_yaml_ng::to_string(&sorted(&patched))?;
         let diff = similar::TextDiff::from_lines(&before, &after);
         out.push_str(
             &diff

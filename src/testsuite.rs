@@ -230,7 +230,8 @@ fn run_case(base: &Path, case: &Case, policy: Policy, settings: Value) -> anyhow
                 "not idempotent: run on its own output it answered allowed={} with {}",
                 second.allowed,
                 match second.decoded_patch() {
-                    Ok(Some(p)) => format!("patch {}", serde_json::to_string(&p).unwrap_or_default()),
+                    Ok(Some(p)) =>
+                        format!("patch {}", serde_json::to_string(&p).unwrap_or_default()),
                     _ => format!("message {:?}", second.status.and_then(|s| s.message)),
                 }
             );

@@ -28,38 +28,57 @@ fn pod_spec(object: &Value) -> &Value {
 
 fn names(list: &Value) -> Vec<String> {
     list.as_array()
-        .map(|a| a.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 #[test]
 fn istio_corpus_native_untouched_legacy_converted() {
     let Some(dir) = corpus() else { return };
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let mut converted = 0;
     for entry in index["entries"].as_array().unwrap() {
         let name = entry["name"].as_str().unwrap();
         let path = dir.join(entry["injected_request"].as_str().unwrap());
-        let request: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let request: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let response = evaluate(&path);
         assert_eq!(response["allowed"], true, "{name}: {response}");
         let apps = entry["injected"]["containers"].as_array().unwrap();
         let legacy = entry["injected_proxy"] == "legacy" && apps.len() > 1;
         if !legacy {
-            assert!(response.get("patch").is_none(), "{name}: unexpected patch {response}");
+            assert!(
+                response.get("patch").is_none(),
+                "{name}: unexpected patch {response}"
+            );
             continue;
         }
         converted += 1;
-        let patch: json_patch::Patch =
-            serde_json::from_slice(&STANDARD.decode(response["patch"].as_str().unwrap()).unwrap()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(
+            &STANDARD
+                .decode(response["patch"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         let mut object = request["object"].clone();
         json_patch::patch(&mut object, &patch).unwrap();
         let spec = pod_spec(&object);
         let init = spec["initContainers"].as_array().unwrap();
-        let proxy = init.iter().find(|c| c["name"] == "istio-proxy").unwrap_or_else(|| panic!("{name}: {spec}"));
+        let proxy = init
+            .iter()
+            .find(|c| c["name"] == "istio-proxy")
+            .unwrap_or_else(|| panic!("{name}: {spec}"));
         assert_eq!(proxy["restartPolicy"], "Always", "{name}");
-        assert!(!names(&spec["containers"]).contains(&"istio-proxy".to_string()), "{name}");
+        assert!(
+            !names(&spec["containers"]).contains(&"istio-proxy".to_string()),
+            "{name}"
+        );
         // Everything but the move is as Istio wrote it.
         let mut original_proxy = pod_spec(&request["object"])["containers"]
             .as_array()
@@ -71,7 +90,9 @@ fn istio_corpus_native_untouched_legacy_converted() {
         original_proxy["restartPolicy"] = json!("Always");
         assert_eq!(proxy, &original_proxy, "{name}");
         // The proxy starts after Istio's own init steps, and before the app.
-        let order = response["auditAnnotations"]["sidecars.dev/start-order"].as_str().unwrap();
+        let order = response["auditAnnotations"]["sidecars.dev/start-order"]
+            .as_str()
+            .unwrap();
         let position = |n: &str| order.split(',').position(|x| x == n).unwrap();
         for app in names(&spec["containers"]) {
             assert!(position("istio-proxy") < position(&app), "{name}: {order}");
@@ -83,21 +104,32 @@ fn istio_corpus_native_untouched_legacy_converted() {
         std::fs::write(&file, serde_json::to_vec(&again).unwrap()).unwrap();
         let second = evaluate(&file);
         assert_eq!(second["allowed"], true, "{name}");
-        assert!(second.get("patch").is_none(), "{name}: second run patched {second}");
+        assert!(
+            second.get("patch").is_none(),
+            "{name}: second run patched {second}"
+        );
     }
-    assert!(converted >= 8, "only {converted} legacy workloads converted");
+    assert!(
+        converted >= 8,
+        "only {converted} legacy workloads converted"
+    );
 }
 
 #[test]
 fn istio_inputs_before_injection_are_left_alone() {
     let Some(dir) = corpus() else { return };
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     for entry in index["entries"].as_array().unwrap() {
         let path = dir.join(entry["input_request"].as_str().unwrap());
         let response = evaluate(&path);
         assert_eq!(response["allowed"], true, "{}", path.display());
         if entry["input"]["proxy"] == "none" {
-            assert!(response.get("patch").is_none(), "{}: {response}", path.display());
+            assert!(
+                response.get("patch").is_none(),
+                "{}: {response}",
+                path.display()
+            );
         }
     }
 }

@@ -414,7 +414,10 @@ mod tests {
             json!([{"name": "app"}]),
         );
         let order = StartGraph::build(&m, []).order().unwrap();
-        assert_eq!(named(&m, &order), ["db", "vault", "proxy", "otel", "logs", "cache", "app"]);
+        assert_eq!(
+            named(&m, &order),
+            ["db", "vault", "proxy", "otel", "logs", "cache", "app"]
+        );
     }
 
     #[test]

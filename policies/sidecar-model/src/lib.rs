@@ -24,9 +24,9 @@ pub use graph::{Cycle, Edge, EdgeOrigin, StartGraph};
 pub use lifecycle::{
     ContainerList, KnownSidecar, KnownSidecarSettings, KnownSidecars, LifecycleType, TypeReason,
 };
+pub use ordering::{EdgeRule, OrderFinding, OrderPlan};
 pub use pod::{ContainerInfo, PodModel};
 pub use quantity::{Quantity, QuantityError};
-pub use ordering::{EdgeRule, OrderFinding, OrderPlan};
 pub use resources::{PodResources, QosClass};
 pub use selector::ContainerSelector;
 pub use workload::{PodView, WorkloadKind};

@@ -63,7 +63,11 @@ impl EdgeRule {
 
 /// What the ordering analysis finds, worst first within a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "code", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "code",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum OrderFinding {
     /// An `after.sidecars.dev` annotation that cannot be read or names no container.
     BrokenAnnotation { finding: Finding },
@@ -137,7 +141,10 @@ impl std::fmt::Display for OrderFinding {
                 "the start dependencies form a cycle: {}; remove one of these edges",
                 path.join(" → ")
             ),
-            OrderFinding::NoStartupProbe { sidecar, dependents } => write!(
+            OrderFinding::NoStartupProbe {
+                sidecar,
+                dependents,
+            } => write!(
                 f,
                 "sidecar {sidecar:?} has no startupProbe, but {} must start after it: Kubernetes counts a sidecar started as soon as its process runs, so they may start before it is ready; add a startupProbe to {sidecar:?}",
                 quoted(dependents)
@@ -245,7 +252,11 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
         .collect();
 
     let graph = StartGraph::build(model, rules.iter().flat_map(|r| r.edges(model)));
-    let explicit: Vec<&Edge> = graph.edges.iter().filter(|e| e.origin.is_explicit()).collect();
+    let explicit: Vec<&Edge> = graph
+        .edges
+        .iter()
+        .filter(|e| e.origin.is_explicit())
+        .collect();
     let name = |i: usize| model.containers[i].name.clone();
     let kind = |i: usize| model.containers[i].lifecycle;
 
@@ -262,7 +273,10 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
     }
 
     // Impossible edges always close a cycle with an implied edge: report them alone.
-    let start = if errors.iter().any(|f| matches!(f, OrderFinding::ImpossibleEdge { .. })) {
+    let start = if errors
+        .iter()
+        .any(|f| matches!(f, OrderFinding::ImpossibleEdge { .. }))
+    {
         None
     } else {
         match graph.order() {
@@ -355,7 +369,9 @@ mod tests {
         assert_eq!(codes(&p.errors), ["impossibleEdge", "impossibleEdge"]);
         assert!(p.start.is_none());
         assert!(
-            p.errors.iter().any(|e| e.to_string().contains("Init container \"setup\" start after Standard container \"app\"")),
+            p.errors.iter().any(|e| e
+                .to_string()
+                .contains("Init container \"setup\" start after Standard container \"app\"")),
             "{:?}",
             p.errors
         );
@@ -365,7 +381,8 @@ mod tests {
     fn settings_rules_match_by_image_and_type() {
         // "The mesh proxy starts before every init container", as Istio's native mode does.
         let rule: EdgeRule = serde_json::from_value(json!({
-            "name": "mesh first", "before": {"image": "*/proxyv2"}, "after": {"type": "Init"}})).unwrap();
+            "name": "mesh first", "before": {"image": "*/proxyv2"}, "after": {"type": "Init"}}))
+        .unwrap();
         rule.validate().unwrap();
         let m = model(
             json!({}),
@@ -374,7 +391,10 @@ mod tests {
         );
         let p = plan(&m, &[rule]);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
-        assert_eq!(graph::names(&m, p.start.as_ref().unwrap()), ["istio-proxy", "istio-init", "app"]);
+        assert_eq!(
+            graph::names(&m, p.start.as_ref().unwrap()),
+            ["istio-proxy", "istio-init", "app"]
+        );
         assert_eq!(codes(&p.readiness), ["noStartupProbe"]);
         assert!(p.readiness[0].to_string().contains("\"istio-init\""));
     }
@@ -401,16 +421,27 @@ mod tests {
         );
         let p = plan(&m, &[]);
         assert_eq!(codes(&p.readiness), ["appNotAwaited"]);
-        assert_eq!(graph::names(&m, p.start.as_ref().unwrap()), ["api", "web", "db", "worker"]);
+        assert_eq!(
+            graph::names(&m, p.start.as_ref().unwrap()),
+            ["api", "web", "db", "worker"]
+        );
         assert_eq!(codes(&p.violations(&m)), ["violated", "violated"]);
     }
 
     #[test]
     fn rules_are_validated() {
-        let bad: EdgeRule = serde_json::from_value(json!({"before": {"name": "a"}, "after": {"name": "a"}})).unwrap();
+        let bad: EdgeRule =
+            serde_json::from_value(json!({"before": {"name": "a"}, "after": {"name": "a"}}))
+                .unwrap();
         assert!(bad.validate().unwrap_err().contains("same containers"));
-        let bad: EdgeRule = serde_json::from_value(json!({"before": {}, "after": {"name": "a"}})).unwrap();
+        let bad: EdgeRule =
+            serde_json::from_value(json!({"before": {}, "after": {"name": "a"}})).unwrap();
         assert!(bad.validate().unwrap_err().starts_with("before: "));
-        assert!(serde_json::from_value::<EdgeRule>(json!({"before": {"name": "a"}, "afterr": {"name": "b"}})).is_err());
+        assert!(
+            serde_json::from_value::<EdgeRule>(
+                json!({"before": {"name": "a"}, "afterr": {"name": "b"}})
+            )
+            .is_err()
+        );
     }
 }

@@ -98,7 +98,11 @@ mod tests {
 
     #[test]
     fn all_given_fields_must_match() {
-        let proxy = info("istio-proxy", "docker.io/istio/proxyv2:1.24", LifecycleType::Sidecar);
+        let proxy = info(
+            "istio-proxy",
+            "docker.io/istio/proxyv2:1.24",
+            LifecycleType::Sidecar,
+        );
         let s = |json: &str| serde_json::from_str::<ContainerSelector>(json).unwrap();
         assert!(s(r#"{"image": "*/proxyv2"}"#).matches(&proxy));
         assert!(s(r#"{"name": "istio-*", "type": "Sidecar"}"#).matches(&proxy));
@@ -114,7 +118,10 @@ mod tests {
             (r#"{"name": "a b"}"#, "white space"),
             (r#"{"image": "istio/proxyv2:1.24"}"#, "tag or digest"),
         ] {
-            let err = serde_json::from_str::<ContainerSelector>(json).unwrap().validate().unwrap_err();
+            let err = serde_json::from_str::<ContainerSelector>(json)
+                .unwrap()
+                .validate()
+                .unwrap_err();
             assert!(err.contains(part), "{json}: {err}");
         }
         assert!(serde_json::from_str::<ContainerSelector>(r#"{"nmae": "x"}"#).is_err());

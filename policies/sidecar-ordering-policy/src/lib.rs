@@ -4,14 +4,16 @@
 
 mod settings;
 
+use guest::prelude::*;
 use kubewarden_policy_sdk::wapc_guest as guest;
 use kubewarden_policy_sdk::{
-    protocol_version_guest, request::ValidationRequest, response::ValidationResponse,
+    protocol_version_guest,
+    request::ValidationRequest,
+    response::ValidationResponse,
     settings::{SettingsValidationResponse, Validatable},
 };
-use guest::prelude::*;
 use serde_json::Value;
-use sidecar_model::{graph, keys, ordering, surgery, PodModel};
+use sidecar_model::{PodModel, graph, keys, ordering, surgery};
 use std::collections::HashMap;
 
 use settings::{Mode, Settings};
@@ -61,7 +63,11 @@ fn validate(payload: &[u8]) -> CallResult {
         Ok(r) => r,
         Err(e) => return reject(format!("cannot read the admission request: {e}")),
     };
-    match evaluate(&request.settings, &request.request.object, &request.request.operation) {
+    match evaluate(
+        &request.settings,
+        &request.request.object,
+        &request.request.operation,
+    ) {
         Ok(verdict) => verdict,
         Err(message) => reject(message),
     }
@@ -107,14 +113,21 @@ fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Call
         errors.push(first.to_string());
     }
     if !errors.is_empty() {
-        return Ok(answer(false, Some(errors.join("; ")), None, HashMap::new(), warnings));
+        return Ok(answer(
+            false,
+            Some(errors.join("; ")),
+            None,
+            HashMap::new(),
+            warnings,
+        ));
     }
     let Some(start) = plan.start.as_ref() else {
         return Err("the start graph has no order".into());
     };
 
     if settings.mode == Mode::Mutate {
-        let moves = surgery::apply_start_order(&mut mutated, &model, start).map_err(|e| e.to_string())?;
+        let moves =
+            surgery::apply_start_order(&mut mutated, &model, start).map_err(|e| e.to_string())?;
         if !moves.is_empty() {
             changed = true;
             warnings.extend(moves.iter().map(|c| c.to_string()));
@@ -127,11 +140,20 @@ fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Call
     // The orders Kubernetes will follow for the spec that is admitted.
     let admitted = graph::spec_order(&model);
     let audit = HashMap::from([
-        (keys::START_ORDER.to_string(), graph::names(&model, &admitted).join(",")),
+        (
+            keys::START_ORDER.to_string(),
+            graph::names(&model, &admitted).join(","),
+        ),
         (
             keys::STOP_ORDER.to_string(),
             graph::names(&model, &graph::stop_order(&model, &admitted)).join(","),
         ),
     ]);
-    Ok(answer(true, None, changed.then_some(mutated), audit, warnings))
+    Ok(answer(
+        true,
+        None,
+        changed.then_some(mutated),
+        audit,
+        warnings,
+    ))
 }

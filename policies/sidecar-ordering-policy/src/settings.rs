@@ -46,8 +46,20 @@ mod tests {
         let s = parse("{}").unwrap();
         assert_eq!(s.mode, Mode::Mutate);
         assert!(!s.require_startup_probe);
-        assert!(parse(r#"{"requireStartupProbes": true}"#).unwrap_err().contains("unknown field"));
-        assert!(parse(r#"{"mode": "enforce"}"#).unwrap_err().contains("unknown variant"));
-        assert!(parse(r#"{"edges": [{"before": {"name": ""}, "after": {"type": "Init"}}]}"#).unwrap_err().starts_with("edges[0]: before"));
+        assert!(
+            parse(r#"{"requireStartupProbes": true}"#)
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert!(
+            parse(r#"{"mode": "enforce"}"#)
+                .unwrap_err()
+                .contains("unknown variant")
+        );
+        assert!(
+            parse(r#"{"edges": [{"before": {"name": ""}, "after": {"type": "Init"}}]}"#)
+                .unwrap_err()
+                .starts_with("edges[0]: before")
+        );
     }
 }
