@@ -6,154 +6,109 @@ mod settings;
 
 use guest::prelude::*;
 use kubewarden_policy_sdk::wapc_guest as guest;
-use kubewarden_policy_sdk::{
-    protocol_version_guest,
-    request::ValidationRequest,
-    response::ValidationResponse,
-    settings::{SettingsValidationResponse, Validatable},
-};
+use kubewarden_policy_sdk::{protocol_version_guest, request::ValidationRequest};
+use policy_shell::Answer;
 use serde_json::Value;
-use sidecar_model::{PodModel, graph, keys, ordering, surgery};
-use std::collections::HashMap;
+use sidecar_model::{OrderFinding, PodModel, WorkloadKind, graph, keys, ordering, surgery};
 
 use settings::{Mode, Settings};
 
 #[unsafe(no_mangle)]
 pub extern "C" fn wapc_init() {
     register_function("validate", validate);
-    register_function("validate_settings", validate_settings);
+    register_function(
+        "validate_settings",
+        policy_shell::validate_settings::<Settings>,
+    );
     register_function("protocol_version", protocol_version_guest);
 }
 
-/// Like the SDK's, but settings that do not parse are answered `valid: false` with the
-/// reason, instead of an error the host has to translate.
-fn validate_settings(payload: &[u8]) -> CallResult {
-    let verdict = serde_json::from_slice::<Settings>(payload)
-        .map_err(|e| format!("invalid settings: {e}"))
-        .and_then(|s| s.validate());
-    Ok(serde_json::to_vec(&SettingsValidationResponse {
-        valid: verdict.is_ok(),
-        message: verdict.err(),
-    })?)
-}
-
-fn answer(
-    accepted: bool,
-    message: Option<String>,
-    mutated_object: Option<Value>,
-    audit: HashMap<String, String>,
-    warnings: Vec<String>,
-) -> CallResult {
-    Ok(serde_json::to_vec(&ValidationResponse {
-        accepted,
-        message,
-        code: None,
-        mutated_object,
-        audit_annotations: (!audit.is_empty()).then_some(audit),
-        warnings: (!warnings.is_empty()).then_some(warnings),
-    })?)
-}
-
-fn reject(message: String) -> CallResult {
-    answer(false, Some(message), None, HashMap::new(), Vec::new())
-}
-
 fn validate(payload: &[u8]) -> CallResult {
-    let request = match ValidationRequest::<Settings>::new(payload) {
-        Ok(r) => r,
-        Err(e) => return reject(format!("cannot read the admission request: {e}")),
+    let answer = match ValidationRequest::<Settings>::new(payload) {
+        Ok(request) => evaluate(
+            &request.settings,
+            &request.request.object,
+            &request.request.operation,
+        )
+        .unwrap_or_else(Answer::reject),
+        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
     };
-    match evaluate(
-        &request.settings,
-        &request.request.object,
-        &request.request.operation,
-    ) {
-        Ok(verdict) => verdict,
-        Err(message) => reject(message),
-    }
+    answer.into_response()
 }
 
-fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<CallResult, String> {
+fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Answer, String> {
     let known = settings.known_sidecars.resolve();
+    let reread = |object: &Value| -> Result<PodModel, String> {
+        PodModel::from_object(object, &known)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the rewritten object holds no pod".to_string())
+    };
     let Some(mut model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
-        return Ok(answer(true, None, None, HashMap::new(), Vec::new()));
+        return Ok(Answer::accept());
     };
     // A running pod's containers cannot be changed: nothing to order on its updates.
-    if operation == "UPDATE" && model.pod.kind == sidecar_model::WorkloadKind::Pod {
-        return Ok(answer(true, None, None, HashMap::new(), Vec::new()));
+    if operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod {
+        return Ok(Answer::accept());
     }
-    let mut warnings = Vec::new();
+    let mut answer = Answer::accept();
     let mut mutated = object.clone();
     let mut changed = false;
     if settings.mode == Mode::Mutate {
         let changes = surgery::normalise(&mut mutated, &model).map_err(|e| e.to_string())?;
         if !changes.is_empty() {
             changed = true;
-            warnings.extend(changes.iter().map(|c| c.to_string()));
-            model = PodModel::from_object(&mutated, &known)
-                .map_err(|e| e.to_string())?
-                .ok_or("the normalised object holds no pod")?;
+            answer
+                .warnings
+                .extend(changes.iter().map(ToString::to_string));
+            model = reread(&mutated)?;
         }
     }
 
     let plan = ordering::plan(&model, &settings.edges);
-    let mut errors: Vec<String> = plan.errors.iter().map(ToString::to_string).collect();
+    answer
+        .rejections
+        .extend(plan.errors.iter().map(ToString::to_string));
     for finding in &plan.readiness {
         let blocking = settings.require_startup_probe
-            && matches!(finding, sidecar_model::OrderFinding::NoStartupProbe { .. });
+            && matches!(finding, OrderFinding::NoStartupProbe { .. });
         if blocking {
-            errors.push(finding.to_string());
+            answer.rejections.push(finding.to_string());
         } else {
-            warnings.push(finding.to_string());
+            answer.warnings.push(finding.to_string());
         }
     }
     if settings.mode == Mode::Validate
         && let Some(first) = plan.violations(&model).into_iter().next()
     {
-        errors.push(first.to_string());
+        answer.rejections.push(first.to_string());
     }
-    if !errors.is_empty() {
-        return Ok(answer(
-            false,
-            Some(errors.join("; ")),
-            None,
-            HashMap::new(),
-            warnings,
-        ));
+    if !answer.rejections.is_empty() {
+        return Ok(answer);
     }
-    let Some(start) = plan.start.as_ref() else {
-        return Err("the start graph has no order".into());
-    };
+    let start = plan.start.as_ref().ok_or("the start graph has no order")?;
 
     if settings.mode == Mode::Mutate {
         let moves =
             surgery::apply_start_order(&mut mutated, &model, start).map_err(|e| e.to_string())?;
         if !moves.is_empty() {
             changed = true;
-            warnings.extend(moves.iter().map(|c| c.to_string()));
-            model = PodModel::from_object(&mutated, &known)
-                .map_err(|e| e.to_string())?
-                .ok_or("the reordered object holds no pod")?;
+            answer
+                .warnings
+                .extend(moves.iter().map(ToString::to_string));
+            model = reread(&mutated)?;
         }
     }
 
     // The orders Kubernetes will follow for the spec that is admitted.
     let admitted = graph::spec_order(&model);
-    let audit = HashMap::from([
-        (
-            keys::START_ORDER.to_string(),
-            graph::names(&model, &admitted).join(","),
-        ),
-        (
-            keys::STOP_ORDER.to_string(),
-            graph::names(&model, &graph::stop_order(&model, &admitted)).join(","),
-        ),
-    ]);
-    Ok(answer(
-        true,
-        None,
-        changed.then_some(mutated),
-        audit,
-        warnings,
-    ))
+    answer.audit.insert(
+        keys::START_ORDER.into(),
+        graph::names(&model, &admitted).join(","),
+    );
+    answer.audit.insert(
+        keys::STOP_ORDER.into(),
+        graph::names(&model, &graph::stop_order(&model, &admitted)).join(","),
+    );
+    answer.mutated = changed.then_some(mutated);
+    Ok(answer)
 }

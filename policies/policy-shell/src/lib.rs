@@ -1,0 +1,58 @@
+//! The glue between a policy's decision and the Kubewarden SDK, the same for every policy:
+//! settings validation that answers instead of erroring, and answers that carry warnings
+//! and audit annotations (the SDK's helpers carry neither).
+
+use kubewarden_policy_sdk::response::ValidationResponse;
+use kubewarden_policy_sdk::settings::{SettingsValidationResponse, Validatable};
+use kubewarden_policy_sdk::wapc_guest::CallResult;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// `validate_settings`: settings that do not even parse (a typo in a field name, a wrong
+/// type) are answered `valid: false` with serde's reason, like any other invalid setting.
+pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> CallResult {
+    let verdict = serde_json::from_slice::<T>(payload)
+        .map_err(|e| format!("invalid settings: {e}"))
+        .and_then(|s| s.validate());
+    Ok(serde_json::to_vec(&SettingsValidationResponse {
+        valid: verdict.is_ok(),
+        message: verdict.err(),
+    })?)
+}
+
+/// What a policy decided about one request.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub rejections: Vec<String>,
+    pub warnings: Vec<String>,
+    pub audit: HashMap<String, String>,
+    pub mutated: Option<Value>,
+}
+
+impl Answer {
+    pub fn accept() -> Self {
+        Answer::default()
+    }
+
+    pub fn reject(message: impl Into<String>) -> Self {
+        Answer {
+            rejections: vec![message.into()],
+            ..Default::default()
+        }
+    }
+
+    /// Rejected when there is any rejection (then no mutation is returned); the
+    /// rejections joined into one message.
+    pub fn into_response(self) -> CallResult {
+        let accepted = self.rejections.is_empty();
+        Ok(serde_json::to_vec(&ValidationResponse {
+            accepted,
+            message: (!accepted).then(|| self.rejections.join("; ")),
+            code: None,
+            mutated_object: if accepted { self.mutated } else { None },
+            audit_annotations: (!self.audit.is_empty()).then_some(self.audit),
+            warnings: (!self.warnings.is_empty()).then_some(self.warnings),
+        })?)
+    }
+}
