@@ -183,6 +183,22 @@ pub fn apply_start_order(
     Ok(changes)
 }
 
+/// Removes `field` from `model.containers[i]` in the object. Returns whether it was there.
+pub fn remove_container_field(
+    object: &mut Value,
+    model: &PodModel,
+    i: usize,
+    field: &str,
+) -> Result<bool, ModelError> {
+    let info = &model.containers[i];
+    let spec = spec_mut(object, model.pod.kind)?;
+    let container = list_mut(spec, info.list)?
+        .get_mut(info.index)
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| ModelError::Malformed(format!("{} is missing", info.location())))?;
+    Ok(container.remove(field).is_some())
+}
+
 /// Sets a pod annotation (the template's, for workloads), creating the maps it needs.
 /// Returns whether anything changed.
 pub fn set_pod_annotation(
@@ -353,6 +369,20 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(again, object);
+    }
+
+    #[test]
+    fn removing_a_field_touches_only_that_field() {
+        let mut object = json!({"kind": "Pod", "spec": {"initContainers": [
+            {"name": "logs", "restartPolicy": "Always", "readinessProbe": {"exec": {"command": ["true"]}}, "image": "x"}
+        ], "containers": [{"name": "app"}]}});
+        let m = model(&object);
+        assert!(remove_container_field(&mut object, &m, 0, "readinessProbe").unwrap());
+        assert_eq!(
+            object["spec"]["initContainers"][0],
+            json!({"name": "logs", "restartPolicy": "Always", "image": "x"})
+        );
+        assert!(!remove_container_field(&mut object, &m, 0, "readinessProbe").unwrap());
     }
 
     #[test]

@@ -1,0 +1,121 @@
+//! sidecar-lifecycle-policy: every container has the lifecycle type its role calls for,
+//! and only the fields that type allows. The checks are the model's; this crate gives
+//! them levels and applies the fixes `convert` allows.
+
+mod settings;
+
+use guest::prelude::*;
+use kubewarden_policy_sdk::wapc_guest as guest;
+use kubewarden_policy_sdk::{protocol_version_guest, request::ValidationRequest};
+use policy_shell::Answer;
+use serde_json::Value;
+use sidecar_model::checks::{self, CheckOptions, Rule};
+use sidecar_model::surgery::{self, NormaliseError};
+use sidecar_model::{LifecycleType, PodModel, WorkloadKind};
+
+use settings::{Level, Settings};
+
+#[unsafe(no_mangle)]
+pub extern "C" fn wapc_init() {
+    register_function("validate", validate);
+    register_function(
+        "validate_settings",
+        policy_shell::validate_settings::<Settings>,
+    );
+    register_function("protocol_version", protocol_version_guest);
+}
+
+fn validate(payload: &[u8]) -> CallResult {
+    let answer = match ValidationRequest::<Settings>::new(payload) {
+        Ok(request) => evaluate(
+            &request.settings,
+            &request.request.object,
+            &request.request.operation,
+        )
+        .unwrap_or_else(Answer::reject),
+        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
+    };
+    answer.into_response()
+}
+
+fn file(answer: &mut Answer, level: Level, message: String) {
+    match level {
+        Level::Deny => answer.rejections.push(message),
+        Level::Warn => answer.warnings.push(message),
+        Level::Off => {}
+    }
+}
+
+fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Answer, String> {
+    let known = settings.known_sidecars.resolve();
+    let options = CheckOptions {
+        kubernetes_version: settings.version()?,
+    };
+    let reread = |object: &Value| -> Result<PodModel, String> {
+        PodModel::from_object(object, &known)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the rewritten object holds no pod".to_string())
+    };
+    let Some(mut model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
+        return Ok(Answer::accept());
+    };
+    // A running pod's containers cannot be changed: its updates are not ours to judge.
+    if operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod {
+        return Ok(Answer::accept());
+    }
+    let levels = &settings.rules;
+    let mut answer = Answer::accept();
+    let mut mutated = object.clone();
+    let mut changed = false;
+
+    if settings.convert && levels.of(Rule::LegacySidecar) != Level::Off {
+        match surgery::normalise(&mut mutated, &model) {
+            Ok(changes) if !changes.is_empty() => {
+                changed = true;
+                answer.warnings.extend(
+                    changes
+                        .iter()
+                        .map(|c| format!("{}: {c}", Rule::LegacySidecar)),
+                );
+                model = reread(&mutated)?;
+            }
+            Ok(_) => {}
+            Err(NormaliseError::NoAppContainerLeft(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if settings.convert && levels.of(Rule::OptionalSidecar) != Level::Off {
+        let optional: Vec<usize> = (0..model.containers.len())
+            .filter(|&i| {
+                let c = &model.containers[i];
+                c.lifecycle == LifecycleType::Sidecar
+                    && c.is_native_sidecar()
+                    && model.is_optional(&c.name)
+                    && model.container(i).readiness_probe.is_some()
+            })
+            .collect();
+        for &i in &optional {
+            surgery::remove_container_field(&mut mutated, &model, i, "readinessProbe")
+                .map_err(|e| e.to_string())?;
+            answer.warnings.push(format!(
+                "{}: removed the readinessProbe of optional sidecar {:?} so its failures do not take the pod out of service",
+                Rule::OptionalSidecar,
+                model.containers[i].name
+            ));
+        }
+        if !optional.is_empty() {
+            changed = true;
+            model = reread(&mutated)?;
+        }
+    }
+
+    for violation in checks::check(&model, &options) {
+        file(
+            &mut answer,
+            levels.of(violation.rule),
+            violation.to_string(),
+        );
+    }
+    answer.mutated = changed.then_some(mutated);
+    Ok(answer)
+}
