@@ -4,6 +4,7 @@
 //! and start order, and edits the request's own JSON for mutations. It knows nothing of
 //! waPC or wasmtime and builds for wasm32 and native alike.
 
+pub mod budget;
 pub mod checks;
 pub mod error;
 pub mod explain;

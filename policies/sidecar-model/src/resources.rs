@@ -125,7 +125,7 @@ impl ContainerResources {
     }
 
     /// `resourceQOS` of one set of requirements.
-    fn qos(&self) -> QosClass {
+    pub fn qos_class(&self) -> QosClass {
         if self.requests.is_empty() && self.limits.is_empty() {
             return QosClass::BestEffort;
         }
@@ -338,11 +338,11 @@ fn aggregate(
 /// container, init and sidecar included.
 fn qos(containers: &[Accounted], pod_level: Option<&ContainerResources>) -> QosClass {
     if let Some(p) = pod_level {
-        return p.qos();
+        return p.qos_class();
     }
     let mut class = None;
     for c in containers {
-        let this = c.resources.qos();
+        let this = c.resources.qos_class();
         if this == QosClass::Burstable {
             return QosClass::Burstable;
         }

@@ -199,6 +199,35 @@ pub fn remove_container_field(
     Ok(container.remove(field).is_some())
 }
 
+/// Applies resource edits to the containers' JSON: `resources.<requests|limits>.<name>`,
+/// creating the maps it needs and writing the quantity in Kubernetes' canonical form.
+pub fn apply_resource_edits(
+    object: &mut Value,
+    model: &PodModel,
+    edits: &[crate::budget::ResourceEdit],
+) -> Result<(), ModelError> {
+    let spec = spec_mut(object, model.pod.kind)?;
+    for edit in edits {
+        let info = &model.containers[edit.container];
+        let container = list_mut(spec, info.list)?
+            .get_mut(info.index)
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| ModelError::Malformed(format!("{} is missing", info.location())))?;
+        let mut node = container;
+        for key in ["resources", edit.field.as_str()] {
+            let child = node.entry(key).or_insert_with(|| Value::Object(Map::new()));
+            if child.is_null() {
+                *child = Value::Object(Map::new());
+            }
+            node = child.as_object_mut().ok_or_else(|| {
+                ModelError::Malformed(format!("{} {key} is not an object", info.location()))
+            })?;
+        }
+        node.insert(edit.resource.clone(), Value::String(edit.value.to_string()));
+    }
+    Ok(())
+}
+
 /// Sets a pod annotation (the template's, for workloads), creating the maps it needs.
 /// Returns whether anything changed.
 pub fn set_pod_annotation(

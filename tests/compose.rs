@@ -1,5 +1,5 @@
-//! sidecar-lifecycle-policy on the Istio corpus, and the mutating policies composed in
-//! either order, through sidecarctl on the compiled modules.
+//! sidecar-lifecycle-policy on the Istio corpus, and the three mutating policies composed
+//! in every order, through sidecarctl on the compiled modules.
 
 mod common;
 
@@ -38,10 +38,10 @@ fn evaluate(policy: &Path, request: &Path, settings: &str) -> Value {
 
 /// The request's object after `policy` (unchanged when it is not patched); panics on a
 /// rejection.
-fn apply(policy: &Path, request: &Value, scratch: &Path) -> Value {
+fn apply(policy: &Path, settings: &str, request: &Value, scratch: &Path) -> Value {
     let file = scratch.join("request.json");
     std::fs::write(&file, serde_json::to_vec(request).unwrap()).unwrap();
-    let response = evaluate(policy, &file, "{}");
+    let response = evaluate(policy, &file, settings);
     assert_eq!(
         response["allowed"],
         true,
@@ -105,7 +105,7 @@ fn istio_corpus_legacy_jobs_caught_or_converted_native_accepted() {
 }
 
 #[test]
-fn ordering_and_lifecycle_commute() {
+fn the_mutating_policies_commute() {
     let scratch = tempfile::tempdir().unwrap();
     let mut requests: Vec<Value> = Vec::new();
     for example in ["istio-legacy-job.yaml", "native-sidecar-dag.yaml"] {
@@ -118,6 +118,9 @@ fn ordering_and_lifecycle_commute() {
         "ordering/legacy-post.yaml",
         "ordering/cronjob.yaml",
         "lifecycle/optional.yaml",
+        "resources/istio-guaranteed.yaml",
+        "resources/linkerd-guaranteed.yaml",
+        "resources/partial-sidecar.yaml",
     ] {
         let text = std::fs::read_to_string(fixture(name)).unwrap();
         let object: Value = serde_yaml_ng::from_str(&text).unwrap();
@@ -130,17 +133,42 @@ fn ordering_and_lifecycle_commute() {
             requests.push(serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap());
         }
     }
+    // The three mutating policies, with the settings a cluster would give them.
+    let resources = module("wasm/sidecar-resources-policy.wasm");
+    let policies: [(&Path, &str); 3] = [
+        (&ordering(), "{}"),
+        (&lifecycle(), "{}"),
+        (
+            &resources,
+            r#"{"defaults": [{"image": "*/proxyv2", "requests": {"cpu": "100m", "memory": "128Mi"}}], "rules": {"pod-level": "warn", "qos": "warn"}}"#,
+        ),
+    ];
+    let orders = [
+        [0, 1, 2],
+        [0, 2, 1],
+        [1, 0, 2],
+        [1, 2, 0],
+        [2, 0, 1],
+        [2, 1, 0],
+    ];
     for request in &requests {
-        let mut a = request.clone();
-        a["object"] = apply(&ordering(), request, scratch.path());
-        let ordering_then_lifecycle = apply(&lifecycle(), &a, scratch.path());
-        let mut b = request.clone();
-        b["object"] = apply(&lifecycle(), request, scratch.path());
-        let lifecycle_then_ordering = apply(&ordering(), &b, scratch.path());
-        assert_eq!(
-            ordering_then_lifecycle, lifecycle_then_ordering,
-            "{}: the order of the policies changed the pod",
-            request["object"]["metadata"]["name"]
-        );
+        let results: Vec<Value> = orders
+            .iter()
+            .map(|order| {
+                let mut current = request.clone();
+                for &i in order {
+                    let (policy, settings) = policies[i];
+                    current["object"] = apply(policy, settings, &current, scratch.path());
+                }
+                current["object"].clone()
+            })
+            .collect();
+        for (order, result) in orders.iter().zip(&results).skip(1) {
+            assert_eq!(
+                result, &results[0],
+                "{}: order {order:?} reached another pod than {:?}",
+                request["object"]["metadata"]["name"], orders[0]
+            );
+        }
     }
 }

@@ -1,0 +1,608 @@
+//! Resource rules with sidecars in the picture: sidecars that ask for nothing, sidecars
+//! that cost a Guaranteed pod its class, containers that break a pod-level budget, and
+//! pods that reserve too much. Findings carry the numbers; the policy renders and decides.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::error::ModelError;
+use crate::lifecycle::LifecycleType;
+use crate::pod::{ContainerInfo, PodModel};
+use crate::quantity::Quantity;
+use crate::resources::{
+    self, Accounted, Breakdown, CPU, ContainerResources, MEMORY, PodResources, QosClass,
+};
+use crate::selector::ContainerSelector;
+
+/// Requests and limits to fill in for containers matching `name`/`image`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceDefault {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub requests: BTreeMap<String, Quantity>,
+    #[serde(default)]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+impl ResourceDefault {
+    fn selector(&self) -> ContainerSelector {
+        ContainerSelector {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            lifecycle: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_none() && self.image.is_none() {
+            return Err("a default needs a name or an image pattern".into());
+        }
+        self.selector().validate()?;
+        if self.requests.is_empty() && self.limits.is_empty() {
+            return Err("a default needs requests or limits".into());
+        }
+        for (name, request) in &self.requests {
+            if let Some(limit) = self.limits.get(name)
+                && request > limit
+            {
+                return Err(format!(
+                    "requests.{name} {request} is more than limits.{name} {limit}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first default matching `c`.
+    pub fn find<'d>(
+        defaults: &'d [ResourceDefault],
+        c: &ContainerInfo,
+    ) -> Option<&'d ResourceDefault> {
+        defaults.iter().find(|d| d.selector().matches(c))
+    }
+}
+
+/// Which list of a container's resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Field {
+    Requests,
+    Limits,
+}
+
+impl Field {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Requests => "requests",
+            Field::Limits => "limits",
+        }
+    }
+}
+
+/// Set `resources.<field>.<resource>` of `model.containers[container]` to `value`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceEdit {
+    pub container: usize,
+    pub field: Field,
+    pub resource: String,
+    pub value: Quantity,
+}
+
+/// The pod's resources as the rules see them: per-container figures aligned with
+/// `model.containers`, and the pod's effective figures.
+#[derive(Debug, Clone)]
+pub struct Accounting {
+    pub containers: Vec<Accounted>,
+    pub pod_level: Option<ContainerResources>,
+    pub overhead: BTreeMap<String, Quantity>,
+    pub pod: PodResources,
+}
+
+impl Accounting {
+    pub fn of(model: &PodModel) -> Result<Self, ModelError> {
+        let spec = &model.pod.spec;
+        let containers = resources::accounted_containers(spec)?;
+        let pod_level = resources::pod_level(spec)?;
+        let overhead = ContainerResources::read(
+            "spec.overhead",
+            Some(&k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: spec.overhead.clone(),
+                ..Default::default()
+            }),
+        )?
+        .requests;
+        let pod = resources::compute_from(&containers, pod_level.as_ref(), &overhead);
+        Ok(Accounting {
+            containers,
+            pod_level,
+            overhead,
+            pod,
+        })
+    }
+
+    /// The accounting after `edits`, without touching any JSON.
+    pub fn with(&self, edits: &[ResourceEdit]) -> Accounting {
+        let mut containers = self.containers.clone();
+        for e in edits {
+            let r = &mut containers[e.container].resources;
+            match e.field {
+                Field::Requests => r.requests.insert(e.resource.clone(), e.value),
+                Field::Limits => {
+                    r.requests.entry(e.resource.clone()).or_insert(e.value);
+                    r.limits.insert(e.resource.clone(), e.value)
+                }
+            };
+        }
+        let pod = resources::compute_from(&containers, self.pod_level.as_ref(), &self.overhead);
+        Accounting {
+            containers,
+            pod_level: self.pod_level.clone(),
+            overhead: self.overhead.clone(),
+            pod,
+        }
+    }
+}
+
+/// A sidecar missing cpu/memory requests (or limits, when they are required), and what
+/// the defaults can fill in. What is missing after the edits is what remains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarGaps {
+    pub missing: Vec<(usize, Field, String)>,
+    pub fill: Vec<ResourceEdit>,
+}
+
+pub fn sidecar_gaps(
+    model: &PodModel,
+    acc: &Accounting,
+    require_limits: bool,
+    defaults: &[ResourceDefault],
+) -> SidecarGaps {
+    let mut missing = Vec::new();
+    let mut fill = Vec::new();
+    for (i, c) in model.containers.iter().enumerate() {
+        if c.lifecycle != LifecycleType::Sidecar {
+            continue;
+        }
+        let own = &acc.containers[i].resources;
+        let default = ResourceDefault::find(defaults, c);
+        let mut wanted = vec![(Field::Requests, CPU), (Field::Requests, MEMORY)];
+        if require_limits {
+            wanted.extend([(Field::Limits, CPU), (Field::Limits, MEMORY)]);
+        }
+        for (field, resource) in wanted {
+            let (present, source) = match field {
+                Field::Requests => (
+                    own.requests.contains_key(resource),
+                    default.map(|d| &d.requests),
+                ),
+                Field::Limits => (
+                    own.limits.contains_key(resource),
+                    default.map(|d| &d.limits),
+                ),
+            };
+            if present {
+                continue;
+            }
+            // A limit filled from the defaults also stands in for a missing request, as
+            // the API server's defaulting would make it.
+            let filled_limit = field == Field::Requests
+                && fill.iter().any(|e: &ResourceEdit| {
+                    e.container == i && e.field == Field::Limits && e.resource == resource
+                });
+            match source.and_then(|s| s.get(resource)) {
+                Some(v) => fill.push(ResourceEdit {
+                    container: i,
+                    field,
+                    resource: resource.into(),
+                    value: *v,
+                }),
+                None if filled_limit => {}
+                None => missing.push((i, field, resource.to_string())),
+            }
+        }
+    }
+    // Limits first, so a request filled next to a limit never exceeds it.
+    fill.sort_by_key(|e| (e.container, std::cmp::Reverse(e.field)));
+    SidecarGaps { missing, fill }
+}
+
+/// The app containers alone would have `app_class`; the whole pod has `pod_class`
+/// because of `offenders` (sidecars and init containers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QosDowngrade {
+    pub app_class: QosClass,
+    pub pod_class: QosClass,
+    pub offenders: Vec<usize>,
+}
+
+fn is_app(c: &ContainerInfo) -> bool {
+    matches!(
+        c.lifecycle,
+        LifecycleType::Standard | LifecycleType::PostSidecar
+    )
+}
+
+/// `None` when the pod keeps the class its app containers would have alone, or when
+/// pod-level resources decide the class.
+pub fn qos_downgrade(model: &PodModel, acc: &Accounting) -> Option<QosDowngrade> {
+    if acc.pod_level.is_some() {
+        return None;
+    }
+    let apps: Vec<Accounted> = model
+        .containers
+        .iter()
+        .zip(&acc.containers)
+        .filter(|(c, _)| is_app(c))
+        .map(|(_, a)| a.clone())
+        .collect();
+    if apps.is_empty() {
+        return None;
+    }
+    let app_class = resources::compute_from(&apps, None, &BTreeMap::new()).qos_class;
+    let pod_class = acc.pod.qos_class;
+    if app_class == pod_class || app_class == QosClass::Burstable {
+        return None;
+    }
+    let offenders = model
+        .containers
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| !is_app(c) && acc.containers[*i].resources.qos_class() != app_class)
+        .map(|(i, _)| i)
+        .collect();
+    Some(QosDowngrade {
+        app_class,
+        pod_class,
+        offenders,
+    })
+}
+
+/// Edits that make each offender Guaranteed: requests equal to limits, limits from
+/// requests where only requests are set, both from the defaults where neither is.
+/// Returns the edits and the offenders that cannot be fixed (and which resource).
+pub fn guarantee(
+    model: &PodModel,
+    acc: &Accounting,
+    offenders: &[usize],
+    defaults: &[ResourceDefault],
+) -> (Vec<ResourceEdit>, Vec<(usize, String)>) {
+    let mut edits = Vec::new();
+    let mut stuck = Vec::new();
+    for &i in offenders {
+        let own = &acc.containers[i].resources;
+        let default = ResourceDefault::find(defaults, &model.containers[i]);
+        for resource in [CPU, MEMORY] {
+            let edit = |field, value| ResourceEdit {
+                container: i,
+                field,
+                resource: resource.to_string(),
+                value,
+            };
+            match (own.requests.get(resource), own.limits.get(resource)) {
+                (Some(r), Some(l)) if r == l && r.is_positive() => {}
+                (_, Some(l)) if l.is_positive() => edits.push(edit(Field::Requests, *l)),
+                (Some(r), None) if r.is_positive() => edits.push(edit(Field::Limits, *r)),
+                _ => match default
+                    .and_then(|d| d.requests.get(resource).or_else(|| d.limits.get(resource)))
+                    .filter(|v| v.is_positive())
+                {
+                    Some(v) => {
+                        edits.push(edit(Field::Limits, *v));
+                        edits.push(edit(Field::Requests, *v));
+                    }
+                    None => stuck.push((i, resource.to_string())),
+                },
+            }
+        }
+    }
+    (edits, stuck)
+}
+
+/// A resource where the containers do not fit `spec.resources`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodLevelBreach {
+    pub resource: String,
+    pub field: Field,
+    /// For requests: the sidecar-aware container aggregate and its parts.
+    pub breakdown: Breakdown,
+    /// For limits: the containers whose own limit is above the pod's.
+    pub containers: Vec<(String, Quantity)>,
+    pub pod_level: Quantity,
+}
+
+impl fmt::Display for PodLevelBreach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = &self.breakdown;
+        match self.field {
+            Field::Requests => write!(
+                f,
+                "{} requests: the containers need {} (apps {} + sidecars {}, init peak {}) but spec.resources.requests.{} is {} (effective {})",
+                self.resource,
+                b.aggregate(),
+                b.app_sum,
+                b.sidecar_sum,
+                b.init_peak,
+                self.resource,
+                self.pod_level,
+                b.effective
+            ),
+            Field::Limits => write!(
+                f,
+                "{} limits: {} above spec.resources.limits.{} {}",
+                self.resource,
+                self.containers
+                    .iter()
+                    .map(|(n, q)| format!("{n:?} limits {q}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                self.resource,
+                self.pod_level
+            ),
+        }
+    }
+}
+
+/// With pod-level resources: the container aggregate (sidecars and the init peak
+/// included) must fit the pod-level requests, and every container's limit, init and
+/// sidecar containers included, the pod-level limit.
+pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
+    let Some(pod) = &acc.pod_level else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (resource, limit) in &pod.requests {
+        let Some(b) = acc.pod.requests.get(resource) else {
+            continue;
+        };
+        if b.aggregate() > *limit {
+            out.push(PodLevelBreach {
+                resource: resource.clone(),
+                field: Field::Requests,
+                breakdown: b.clone(),
+                containers: Vec::new(),
+                pod_level: *limit,
+            });
+        }
+    }
+    for (resource, limit) in &pod.limits {
+        let over: Vec<(String, Quantity)> = acc
+            .containers
+            .iter()
+            .filter_map(|c| {
+                c.resources
+                    .limits
+                    .get(resource)
+                    .filter(|q| *q > limit)
+                    .map(|q| (c.name.clone(), *q))
+            })
+            .collect();
+        if !over.is_empty() {
+            out.push(PodLevelBreach {
+                resource: resource.clone(),
+                field: Field::Limits,
+                breakdown: acc.pod.limits.get(resource).cloned().unwrap_or_default(),
+                containers: over,
+                pod_level: *limit,
+            });
+        }
+    }
+    out
+}
+
+/// The sidecars' share of the effective requests, per resource, where it is above `max`
+/// percent: (resource, sidecar sum, effective, percent).
+pub fn sidecar_share_over(
+    acc: &Accounting,
+    max: &BTreeMap<String, u32>,
+) -> Vec<(String, Quantity, Quantity, f64)> {
+    let mut out = Vec::new();
+    for (resource, b) in &acc.pod.requests {
+        let Some(limit) = max.get(resource).or_else(|| max.get("*")) else {
+            continue;
+        };
+        // sidecar / effective > limit / 100, compared exactly.
+        if b.effective.is_positive()
+            && b.sidecar_sum.nanos() * 100 > b.effective.nanos() * i128::from(*limit)
+        {
+            let pct = b.sidecar_sum.percent_of(&b.effective).unwrap_or_default();
+            out.push((resource.clone(), b.sidecar_sum, b.effective, pct));
+        }
+    }
+    out
+}
+
+/// Effective figures above a maximum: (resource, effective or `None` when unbounded, max).
+pub fn over_max(
+    effective: &BTreeMap<String, Breakdown>,
+    unbounded: &[String],
+    max: &BTreeMap<String, Quantity>,
+) -> Vec<(String, Option<Quantity>, Quantity)> {
+    let mut out = Vec::new();
+    for (resource, cap) in max {
+        if unbounded.contains(resource) {
+            out.push((resource.clone(), None, *cap));
+        } else if let Some(b) = effective.get(resource)
+            && b.effective > *cap
+        {
+            out.push((resource.clone(), Some(b.effective), *cap));
+        }
+    }
+    out
+}
+
+/// `cpu=4100m,memory=9Gi`, for audit annotations; resources in `unbounded` read
+/// `unbounded`, whatever the containers that set a limit add up to.
+pub fn summary(
+    figures: &BTreeMap<String, Breakdown>,
+    unbounded: &[crate::resources::Unbounded],
+) -> String {
+    let mut parts: BTreeMap<&str, String> = figures
+        .iter()
+        .map(|(k, b)| (k.as_str(), b.effective.to_string()))
+        .collect();
+    for u in unbounded {
+        parts.insert(u.resource.as_str(), "unbounded".into());
+    }
+    parts
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::KnownSidecars;
+    use serde_json::{Value, json};
+
+    fn model(spec: Value) -> PodModel {
+        PodModel::from_object(
+            &json!({"kind": "Pod", "spec": spec}),
+            &KnownSidecars::default(),
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn q(s: &str) -> Quantity {
+        Quantity::parse(s).unwrap()
+    }
+
+    fn istio_default() -> ResourceDefault {
+        serde_json::from_value(json!({"image": "*/proxyv2",
+            "requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}})).unwrap()
+    }
+
+    fn guaranteed_app_with_proxy(proxy_resources: Value) -> PodModel {
+        model(json!({
+            "initContainers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24", "restartPolicy": "Always",
+                                "resources": proxy_resources}],
+            "containers": [{"name": "app", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]
+        }))
+    }
+
+    #[test]
+    fn gaps_are_filled_from_defaults_without_overwriting() {
+        let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "300m"}}));
+        let acc = Accounting::of(&m).unwrap();
+        let gaps = sidecar_gaps(&m, &acc, true, &[istio_default()]);
+        assert!(gaps.missing.is_empty());
+        let filled: Vec<(Field, &str, String)> = gaps
+            .fill
+            .iter()
+            .map(|e| (e.field, e.resource.as_str(), e.value.to_string()))
+            .collect();
+        assert_eq!(
+            filled,
+            [
+                (Field::Limits, "cpu", "2".into()),
+                (Field::Limits, "memory", "1Gi".into()),
+                (Field::Requests, "memory", "128Mi".into())
+            ]
+        );
+        let gaps = sidecar_gaps(&m, &acc, false, &[]);
+        assert_eq!(gaps.missing, [(0, Field::Requests, "memory".to_string())]);
+    }
+
+    #[test]
+    fn an_unlimited_proxy_downgrades_and_is_guaranteed_again() {
+        let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "100m", "memory": "128Mi"}}));
+        let acc = Accounting::of(&m).unwrap();
+        let d = qos_downgrade(&m, &acc).unwrap();
+        assert_eq!(
+            (d.app_class, d.pod_class, d.offenders.clone()),
+            (QosClass::Guaranteed, QosClass::Burstable, vec![0])
+        );
+        let (edits, stuck) = guarantee(&m, &acc, &d.offenders, &[]);
+        assert!(stuck.is_empty());
+        assert_eq!(acc.with(&edits).pod.qos_class, QosClass::Guaranteed);
+        assert_eq!(
+            acc.with(&edits).containers[0].resources.limits["cpu"],
+            q("100m")
+        );
+    }
+
+    #[test]
+    fn a_proxy_with_nothing_needs_defaults() {
+        let m = guaranteed_app_with_proxy(json!({}));
+        let acc = Accounting::of(&m).unwrap();
+        let d = qos_downgrade(&m, &acc).unwrap();
+        let (_, stuck) = guarantee(&m, &acc, &d.offenders, &[]);
+        assert_eq!(stuck, [(0, "cpu".to_string()), (0, "memory".to_string())]);
+        let (edits, stuck) = guarantee(&m, &acc, &d.offenders, &[istio_default()]);
+        assert!(stuck.is_empty());
+        let after = acc.with(&edits);
+        assert_eq!(after.pod.qos_class, QosClass::Guaranteed);
+        assert_eq!(after.containers[0].resources.requests["memory"], q("128Mi"));
+    }
+
+    #[test]
+    fn pod_level_breaches_carry_the_breakdown() {
+        let m = model(json!({
+            "resources": {"requests": {"cpu": "4", "memory": "8Gi"}, "limits": {"cpu": "4", "memory": "8Gi"}},
+            "initContainers": [{"name": "logs", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"cpu": "5"}}}],
+            "containers": [{"name": "app", "resources": {"requests": {"cpu": "4", "memory": "8Gi"}}}]
+        }));
+        let acc = Accounting::of(&m).unwrap();
+        let text: Vec<String> = pod_level_breaches(&acc)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "cpu requests: the containers need 4100m (apps 4 + sidecars 100m, init peak 100m) but spec.resources.requests.cpu is 4 (effective 4)",
+                "memory requests: the containers need 9Gi (apps 8Gi + sidecars 1Gi, init peak 1Gi) but spec.resources.requests.memory is 8Gi (effective 8Gi)",
+                "cpu limits: \"logs\" limits 5 above spec.resources.limits.cpu 4",
+            ]
+        );
+    }
+
+    #[test]
+    fn sidecar_share_and_maxima() {
+        let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "500m", "memory": "128Mi"}}));
+        let acc = Accounting::of(&m).unwrap();
+        let over = sidecar_share_over(&acc, &BTreeMap::from([("*".to_string(), 30)]));
+        assert_eq!(over, [("cpu".to_string(), q("500m"), q("1500m"), 33.33)]);
+        let unbounded: Vec<String> = acc
+            .pod
+            .unbounded_limits
+            .iter()
+            .map(|u| u.resource.clone())
+            .collect();
+        let max = BTreeMap::from([
+            ("cpu".to_string(), q("1")),
+            ("memory".to_string(), q("4Gi")),
+        ]);
+        assert_eq!(
+            over_max(&acc.pod.requests, &[], &max),
+            [("cpu".to_string(), Some(q("1500m")), q("1"))]
+        );
+        assert_eq!(over_max(&acc.pod.limits, &unbounded, &max).len(), 2);
+    }
+
+    #[test]
+    fn defaults_are_validated() {
+        let bad: ResourceDefault = serde_json::from_value(
+            json!({"image": "*/proxyv2", "requests": {"cpu": "2"}, "limits": {"cpu": "1"}}),
+        )
+        .unwrap();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .contains("requests.cpu 2 is more than limits.cpu 1")
+        );
+        let err = serde_json::from_value::<ResourceDefault>(
+            json!({"image": "x", "requests": {"cpu": "lots"}}),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"lots\""), "{err}");
+    }
+}

@@ -1,0 +1,272 @@
+//! sidecar-resources-policy: resource accounting with sidecars counted the way Kubernetes
+//! counts them. The arithmetic and the fixes are the model's; this crate gives the rules
+//! levels and words.
+
+mod settings;
+
+use guest::prelude::*;
+use kubewarden_policy_sdk::wapc_guest as guest;
+use kubewarden_policy_sdk::{protocol_version_guest, request::ValidationRequest};
+use policy_shell::Answer;
+use serde_json::Value;
+use sidecar_model::budget::{self, Accounting, ResourceEdit};
+use sidecar_model::{PodModel, QosClass, WorkloadKind, surgery};
+
+use settings::{Level, Rule, Settings};
+
+pub const EFFECTIVE_REQUESTS: &str = "sidecars.dev/effective-requests";
+pub const EFFECTIVE_LIMITS: &str = "sidecars.dev/effective-limits";
+pub const QOS_CLASS: &str = "sidecars.dev/qos-class";
+
+#[unsafe(no_mangle)]
+pub extern "C" fn wapc_init() {
+    register_function("validate", validate);
+    register_function(
+        "validate_settings",
+        policy_shell::validate_settings::<Settings>,
+    );
+    register_function("protocol_version", protocol_version_guest);
+}
+
+fn validate(payload: &[u8]) -> CallResult {
+    let answer = match ValidationRequest::<Settings>::new(payload) {
+        Ok(request) => evaluate(
+            &request.settings,
+            &request.request.object,
+            &request.request.operation,
+        )
+        .unwrap_or_else(Answer::reject),
+        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
+    };
+    answer.into_response()
+}
+
+struct Verdicts<'s> {
+    settings: &'s Settings,
+    answer: Answer,
+}
+
+impl Verdicts<'_> {
+    fn file(&mut self, rule: Rule, message: String) {
+        let message = format!("{}: {message}", rule.name());
+        match self.settings.rules.of(rule) {
+            Level::Deny => self.answer.rejections.push(message),
+            Level::Warn => self.answer.warnings.push(message),
+            Level::Off => {}
+        }
+    }
+
+    fn on(&self, rule: Rule) -> bool {
+        self.settings.rules.of(rule) != Level::Off
+    }
+}
+
+fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Answer, String> {
+    let known = settings.known_sidecars.resolve();
+    let Some(model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
+        return Ok(Answer::accept());
+    };
+    let accounting = Accounting::of(&model).map_err(|e| e.to_string())?;
+    let name = |i: usize| model.containers[i].name.clone();
+    let mut v = Verdicts {
+        settings,
+        answer: Answer::accept(),
+    };
+    // A running pod's containers cannot be changed: report, never patch.
+    let may_mutate = !(operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod);
+    let mut edits: Vec<ResourceEdit> = Vec::new();
+
+    if v.on(Rule::SidecarRequests) {
+        let defaults = if settings.fill_sidecar_requests && may_mutate {
+            settings.defaults.as_slice()
+        } else {
+            &[]
+        };
+        let gaps = budget::sidecar_gaps(
+            &model,
+            &accounting,
+            settings.require_sidecar_limits,
+            defaults,
+        );
+        for e in &gaps.fill {
+            v.answer.warnings.push(format!(
+                "{}: set {}.{} of sidecar {:?} to {} from the defaults",
+                Rule::SidecarRequests.name(),
+                e.field.as_str(),
+                e.resource,
+                name(e.container),
+                e.value
+            ));
+        }
+        edits.extend(gaps.fill);
+        for (i, field, resource) in gaps.missing {
+            v.file(
+                Rule::SidecarRequests,
+                format!(
+                    "sidecar {:?} sets no {}.{resource}; set it, or give the policy a default for {:?}",
+                    name(i),
+                    field.as_str(),
+                    name(i)
+                ),
+            );
+        }
+    }
+
+    if v.on(Rule::Qos) {
+        let current = accounting.with(&edits);
+        if let Some(down) = budget::qos_downgrade(&model, &current) {
+            let offenders: Vec<String> = down
+                .offenders
+                .iter()
+                .map(|&i| format!("{:?}", name(i)))
+                .collect();
+            let fixable =
+                down.app_class == QosClass::Guaranteed && settings.preserve_qos && may_mutate;
+            let (fix, stuck) = if fixable {
+                budget::guarantee(&model, &current, &down.offenders, &settings.defaults)
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            if fixable
+                && stuck.is_empty()
+                && current.with(&fix).pod.qos_class == QosClass::Guaranteed
+            {
+                for e in &fix {
+                    v.answer.warnings.push(format!(
+                        "{}: set {}.{} of {:?} to {} to keep the pod Guaranteed",
+                        Rule::Qos.name(),
+                        e.field.as_str(),
+                        e.resource,
+                        name(e.container),
+                        e.value
+                    ));
+                }
+                edits.extend(fix);
+            } else if !stuck.is_empty() {
+                let names: Vec<String> = stuck
+                    .iter()
+                    .map(|(i, r)| format!("{:?} ({r})", name(*i)))
+                    .collect();
+                v.file(
+                    Rule::Qos,
+                    format!(
+                        "the app containers alone are Guaranteed, but {} make the pod {}; cannot make {} Guaranteed: neither requests, limits nor a default give a value; set their requests equal to their limits or add a default",
+                        offenders.join(", "),
+                        down.pod_class.as_str(),
+                        names.join(", ")
+                    ),
+                );
+            } else if down.app_class == QosClass::Guaranteed {
+                v.file(
+                    Rule::Qos,
+                    format!(
+                        "the app containers alone are Guaranteed, but {} make the pod {}; set their cpu and memory requests equal to their limits, or enable preserveQos",
+                        offenders.join(", "),
+                        down.pod_class.as_str()
+                    ),
+                );
+            } else {
+                // BestEffort apps gain scheduling guarantees from a helper's requests: a
+                // change worth knowing about, never worth a rejection.
+                v.answer.warnings.push(format!(
+                    "{}: the app containers alone are BestEffort, but {} make the pod {}",
+                    Rule::Qos.name(),
+                    offenders.join(", "),
+                    down.pod_class.as_str()
+                ));
+            }
+        }
+    }
+
+    let result = accounting.with(&edits);
+    if v.on(Rule::PodLevel) {
+        for breach in budget::pod_level_breaches(&result) {
+            v.file(Rule::PodLevel, breach.to_string());
+        }
+    }
+    if v.on(Rule::SidecarShare) {
+        for (resource, sidecars, effective, pct) in
+            budget::sidecar_share_over(&result, &settings.share())
+        {
+            let max = settings
+                .share()
+                .get(&resource)
+                .or(settings.share().get("*"))
+                .copied()
+                .unwrap_or_default();
+            v.file(
+                Rule::SidecarShare,
+                format!(
+                    "sidecars request {sidecars} of the pod's {effective} {resource} ({pct:.2}%), more than maxSidecarShare {max}%"
+                ),
+            );
+        }
+    }
+    if v.on(Rule::PodMax) {
+        let unbounded: Vec<String> = result
+            .pod
+            .unbounded_limits
+            .iter()
+            .map(|u| u.resource.clone())
+            .collect();
+        for (field, figures, max, none) in [
+            (
+                "requests",
+                &result.pod.requests,
+                &settings.max_effective_requests,
+                &Vec::new(),
+            ),
+            (
+                "limits",
+                &result.pod.limits,
+                &settings.max_effective_limits,
+                &unbounded,
+            ),
+        ] {
+            let setting = if field == "requests" {
+                "maxEffectiveRequests"
+            } else {
+                "maxEffectiveLimits"
+            };
+            for (resource, effective, cap) in budget::over_max(figures, none, max) {
+                let message = match effective {
+                    Some(e) => format!(
+                        "the pod's effective {resource} {field} are {e}, more than {setting}.{resource} {cap}"
+                    ),
+                    None => {
+                        let who = result
+                            .pod
+                            .unbounded_limits
+                            .iter()
+                            .find(|u| u.resource == resource)
+                            .map(|u| u.containers.join(", "))
+                            .unwrap_or_default();
+                        format!(
+                            "the pod's {resource} limit is unbounded (no limit on {who}), but {setting}.{resource} is {cap}"
+                        )
+                    }
+                };
+                v.file(Rule::PodMax, message);
+            }
+        }
+    }
+
+    let mut answer = v.answer;
+    answer.audit.insert(
+        EFFECTIVE_REQUESTS.into(),
+        budget::summary(&result.pod.requests, &[]),
+    );
+    answer.audit.insert(
+        EFFECTIVE_LIMITS.into(),
+        budget::summary(&result.pod.limits, &result.pod.unbounded_limits),
+    );
+    answer
+        .audit
+        .insert(QOS_CLASS.into(), result.pod.qos_class.as_str().into());
+    if !edits.is_empty() {
+        let mut mutated = object.clone();
+        surgery::apply_resource_edits(&mut mutated, &model, &edits).map_err(|e| e.to_string())?;
+        answer.mutated = Some(mutated);
+    }
+    Ok(answer)
+}
