@@ -31,6 +31,9 @@ struct Suite {
     policy: String,
     #[serde(default)]
     settings: Option<Value>,
+    /// Settings from a JSON or YAML file, relative to the suite; `settings` wins.
+    #[serde(default)]
+    settings_path: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
     cases: Vec<Case>,
@@ -152,6 +155,19 @@ pub fn run(
         let suite: Suite = serde_yaml_ng::from_str(&text)
             .with_context(|| format!("{}: not a test suite", file.display()))?;
         let base = file.parent().unwrap_or(Path::new("."));
+        let suite_settings = match (&suite.settings, &suite.settings_path) {
+            (Some(inline), _) => Some(inline.clone()),
+            (None, Some(path)) => {
+                let path = base.join(path);
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(admission::parse_document(
+                    &text,
+                    &path.display().to_string(),
+                )?)
+            }
+            (None, None) => None,
+        };
         let timeout = Duration::from_millis(
             suite
                 .timeout_ms
@@ -173,7 +189,7 @@ pub fn run(
                 let settings = case
                     .settings
                     .clone()
-                    .or_else(|| suite.settings.clone())
+                    .or_else(|| suite_settings.clone())
                     .unwrap_or_else(|| Value::Object(Default::default()));
                 run_case(base, case, policy, settings)
             })();

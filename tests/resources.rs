@@ -13,15 +13,29 @@ const SETTINGS: &str = r#"{"defaults": [{"image": "*/proxyv2", "requests": {"cpu
 
 fn evaluate(request: &std::path::Path) -> Value {
     let policy = module("wasm/sidecar-resources-policy.wasm");
-    let out = run(&["run", "-p", p(&policy), "-r", p(request), "--settings-json", SETTINGS]);
-    assert!(out.status.success(), "{}: {}", request.display(), stderr(&out));
+    let out = run(&[
+        "run",
+        "-p",
+        p(&policy),
+        "-r",
+        p(request),
+        "--settings-json",
+        SETTINGS,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        request.display(),
+        stderr(&out)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn istio_corpus_figures_match_explain_and_fixes_are_stable() {
     let Some(dir) = corpus() else { return };
-    let index: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
     let scratch = tempfile::tempdir().unwrap();
     for entry in index["entries"].as_array().unwrap() {
         let name = entry["name"].as_str().unwrap();
@@ -37,23 +51,38 @@ fn istio_corpus_figures_match_explain_and_fixes_are_stable() {
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
             .collect();
         if response.get("patch").is_none() {
-            assert_eq!(audit["sidecars.dev/effective-requests"], expected.join(","), "{name}");
-            assert_eq!(audit["sidecars.dev/qos-class"], explained["qosClass"], "{name}");
+            assert_eq!(
+                audit["sidecars.dev/effective-requests"],
+                expected.join(","),
+                "{name}"
+            );
+            assert_eq!(
+                audit["sidecars.dev/qos-class"], explained["qosClass"],
+                "{name}"
+            );
         }
         if response["allowed"] == false {
-            assert!(!response["status"]["message"].as_str().unwrap().is_empty(), "{name}");
+            assert!(
+                !response["status"]["message"].as_str().unwrap().is_empty(),
+                "{name}"
+            );
             continue;
         }
         if let Some(patch) = response["patch"].as_str() {
-            let request: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let patch: json_patch::Patch = serde_json::from_slice(&STANDARD.decode(patch).unwrap()).unwrap();
+            let request: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let patch: json_patch::Patch =
+                serde_json::from_slice(&STANDARD.decode(patch).unwrap()).unwrap();
             let mut again = request.clone();
             json_patch::patch(&mut again["object"], &patch).unwrap();
             let file = scratch.path().join(format!("{name}.json"));
             std::fs::write(&file, serde_json::to_vec(&again).unwrap()).unwrap();
             let second = evaluate(&file);
             assert_eq!(second["allowed"], true, "{name}");
-            assert!(second.get("patch").is_none(), "{name}: not idempotent: {second}");
+            assert!(
+                second.get("patch").is_none(),
+                "{name}: not idempotent: {second}"
+            );
         }
     }
 }

@@ -21,3 +21,10 @@ pub fn container_key(prefix: &str, container: &str) -> String {
 pub fn container_of<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
     key.strip_prefix(prefix)
 }
+
+/// `inject.sidecars.dev: "false"` opts a pod out of every sidecar set;
+/// `inject.sidecars.dev/<set>: "false"` out of one.
+pub const INJECT: &str = "inject.sidecars.dev";
+pub const INJECT_PREFIX: &str = "inject.sidecars.dev/";
+/// `injected.sidecars.dev/<set>: <revision>`: the set and revision a pod was injected with.
+pub const INJECTED_PREFIX: &str = "injected.sidecars.dev/";

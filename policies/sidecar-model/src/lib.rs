@@ -10,6 +10,7 @@ pub mod error;
 pub mod explain;
 pub mod finding;
 pub mod graph;
+pub mod inject;
 pub mod keys;
 pub mod lifecycle;
 pub mod ordering;

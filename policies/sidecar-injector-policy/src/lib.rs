@@ -1,0 +1,154 @@
+//! sidecar-injector-policy: the admission half of OpenKruise's SidecarSet, with native
+//! sidecars. Matching, placement, canaries and revisions are the model's; this crate
+//! decides when to inject and what to report.
+
+mod settings;
+
+use guest::prelude::*;
+use kubewarden_policy_sdk::wapc_guest as guest;
+use kubewarden_policy_sdk::{protocol_version_guest, request::ValidationRequest};
+use policy_shell::Answer;
+use serde_json::Value;
+use sidecar_model::inject::{self, SetOutcome};
+use sidecar_model::{PodModel, WorkloadKind, surgery};
+
+use settings::Settings;
+
+pub const INJECTED: &str = "sidecars.dev/injected";
+
+#[unsafe(no_mangle)]
+pub extern "C" fn wapc_init() {
+    register_function("validate", validate);
+    register_function(
+        "validate_settings",
+        policy_shell::validate_settings::<Settings>,
+    );
+    register_function("protocol_version", protocol_version_guest);
+}
+
+fn validate(payload: &[u8]) -> CallResult {
+    let answer = match ValidationRequest::<Settings>::new(payload) {
+        Ok(request) => {
+            let r = &request.request;
+            let namespace = Some(r.namespace.as_str())
+                .filter(|n| !n.is_empty())
+                .or_else(|| {
+                    r.object
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                })
+                .unwrap_or("default");
+            evaluate(&request.settings, &r.object, &r.operation, namespace)
+                .unwrap_or_else(Answer::reject)
+        }
+        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
+    };
+    answer.into_response()
+}
+
+fn outdated_message(
+    set: &str,
+    recorded: &str,
+    current: &str,
+    images: &[(String, String, String)],
+) -> String {
+    let changes: Vec<String> = images
+        .iter()
+        .map(|(c, old, new)| {
+            if old == new {
+                format!("{c} runs {old}")
+            } else {
+                format!("{c} runs {old}, the set now injects {new}")
+            }
+        })
+        .collect();
+    format!(
+        "outdated sidecar: set {set:?} is at revision {current}, this pod was injected with revision {recorded} ({}); recreate the pod to get the current sidecars",
+        changes.join("; ")
+    )
+}
+
+fn evaluate(
+    settings: &Settings,
+    object: &Value,
+    operation: &str,
+    namespace: &str,
+) -> Result<Answer, String> {
+    let known = settings.known_sidecars.resolve();
+    let Some(model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
+        return Ok(Answer::accept());
+    };
+    // SidecarSets inject into pods, not into workload templates: a template injected
+    // once would pin its sidecars' versions until the workload itself changes.
+    if model.pod.kind != WorkloadKind::Pod {
+        return Ok(Answer::accept());
+    }
+    let mut answer = Answer::accept();
+    let outcomes = inject::survey(&model, &settings.sidecar_sets, namespace);
+    for outcome in &outcomes {
+        if let SetOutcome::Outdated {
+            set,
+            recorded,
+            current,
+            images,
+        } = outcome
+        {
+            let message = outdated_message(set, recorded, current, images);
+            // On UPDATE a warning; anything else (a CREATE, Kubewarden's audit scan of a
+            // running pod) is a failed check, so it lands in the policy report.
+            if operation == "UPDATE" {
+                answer.warnings.push(message);
+            } else {
+                answer.rejections.push(message);
+            }
+        }
+    }
+    let wants = outcomes
+        .iter()
+        .any(|o| matches!(o, SetOutcome::Injected { .. }));
+    if operation != "CREATE" || !wants || !answer.rejections.is_empty() {
+        return Ok(answer);
+    }
+
+    // Legacy sidecars become native first, as the other policies make them, so the
+    // injected containers land where they would in any order of the policies.
+    let mut mutated = object.clone();
+    let changes = surgery::normalise(&mut mutated, &model).unwrap_or_default();
+    answer
+        .warnings
+        .extend(changes.iter().map(ToString::to_string));
+    let model = PodModel::from_object(&mutated, &known)
+        .map_err(|e| e.to_string())?
+        .ok_or("the normalised object holds no pod")?;
+    let outcomes = inject::inject(
+        &mut mutated,
+        &model,
+        &settings.sidecar_sets,
+        namespace,
+        &known,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut injected = Vec::new();
+    for outcome in &outcomes {
+        if let SetOutcome::Injected {
+            set,
+            revision,
+            containers,
+            canary,
+        } = outcome
+        {
+            injected.push(format!("{set}@{revision}"));
+            let mut line = format!(
+                "injected sidecar set {set:?} (revision {revision}): {}",
+                containers.join(", ")
+            );
+            if !canary.is_empty() {
+                line.push_str(&format!("; canary image for {}", canary.join(", ")));
+            }
+            answer.warnings.push(line);
+        }
+    }
+    answer.audit.insert(INJECTED.into(), injected.join(","));
+    answer.mutated = Some(mutated);
+    Ok(answer)
+}

@@ -1,0 +1,850 @@
+//! SidecarSet-style injection: sets of sidecars declared once and injected into every
+//! matching pod at creation, in the place and order the sidecar vocabulary gives them.
+
+use k8s_openapi::api::core::v1::{Container, Volume};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use wildmatch::WildMatch;
+
+use crate::error::ModelError;
+use crate::graph::StartGraph;
+use crate::keys;
+use crate::lifecycle::{ContainerList, LifecycleType};
+use crate::ordering::EdgeRule;
+use crate::pod::PodModel;
+use crate::resources::ContainerResources;
+use crate::surgery;
+
+/// Injects a new image into a share of pods, or into pods a selector picks.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Canary {
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// A container of a set: a full Kubernetes container spec, plus where it goes and an
+/// optional canary image.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SetContainer {
+    /// `Sidecar` (native sidecar, the default), `Init` or `PostSidecar`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<LifecycleType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Canary>,
+    #[serde(flatten)]
+    pub spec: Map<String, Value>,
+}
+
+impl SetContainer {
+    pub fn name(&self) -> &str {
+        self.spec
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn image(&self) -> &str {
+        self.spec
+            .get("image")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    pub fn lifecycle(&self) -> LifecycleType {
+        self.lifecycle.unwrap_or(LifecycleType::Sidecar)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let container: Container = serde_json::from_value(Value::Object(self.spec.clone()))
+            .map_err(|e| format!("not a container: {e}"))?;
+        if container.name.is_empty() {
+            return Err("a container needs a name".into());
+        }
+        if container.image.as_deref().unwrap_or_default().is_empty() {
+            return Err(format!("container {:?} needs an image", container.name));
+        }
+        // k8s-openapi skips fields it does not know: compare, so a typo is refused.
+        let known = serde_json::to_value(&container).unwrap_or(Value::Null);
+        if let Some(unknown) = self
+            .spec
+            .keys()
+            .find(|k| known.get(k.as_str()).is_none() && !self.spec[k.as_str()].is_null())
+        {
+            return Err(format!(
+                "container {:?}: unknown field {unknown:?}",
+                container.name
+            ));
+        }
+        ContainerResources::read(
+            &format!("container {:?}", container.name),
+            container.resources.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
+        if self.lifecycle() == LifecycleType::Standard {
+            return Err(format!(
+                "container {:?}: a set injects Sidecar, Init or PostSidecar containers, not Standard",
+                container.name
+            ));
+        }
+        if let Some(canary) = &self.canary {
+            if canary.image.trim().is_empty() {
+                return Err(format!(
+                    "container {:?}: canary needs an image",
+                    container.name
+                ));
+            }
+            match (&canary.percent, &canary.selector) {
+                (Some(p), None) if (1..=100).contains(p) => {}
+                (Some(p), None) => {
+                    return Err(format!(
+                        "container {:?}: canary percent {p} is not from 1 to 100",
+                        container.name
+                    ));
+                }
+                (None, Some(s)) => validate_selector(s)
+                    .map_err(|e| format!("container {:?}: canary selector: {e}", container.name))?,
+                _ => {
+                    return Err(format!(
+                        "container {:?}: canary needs either percent or selector",
+                        container.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `transferEnv`: copy an env var from an app container into the injected containers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TransferEnv {
+    pub source_container: String,
+    pub env_name: String,
+}
+
+/// One sidecar set.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarSet {
+    pub name: String,
+    /// On pod labels; empty matches every pod.
+    #[serde(default)]
+    pub selector: LabelSelector,
+    /// Namespace names or globs; empty means every namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub init_containers: Vec<SetContainer>,
+    #[serde(default)]
+    pub containers: Vec<SetContainer>,
+    /// Merged into the pod's volumes; a pod volume of the same name wins.
+    #[serde(default)]
+    pub volumes: Vec<Value>,
+    /// Mount the app containers' volume mounts into the injected containers.
+    #[serde(default)]
+    pub share_volumes: bool,
+    #[serde(default)]
+    pub transfer_env: Vec<TransferEnv>,
+    #[serde(default)]
+    pub image_pull_secrets: Vec<String>,
+    #[serde(default)]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Start dependencies for the injected containers, in the ordering vocabulary.
+    #[serde(default)]
+    pub after: Vec<EdgeRule>,
+}
+
+fn validate_selector(s: &LabelSelector) -> Result<(), String> {
+    for r in s.match_expressions.iter().flatten() {
+        let values = r.values.as_deref().unwrap_or_default();
+        match r.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                return Err(format!("{} {} needs values", r.key, r.operator));
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                return Err(format!("{} {} takes no values", r.key, r.operator));
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Err(format!(
+                    "unknown operator {other:?} (In, NotIn, Exists, DoesNotExist)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `labels` match `s` (an empty selector matches everything).
+pub fn selector_matches(s: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = s
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_ok = s.match_expressions.iter().flatten().all(|r| {
+        let values = r.values.as_deref().unwrap_or_default();
+        let value = labels.get(&r.key);
+        match r.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && expressions_ok
+}
+
+/// Two selectors that no set of labels can satisfy at once, as far as their
+/// `matchLabels` and `DoesNotExist` expressions show.
+fn disjoint(a: &LabelSelector, b: &LabelSelector) -> bool {
+    let labels = |s: &LabelSelector| s.match_labels.clone().unwrap_or_default();
+    let absent = |s: &LabelSelector| -> BTreeSet<String> {
+        s.match_expressions
+            .iter()
+            .flatten()
+            .filter(|r| r.operator == "DoesNotExist")
+            .map(|r| r.key.clone())
+            .collect()
+    };
+    let (la, lb) = (labels(a), labels(b));
+    la.iter().any(|(k, v)| lb.get(k).is_some_and(|w| w != v))
+        || la.keys().any(|k| absent(b).contains(k))
+        || lb.keys().any(|k| absent(a).contains(k))
+}
+
+fn namespaces_overlap(a: &[String], b: &[String]) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return true;
+    }
+    a.iter().any(|x| {
+        b.iter()
+            .any(|y| x.contains('*') || y.contains('*') || x == y)
+    })
+}
+
+impl SidecarSet {
+    pub fn all_containers(&self) -> impl Iterator<Item = &SetContainer> {
+        self.init_containers.iter().chain(&self.containers)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let at = |e: String| format!("sidecarSets {:?}: {e}", self.name);
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(format!(
+                "sidecar set name {:?} must be a DNS label (letters, digits, '-')",
+                self.name
+            ));
+        }
+        validate_selector(&self.selector).map_err(|e| at(format!("selector: {e}")))?;
+        if self.all_containers().next().is_none() {
+            return Err(at("injects no container".into()));
+        }
+        let mut names = BTreeSet::new();
+        for c in self.all_containers() {
+            c.validate().map_err(at)?;
+            if !names.insert(c.name()) {
+                return Err(at(format!("container {:?} appears twice", c.name())));
+            }
+        }
+        let mut volumes = BTreeSet::new();
+        for v in &self.volumes {
+            let volume: Volume =
+                serde_json::from_value(v.clone()).map_err(|e| at(format!("volume: {e}")))?;
+            if !volumes.insert(volume.name.clone()) {
+                return Err(at(format!("volume {:?} appears twice", volume.name)));
+            }
+        }
+        for rule in &self.after {
+            rule.validate().map_err(|e| at(format!("after: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The set's revision: a hash of its spec, in a form that does not depend on key order.
+    pub fn revision(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        let digest = Sha256::digest(canonical(&value).as_bytes());
+        digest[..5].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn selects(&self, model: &PodModel, namespace: &str) -> bool {
+        let ns_ok = self.namespaces.is_empty()
+            || self
+                .namespaces
+                .iter()
+                .any(|p| WildMatch::new(p).matches(namespace));
+        ns_ok && selector_matches(&self.selector, &model.pod.labels)
+    }
+}
+
+/// JSON with object keys sorted, at every depth.
+pub fn canonical(value: &Value) -> String {
+    fn sort(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (k.clone(), sort(v)))
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    sort(value).to_string()
+}
+
+/// Checks across sets: the same container name injected into pods two sets may both
+/// select, or one volume name with two contents.
+pub fn validate_sets(sets: &[SidecarSet]) -> Result<(), String> {
+    let mut names = BTreeSet::new();
+    for set in sets {
+        set.validate()?;
+        if !names.insert(&set.name) {
+            return Err(format!("sidecarSets: {:?} appears twice", set.name));
+        }
+    }
+    for (i, a) in sets.iter().enumerate() {
+        for b in &sets[i + 1..] {
+            if namespaces_overlap(&a.namespaces, &b.namespaces)
+                && !disjoint(&a.selector, &b.selector)
+            {
+                let shared: Vec<&str> = a
+                    .all_containers()
+                    .map(SetContainer::name)
+                    .filter(|n| b.all_containers().any(|c| c.name() == *n))
+                    .collect();
+                if !shared.is_empty() {
+                    return Err(format!(
+                        "sidecarSets {:?} and {:?} both inject {} into the pods they both select; give them disjoint selectors or namespaces",
+                        a.name,
+                        b.name,
+                        shared.join(", ")
+                    ));
+                }
+            }
+            for va in &a.volumes {
+                let name = va.get("name");
+                if let Some(vb) = b.volumes.iter().find(|vb| vb.get("name") == name)
+                    && canonical(va) != canonical(vb)
+                {
+                    return Err(format!(
+                        "sidecarSets {:?} and {:?} both define volume {} with different contents",
+                        a.name,
+                        b.name,
+                        name.cloned().unwrap_or(Value::Null)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What happened to one set on one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    tag = "outcome",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum SetOutcome {
+    Injected {
+        set: String,
+        revision: String,
+        containers: Vec<String>,
+        canary: Vec<String>,
+    },
+    /// The pod opted out with an annotation.
+    OptedOut { set: String },
+    /// The pod has the set's containers at the current revision, or containers of those
+    /// names that the set did not inject: left alone.
+    Present { set: String },
+    /// The pod has the set's containers from an older revision.
+    Outdated {
+        set: String,
+        recorded: String,
+        current: String,
+        /// (container, image in the pod, image of the set now)
+        images: Vec<(String, String, String)>,
+    },
+}
+
+/// A share in [0, 100) for `key`: stable, and spread evenly over keys.
+pub fn bucket(key: &str) -> u32 {
+    let digest = Sha256::digest(key.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % 100
+}
+
+/// The identity a canary share is decided by: namespace, then the pod's name or the
+/// `generateName` its workload gives every pod.
+fn canary_key(model: &PodModel, namespace: &str, set: &str, container: &str) -> String {
+    format!(
+        "{namespace}/{}/{set}/{container}",
+        model.pod.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn annotation_is_false(model: &PodModel, key: &str) -> bool {
+    model
+        .pod
+        .annotations
+        .get(key)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+}
+
+/// What the sets would do to the pod (no edits): for reports and audits.
+pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<SetOutcome> {
+    let mut out = Vec::new();
+    for set in sets.iter().filter(|s| s.selects(model, namespace)) {
+        let name = set.name.clone();
+        if annotation_is_false(model, keys::INJECT)
+            || annotation_is_false(model, &format!("{}{}", keys::INJECT_PREFIX, set.name))
+        {
+            out.push(SetOutcome::OptedOut { set: name });
+            continue;
+        }
+        let present: Vec<&SetContainer> = set
+            .all_containers()
+            .filter(|c| model.index_of(c.name()).is_some())
+            .collect();
+        if present.is_empty() {
+            out.push(SetOutcome::Injected {
+                set: name,
+                revision: set.revision(),
+                containers: set.all_containers().map(|c| c.name().to_string()).collect(),
+                canary: Vec::new(),
+            });
+            continue;
+        }
+        let current = set.revision();
+        match model
+            .pod
+            .annotations
+            .get(&format!("{}{}", keys::INJECTED_PREFIX, set.name))
+        {
+            Some(recorded) if *recorded != current => {
+                let images = present
+                    .iter()
+                    .filter_map(|c| {
+                        let i = model.index_of(c.name())?;
+                        Some((
+                            c.name().to_string(),
+                            model.containers[i].image.clone().unwrap_or_default(),
+                            c.image().to_string(),
+                        ))
+                    })
+                    .collect();
+                out.push(SetOutcome::Outdated {
+                    set: name,
+                    recorded: recorded.clone(),
+                    current,
+                    images,
+                });
+            }
+            _ => out.push(SetOutcome::Present { set: name }),
+        }
+    }
+    out
+}
+
+/// Injects every set that selects the pod and is not there yet, into `object` (the
+/// model's object, legacy sidecars already normalised; `known` is what typed it).
+/// Returns the outcomes; the object is changed only for `Injected` ones.
+pub fn inject(
+    object: &mut Value,
+    model: &PodModel,
+    sets: &[SidecarSet],
+    namespace: &str,
+    known: &crate::KnownSidecars,
+) -> Result<Vec<SetOutcome>, ModelError> {
+    let mut outcomes = survey(model, sets, namespace);
+    let kind = model.pod.kind;
+    let app_mounts: Vec<Value> = model
+        .containers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.lifecycle == LifecycleType::Standard)
+        .flat_map(|(i, _)| model.container(i).volume_mounts.clone().unwrap_or_default())
+        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
+        .collect();
+    let mut injected_any = false;
+    let mut rules: Vec<EdgeRule> = Vec::new();
+    for outcome in &mut outcomes {
+        let SetOutcome::Injected {
+            set: set_name,
+            revision,
+            canary,
+            ..
+        } = outcome
+        else {
+            continue;
+        };
+        let Some(set) = sets.iter().find(|s| s.name == *set_name) else {
+            continue;
+        };
+        let spec = object
+            .pointer_mut(kind.pod_spec_pointer())
+            .and_then(Value::as_object_mut)
+            .ok_or_else(|| {
+                ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer()))
+            })?;
+        for c in set.all_containers() {
+            let mut container = c.spec.clone();
+            if let Some(k) = &c.canary {
+                let chosen = match (&k.percent, &k.selector) {
+                    (Some(p), _) => bucket(&canary_key(model, namespace, &set.name, c.name())) < *p,
+                    (None, Some(s)) => selector_matches(s, &model.pod.labels),
+                    (None, None) => false,
+                };
+                if chosen {
+                    container.insert("image".into(), Value::String(k.image.clone()));
+                    canary.push(c.name().to_string());
+                }
+            }
+            for t in &set.transfer_env {
+                let Some(source) = model.index_of(&t.source_container) else {
+                    continue;
+                };
+                let Some(var) = model
+                    .container(source)
+                    .env
+                    .iter()
+                    .flatten()
+                    .find(|e| e.name == t.env_name)
+                else {
+                    continue;
+                };
+                let env = container
+                    .entry("env")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(list) = env.as_array_mut()
+                    && !list
+                        .iter()
+                        .any(|e| e.get("name").and_then(Value::as_str) == Some(&t.env_name))
+                {
+                    list.push(serde_json::to_value(var).unwrap_or(Value::Null));
+                }
+            }
+            if set.share_volumes {
+                let mounts = container
+                    .entry("volumeMounts")
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(list) = mounts.as_array_mut() {
+                    for m in &app_mounts {
+                        let clash = list.iter().any(|x| {
+                            x.get("name") == m.get("name")
+                                || x.get("mountPath") == m.get("mountPath")
+                        });
+                        if !clash {
+                            list.push(m.clone());
+                        }
+                    }
+                }
+            }
+            let target = match c.lifecycle() {
+                LifecycleType::Sidecar => {
+                    container.insert("restartPolicy".into(), Value::String("Always".into()));
+                    ContainerList::InitContainers
+                }
+                LifecycleType::Init => ContainerList::InitContainers,
+                _ => ContainerList::Containers,
+            };
+            push(spec, target.field(), Value::Object(container))?;
+        }
+        for v in &set.volumes {
+            let name = v.get("name").cloned();
+            let volumes = list_of(spec, "volumes")?;
+            if !volumes.iter().any(|x| x.get("name") == name.as_ref()) {
+                volumes.push(v.clone());
+            }
+        }
+        for secret in &set.image_pull_secrets {
+            let secrets = list_of(spec, "imagePullSecrets")?;
+            if !secrets
+                .iter()
+                .any(|x| x.get("name").and_then(Value::as_str) == Some(secret))
+            {
+                secrets.push(serde_json::json!({"name": secret}));
+            }
+        }
+        for (k, v) in &set.pod_annotations {
+            if !model.pod.annotations.contains_key(k) {
+                surgery::set_pod_annotation(object, kind, k, v)?;
+            }
+        }
+        surgery::set_pod_annotation(
+            object,
+            kind,
+            &format!("{}{}", keys::INJECTED_PREFIX, set.name),
+            revision,
+        )?;
+        rules.extend(set.after.iter().cloned());
+        injected_any = true;
+    }
+    if injected_any {
+        // The injected containers take their place in the start graph, as the ordering
+        // policy would place them.
+        let injected = PodModel::from_object(object, known)?
+            .ok_or_else(|| ModelError::Malformed("the injected object holds no pod".into()))?;
+        let graph = StartGraph::build(&injected, rules.iter().flat_map(|r| r.edges(&injected)));
+        if let Ok(order) = graph.order() {
+            surgery::apply_start_order(object, &injected, &order)?;
+        }
+    }
+    Ok(outcomes)
+}
+
+fn list_of<'a>(
+    spec: &'a mut Map<String, Value>,
+    field: &str,
+) -> Result<&'a mut Vec<Value>, ModelError> {
+    let entry = spec
+        .entry(field)
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if entry.is_null() {
+        *entry = Value::Array(Vec::new());
+    }
+    entry
+        .as_array_mut()
+        .ok_or_else(|| ModelError::Malformed(format!("{field} is not a list")))
+}
+
+fn push(spec: &mut Map<String, Value>, field: &str, value: Value) -> Result<(), ModelError> {
+    list_of(spec, field)?.push(value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lifecycle::KnownSidecars;
+    use serde_json::json;
+
+    fn set(v: Value) -> SidecarSet {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn mesh() -> SidecarSet {
+        set(json!({
+            "name": "mesh",
+            "selector": {"matchLabels": {"mesh": "on"}},
+            "namespaces": ["shop", "pay-*"],
+            "containers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1",
+                            "startupProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}}}],
+            "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.1", "type": "Init"}],
+            "volumes": [{"name": "istio-envoy", "emptyDir": {"medium": "Memory"}}],
+            "imagePullSecrets": ["mesh-pull"],
+            "podAnnotations": {"prometheus.io/port": "15020"},
+            "transferEnv": [{"sourceContainer": "app", "envName": "TZ"}],
+            "shareVolumes": true,
+            "after": [{"before": {"name": "istio-proxy"}, "after": {"type": "Init"}}]
+        }))
+    }
+
+    fn pod(labels: Value, annotations: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop", "labels": labels, "annotations": annotations},
+            "spec": {"initContainers": [{"name": "setup", "image": "busybox"}],
+                     "containers": [{"name": "app", "image": "nginx", "env": [{"name": "TZ", "value": "UTC"}],
+                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                     "volumes": [{"name": "data", "emptyDir": {}}, {"name": "istio-envoy", "emptyDir": {}}]}})
+    }
+
+    fn run(object: &mut Value, sets: &[SidecarSet], ns: &str) -> Vec<SetOutcome> {
+        let m = PodModel::from_object(object, &KnownSidecars::default())
+            .unwrap()
+            .unwrap();
+        inject(object, &m, sets, ns, &KnownSidecars::default()).unwrap()
+    }
+
+    #[test]
+    fn injects_in_place_and_order() {
+        let mut object = pod(json!({"mesh": "on"}), json!({}));
+        let outcomes = run(&mut object, &[mesh()], "shop");
+        assert!(
+            matches!(&outcomes[0], SetOutcome::Injected { containers, .. } if containers.len() == 2)
+        );
+        let spec = &object["spec"];
+        let init: Vec<&str> = spec["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        // The proxy before every init step, as the set's edge asks.
+        assert_eq!(init, ["istio-proxy", "setup", "istio-init"]);
+        assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
+        assert_eq!(
+            spec["initContainers"][0]["env"],
+            json!([{"name": "TZ", "value": "UTC"}])
+        );
+        assert_eq!(
+            spec["initContainers"][0]["volumeMounts"],
+            json!([{"name": "data", "mountPath": "/data"}])
+        );
+        // The pod's own volume of the same name wins.
+        assert_eq!(
+            spec["volumes"],
+            json!([{"name": "data", "emptyDir": {}}, {"name": "istio-envoy", "emptyDir": {}}])
+        );
+        assert_eq!(spec["imagePullSecrets"], json!([{"name": "mesh-pull"}]));
+        assert_eq!(
+            object["metadata"]["annotations"]["prometheus.io/port"],
+            "15020"
+        );
+        assert_eq!(
+            object["metadata"]["annotations"]["injected.sidecars.dev/mesh"],
+            json!(mesh().revision())
+        );
+        // Again: present, untouched.
+        let before = object.clone();
+        let again = run(&mut object, &[mesh()], "shop");
+        assert_eq!(again, [SetOutcome::Present { set: "mesh".into() }]);
+        assert_eq!(object, before);
+    }
+
+    #[test]
+    fn selection_namespaces_and_opt_out() {
+        for (labels, annotations, ns, injected) in [
+            (json!({"mesh": "on"}), json!({}), "pay-eu", true),
+            (json!({"mesh": "on"}), json!({}), "default", false),
+            (json!({"mesh": "off"}), json!({}), "shop", false),
+            (
+                json!({"mesh": "on"}),
+                json!({"inject.sidecars.dev": "false"}),
+                "shop",
+                false,
+            ),
+            (
+                json!({"mesh": "on"}),
+                json!({"inject.sidecars.dev/mesh": "false"}),
+                "shop",
+                false,
+            ),
+            (
+                json!({"mesh": "on"}),
+                json!({"inject.sidecars.dev/other": "false"}),
+                "shop",
+                true,
+            ),
+        ] {
+            let mut object = pod(labels.clone(), annotations.clone());
+            let outcomes = run(&mut object, &[mesh()], ns);
+            let did = outcomes
+                .iter()
+                .any(|o| matches!(o, SetOutcome::Injected { .. }));
+            assert_eq!(did, injected, "{labels} {annotations} {ns}");
+        }
+    }
+
+    #[test]
+    fn outdated_revisions_name_the_images() {
+        let mut object = pod(json!({"mesh": "on"}), json!({}));
+        run(&mut object, &[mesh()], "shop");
+        let mut upgraded = mesh();
+        upgraded.containers[0]
+            .spec
+            .insert("image".into(), json!("docker.io/istio/proxyv2:1.25.0"));
+        let m = PodModel::from_object(&object, &KnownSidecars::default())
+            .unwrap()
+            .unwrap();
+        let outcomes = survey(&m, &[upgraded.clone()], "shop");
+        let SetOutcome::Outdated {
+            images, current, ..
+        } = &outcomes[0]
+        else {
+            panic!("{outcomes:?}")
+        };
+        assert_eq!(current, &upgraded.revision());
+        assert!(images.contains(&(
+            "istio-proxy".into(),
+            "docker.io/istio/proxyv2:1.24.1".into(),
+            "docker.io/istio/proxyv2:1.25.0".into()
+        )));
+    }
+
+    #[test]
+    fn canary_shares_are_close_and_stable() {
+        let mut s = mesh();
+        s.containers[0].canary = Some(Canary {
+            image: "docker.io/istio/proxyv2:1.25.0".into(),
+            percent: Some(20),
+            selector: None,
+        });
+        let mut canaries = 0;
+        for i in 0..1000 {
+            let mut object = pod(json!({"mesh": "on"}), json!({}));
+            object["metadata"]["name"] = json!(format!("web-{i}"));
+            let first = run(&mut object.clone(), std::slice::from_ref(&s), "shop");
+            let outcomes = run(&mut object, std::slice::from_ref(&s), "shop");
+            assert_eq!(first, outcomes, "stable for the same pod");
+            if matches!(&outcomes[0], SetOutcome::Injected { canary, .. } if !canary.is_empty()) {
+                canaries += 1;
+            }
+        }
+        assert!((170..=230).contains(&canaries), "{canaries} of 1000");
+    }
+
+    #[test]
+    fn settings_conflicts_are_found() {
+        let a = mesh();
+        let mut b = mesh();
+        b.name = "mesh-two".into();
+        assert!(
+            validate_sets(&[a.clone(), b.clone()])
+                .unwrap_err()
+                .contains("both inject istio-init, istio-proxy")
+        );
+        b.selector = serde_json::from_value(json!({"matchLabels": {"mesh": "legacy"}})).unwrap();
+        b.volumes = vec![json!({"name": "istio-envoy", "emptyDir": {}})];
+        assert!(
+            validate_sets(&[a.clone(), b.clone()])
+                .unwrap_err()
+                .contains("volume \"istio-envoy\" with different contents")
+        );
+        b.volumes.clear();
+        validate_sets(&[a, b]).unwrap();
+        for (bad, part) in [
+            (
+                json!({"name": "x", "containers": [{"name": "p", "image": "i", "imagePullPolcy": "Always"}]}),
+                "unknown field \"imagePullPolcy\"",
+            ),
+            (
+                json!({"name": "x", "containers": [{"name": "p", "image": "i", "resources": {"requests": {"cpu": "lots"}}}]}),
+                "\"lots\"",
+            ),
+            (
+                json!({"name": "x", "selector": {"matchExpressions": [{"key": "a", "operator": "Within", "values": ["b"]}]}, "containers": [{"name": "p", "image": "i"}]}),
+                "unknown operator",
+            ),
+            (
+                json!({"name": "x", "containers": [{"name": "p", "image": "i", "canary": {"image": "j"}}]}),
+                "either percent or selector",
+            ),
+            (json!({"name": "x"}), "injects no container"),
+        ] {
+            let err = set(bad.clone()).validate().unwrap_err();
+            assert!(err.contains(part), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! sidecar-injector-policy through sidecarctl: canary shares over many pods, and the four
+//! policies together converging on one pod whatever order the API server calls them in.
+
+mod common;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+fn injector() -> PathBuf {
+    module("wasm/sidecar-injector-policy.wasm")
+}
+
+fn settings_json() -> String {
+    let text = std::fs::read_to_string(fixture("injector/settings.yaml")).unwrap();
+    let value: Value = serde_yaml_ng::from_str(&text).unwrap();
+    value.to_string()
+}
+
+/// The object after `policy`; `None` when nothing changed. Panics on a rejection.
+fn apply(policy: &Path, settings: &str, object: &Value, scratch: &Path) -> Option<Value> {
+    let file = scratch.join("object.json");
+    std::fs::write(&file, serde_json::to_vec(object).unwrap()).unwrap();
+    let out = run(&[
+        "run",
+        "-p",
+        p(policy),
+        "-r",
+        p(&file),
+        "--settings-json",
+        settings,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        response["allowed"],
+        true,
+        "{} rejected: {response}",
+        policy.display()
+    );
+    let patch = response["patch"].as_str()?;
+    let patch: json_patch::Patch =
+        serde_json::from_slice(&STANDARD.decode(patch).unwrap()).unwrap();
+    let mut patched = object.clone();
+    json_patch::patch(&mut patched, &patch).unwrap();
+    Some(patched)
+}
+
+#[test]
+fn canary_share_is_close_to_the_setting_and_stable() {
+    let scratch = tempfile::tempdir().unwrap();
+    let settings = json!({"sidecarSets": [{"name": "mesh", "containers": [{
+        "name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1",
+        "canary": {"image": "docker.io/istio/proxyv2:1.25.0", "percent": 20}}]}]})
+    .to_string();
+    let pods = 300;
+    let mut canaries = 0;
+    for i in 0..pods {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("web-{i}"), "namespace": "shop"},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}});
+        let injected = apply(&injector(), &settings, &pod, scratch.path()).expect("injected");
+        let image = injected["spec"]["initContainers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if image.ends_with("1.25.0") {
+            canaries += 1;
+        }
+        if i % 50 == 0 {
+            // The same pod again (a reinvocation) gets the same answer.
+            let again = apply(&injector(), &settings, &pod, scratch.path()).unwrap();
+            assert_eq!(again["spec"]["initContainers"][0]["image"], image.as_str());
+        }
+    }
+    let share = canaries as f64 * 100.0 / pods as f64;
+    assert!(
+        (14.0..=26.0).contains(&share),
+        "canary share {share}% for a setting of 20%"
+    );
+}
+
+#[test]
+fn the_four_policies_converge_in_any_order() {
+    let scratch = tempfile::tempdir().unwrap();
+    let resources = module("wasm/sidecar-resources-policy.wasm");
+    let ordering = module("wasm/sidecar-ordering-policy.wasm");
+    let lifecycle = module("wasm/sidecar-lifecycle-policy.wasm");
+    let injector_settings = settings_json();
+    let policies: [(&Path, &str); 4] = [
+        (&injector(), &injector_settings),
+        (
+            &ordering,
+            r#"{"edges": [{"before": {"name": "istio-proxy"}, "after": {"type": "Init"}}]}"#,
+        ),
+        (&lifecycle, "{}"),
+        (
+            &resources,
+            r#"{"defaults": [{"image": "*/envoyproxy/envoy", "requests": {"cpu": "100m", "memory": "64Mi"}}, {"image": "*/proxyv2", "requests": {"cpu": "10m", "memory": "40Mi"}}]}"#,
+        ),
+    ];
+    let mut orders = Vec::new();
+    for a in 0..4 {
+        for b in 0..4 {
+            for c in 0..4 {
+                for d in 0..4 {
+                    let o = [a, b, c, d];
+                    let mut sorted = o;
+                    sorted.sort();
+                    if sorted == [0, 1, 2, 3] {
+                        orders.push(o);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(orders.len(), 24);
+    for name in [
+        "injector/shop-pod.yaml",
+        "injector/legacy-envoy.yaml",
+        "injector/canary-pod.yaml",
+    ] {
+        let text = std::fs::read_to_string(fixture(name)).unwrap();
+        let pod: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let mut results = Vec::new();
+        for order in &orders {
+            // Mutating webhooks run in some order, and the API server reinvokes them while
+            // one of them still changes the object.
+            let mut object = pod.clone();
+            let mut rounds = 0;
+            loop {
+                let mut changed = false;
+                for &i in order {
+                    let (policy, settings) = policies[i];
+                    if let Some(next) = apply(policy, settings, &object, scratch.path()) {
+                        object = next;
+                        changed = true;
+                    }
+                }
+                rounds += 1;
+                if !changed {
+                    break;
+                }
+                assert!(rounds < 4, "{name}: order {order:?} does not settle");
+            }
+            results.push(object);
+        }
+        for (order, result) in orders.iter().zip(&results) {
+            assert_eq!(
+                result, &results[0],
+                "{name}: order {order:?} reached another pod than {:?}",
+                orders[0]
+            );
+        }
+        let spec = &results[0]["spec"];
+        let names: Vec<&str> = spec["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+        assert!(pos("istio-proxy") < pos("istio-init"), "{name}: {names:?}");
+    }
+}
