@@ -2,10 +2,12 @@
 //! settings validation that answers instead of erroring, and answers that carry warnings
 //! and audit annotations (the SDK's helpers carry neither).
 
+use kubewarden_policy_sdk::request::{KubernetesAdmissionRequest, ValidationRequest};
 use kubewarden_policy_sdk::response::ValidationResponse;
 use kubewarden_policy_sdk::settings::{SettingsValidationResponse, Validatable};
 use kubewarden_policy_sdk::wapc_guest::CallResult;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -19,6 +21,31 @@ pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> C
         valid: verdict.is_ok(),
         message: verdict.err(),
     })?)
+}
+
+/// `validate`: parses the request once, hands it with the settings to `evaluate`, and
+/// turns an error into a rejection (a policy never traps on what it is given).
+pub fn validate_with<S: DeserializeOwned + Default>(
+    payload: &[u8],
+    evaluate: impl Fn(&S, &KubernetesAdmissionRequest) -> Result<Answer, String>,
+) -> CallResult {
+    let answer = match ValidationRequest::<S>::new(payload) {
+        Ok(request) => evaluate(&request.settings, &request.request).unwrap_or_else(Answer::reject),
+        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
+    };
+    answer.into_response()
+}
+
+/// What a rule's violations do, in every policy that has rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Level {
+    /// Reject the request.
+    Deny,
+    /// Accept it with a warning.
+    Warn,
+    /// Ignore the rule.
+    Off,
 }
 
 /// What a policy decided about one request.
@@ -39,6 +66,15 @@ impl Answer {
         Answer {
             rejections: vec![message.into()],
             ..Default::default()
+        }
+    }
+
+    /// Files `message` as `level` says: a rejection, a warning, or nothing.
+    pub fn file(&mut self, level: Level, message: String) {
+        match level {
+            Level::Deny => self.rejections.push(message),
+            Level::Warn => self.warnings.push(message),
+            Level::Off => {}
         }
     }
 

@@ -5,8 +5,9 @@
 mod settings;
 
 use guest::prelude::*;
+use kubewarden_policy_sdk::protocol_version_guest;
+use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
 use kubewarden_policy_sdk::wapc_guest as guest;
-use kubewarden_policy_sdk::{protocol_version_guest, request::ValidationRequest};
 use policy_shell::Answer;
 use serde_json::Value;
 use sidecar_model::inject::{self, SetOutcome};
@@ -27,23 +28,7 @@ pub extern "C" fn wapc_init() {
 }
 
 fn validate(payload: &[u8]) -> CallResult {
-    let answer = match ValidationRequest::<Settings>::new(payload) {
-        Ok(request) => {
-            let r = &request.request;
-            let namespace = Some(r.namespace.as_str())
-                .filter(|n| !n.is_empty())
-                .or_else(|| {
-                    r.object
-                        .pointer("/metadata/namespace")
-                        .and_then(Value::as_str)
-                })
-                .unwrap_or("default");
-            evaluate(&request.settings, &r.object, &r.operation, namespace)
-                .unwrap_or_else(Answer::reject)
-        }
-        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
-    };
-    answer.into_response()
+    policy_shell::validate_with::<Settings>(payload, evaluate)
 }
 
 fn outdated_message(
@@ -68,12 +53,16 @@ fn outdated_message(
     )
 }
 
-fn evaluate(
-    settings: &Settings,
-    object: &Value,
-    operation: &str,
-    namespace: &str,
-) -> Result<Answer, String> {
+fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
+    let (object, operation) = (&request.object, request.operation.as_str());
+    let namespace = Some(request.namespace.as_str())
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            object
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+        })
+        .unwrap_or("default");
     let known = settings.known_sidecars.resolve();
     let Some(model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
         return Ok(Answer::accept());

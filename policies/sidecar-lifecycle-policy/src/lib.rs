@@ -5,8 +5,9 @@
 mod settings;
 
 use guest::prelude::*;
+use kubewarden_policy_sdk::protocol_version_guest;
+use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
 use kubewarden_policy_sdk::wapc_guest as guest;
-use kubewarden_policy_sdk::{protocol_version_guest, request::ValidationRequest};
 use policy_shell::Answer;
 use serde_json::Value;
 use sidecar_model::checks::{self, CheckOptions, Rule};
@@ -26,27 +27,11 @@ pub extern "C" fn wapc_init() {
 }
 
 fn validate(payload: &[u8]) -> CallResult {
-    let answer = match ValidationRequest::<Settings>::new(payload) {
-        Ok(request) => evaluate(
-            &request.settings,
-            &request.request.object,
-            &request.request.operation,
-        )
-        .unwrap_or_else(Answer::reject),
-        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
-    };
-    answer.into_response()
+    policy_shell::validate_with::<Settings>(payload, evaluate)
 }
 
-fn file(answer: &mut Answer, level: Level, message: String) {
-    match level {
-        Level::Deny => answer.rejections.push(message),
-        Level::Warn => answer.warnings.push(message),
-        Level::Off => {}
-    }
-}
-
-fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Answer, String> {
+fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
+    let (object, operation) = (&request.object, request.operation.as_str());
     let known = settings.known_sidecars.resolve();
     let options = CheckOptions {
         kubernetes_version: settings.version()?,
@@ -110,11 +95,7 @@ fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Answ
     }
 
     for violation in checks::check(&model, &options) {
-        file(
-            &mut answer,
-            levels.of(violation.rule),
-            violation.to_string(),
-        );
+        answer.file(levels.of(violation.rule), violation.to_string());
     }
     answer.mutated = changed.then_some(mutated);
     Ok(answer)

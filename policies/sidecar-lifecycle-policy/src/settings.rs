@@ -1,19 +1,8 @@
 use kubewarden_policy_sdk::settings::Validatable;
+pub use policy_shell::Level;
 use serde::{Deserialize, Serialize};
 use sidecar_model::KnownSidecarSettings;
 use sidecar_model::checks::{KubeVersion, Rule};
-
-/// What a rule's violations do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Level {
-    /// Reject the request.
-    Deny,
-    /// Accept it with a warning.
-    Warn,
-    /// Ignore the rule.
-    Off,
-}
 
 /// One level per rule, by the rule's stable name; unknown names are refused.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -5,10 +5,10 @@
 mod settings;
 
 use guest::prelude::*;
+use kubewarden_policy_sdk::protocol_version_guest;
+use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
 use kubewarden_policy_sdk::wapc_guest as guest;
-use kubewarden_policy_sdk::{protocol_version_guest, request::ValidationRequest};
 use policy_shell::Answer;
-use serde_json::Value;
 use sidecar_model::budget::{self, Accounting, ResourceEdit};
 use sidecar_model::{PodModel, QosClass, WorkloadKind, surgery};
 
@@ -29,16 +29,7 @@ pub extern "C" fn wapc_init() {
 }
 
 fn validate(payload: &[u8]) -> CallResult {
-    let answer = match ValidationRequest::<Settings>::new(payload) {
-        Ok(request) => evaluate(
-            &request.settings,
-            &request.request.object,
-            &request.request.operation,
-        )
-        .unwrap_or_else(Answer::reject),
-        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
-    };
-    answer.into_response()
+    policy_shell::validate_with::<Settings>(payload, evaluate)
 }
 
 struct Verdicts<'s> {
@@ -49,11 +40,7 @@ struct Verdicts<'s> {
 impl Verdicts<'_> {
     fn file(&mut self, rule: Rule, message: String) {
         let message = format!("{}: {message}", rule.name());
-        match self.settings.rules.of(rule) {
-            Level::Deny => self.answer.rejections.push(message),
-            Level::Warn => self.answer.warnings.push(message),
-            Level::Off => {}
-        }
+        self.answer.file(self.settings.rules.of(rule), message);
     }
 
     fn on(&self, rule: Rule) -> bool {
@@ -61,7 +48,8 @@ impl Verdicts<'_> {
     }
 }
 
-fn evaluate(settings: &Settings, object: &Value, operation: &str) -> Result<Answer, String> {
+fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
+    let (object, operation) = (&request.object, request.operation.as_str());
     let known = settings.known_sidecars.resolve();
     let Some(model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
         return Ok(Answer::accept());

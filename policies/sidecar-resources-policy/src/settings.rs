@@ -1,16 +1,9 @@
 use kubewarden_policy_sdk::settings::Validatable;
+pub use policy_shell::Level;
 use serde::{Deserialize, Serialize};
 use sidecar_model::budget::ResourceDefault;
 use sidecar_model::{KnownSidecarSettings, Quantity};
 use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Level {
-    Deny,
-    Warn,
-    Off,
-}
 
 /// The rules by their stable names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
