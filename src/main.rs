@@ -2,7 +2,10 @@
 
 mod admission;
 mod evaluation;
+mod metadata;
+mod oci;
 mod runtime;
+mod scaffold;
 mod testsuite;
 
 use anyhow::{Context, bail};
@@ -32,9 +35,9 @@ struct Cli {
 enum Command {
     /// Evaluate one admission request with a policy and print the AdmissionResponse.
     Run {
-        /// The policy module (.wasm).
+        /// The policy module: a path, file://PATH or registry://HOST/REPO:TAG.
         #[arg(long, short = 'p')]
-        policy: PathBuf,
+        policy: String,
         /// An AdmissionReview, AdmissionRequest or Kubernetes object (JSON or YAML); - for stdin.
         #[arg(long, short = 'r')]
         request_path: String,
@@ -45,6 +48,8 @@ enum Command {
         /// Evaluation deadline in milliseconds (policy-server's default is 2 s).
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Show what the sidecar model sees in a pod or workload: types, order, resources, QoS.
     Explain {
@@ -58,7 +63,102 @@ enum Command {
         /// Suite files or directories to search for *.suite.yaml.
         #[arg(default_value = "tests/suites")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
+    /// Embed Kubewarden metadata (and the README) in a policy module, as kwctl annotate does.
+    Annotate {
+        /// metadata.yml
+        #[arg(long, short = 'm')]
+        metadata_path: PathBuf,
+        /// A README to embed as io.kubewarden.policy.usage.
+        #[arg(long, short = 'u')]
+        usage_path: Option<PathBuf>,
+        #[arg(long, short = 'o')]
+        output_path: PathBuf,
+        /// The module to annotate.
+        module: PathBuf,
+    },
+    /// Print the Kubewarden metadata a module carries.
+    Inspect {
+        /// A path, file:// or registry:// reference.
+        module: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Push a policy to an OCI registry.
+    Push {
+        module: PathBuf,
+        /// registry://HOST/REPO:TAG
+        destination: String,
+        /// Push a module that carries no metadata.
+        #[arg(long)]
+        force: bool,
+        /// org.opencontainers.image.source (default: io.kubewarden.policy.source).
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull a policy from an OCI registry.
+    Pull {
+        /// registry://HOST/REPO:TAG
+        source: String,
+        #[arg(long, short = 'o')]
+        output_path: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Generate deployment resources and packages from a policy's metadata.
+    #[command(subcommand)]
+    Scaffold(Scaffold),
+}
+
+#[derive(Subcommand)]
+enum Scaffold {
+    /// A policies.kubewarden.io/v1 ClusterAdmissionPolicy or AdmissionPolicy for a module.
+    Manifest {
+        #[arg(long = "type", short = 't')]
+        kind: String,
+        /// The module as the cluster fetches it (registry://…), or a path; its metadata is read.
+        module: String,
+        #[arg(long, short = 's')]
+        settings_path: Option<PathBuf>,
+        #[arg(long)]
+        name: Option<String>,
+        /// The module reference to write into the manifest, when the metadata is read from
+        /// a local copy of a published module (e.g. registry://ghcr.io/org/policy:v1).
+        #[arg(long)]
+        published_as: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// The Artifact Hub package (artifacthub-pkg.yml) of a policy.
+    Artifacthub {
+        #[arg(long, short = 'm')]
+        metadata_path: PathBuf,
+        #[arg(long, short = 'q')]
+        questions_path: Option<PathBuf>,
+        /// RFC 3339 time; now when omitted.
+        #[arg(long)]
+        created_at: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct RegistryArgs {
+    /// Talk plain HTTP to registries (a registry on loopback); HTTPS otherwise.
+    #[arg(long)]
+    plain_http: bool,
+}
+
+impl RegistryArgs {
+    fn access(&self) -> oci::Access {
+        oci::Access {
+            plain_http: self.plain_http,
+            docker_config: None,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -135,11 +235,16 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             settings,
             output,
             timeout_ms,
+            registry,
         } => {
             let settings = settings.load()?;
             let request = admission::to_request(read_document(&request_path)?)?;
             let runtime = Runtime::new()?;
-            let module = runtime.load(&policy, Duration::from_millis(timeout_ms))?;
+            let module = runtime.load_ref(
+                &oci::ModuleRef::parse(&policy)?,
+                &registry.access(),
+                Duration::from_millis(timeout_ms),
+            )?;
             let evaluator = Evaluator::new(module, settings)?;
             let (response, failure) = evaluator.evaluate(&request);
             print_response(&response, &request, output)?;
@@ -167,7 +272,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test { paths } => {
+        Command::Test { paths, registry } => {
             let files = testsuite::collect(&paths)?;
             if files.is_empty() {
                 bail!(
@@ -181,7 +286,7 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
             let runtime = Runtime::new()?;
             let mut stdout = std::io::stdout().lock();
-            let outcome = testsuite::run(&runtime, &files, &mut stdout)?;
+            let outcome = testsuite::run(&runtime, &registry.access(), &files, &mut stdout)?;
             writeln!(
                 stdout,
                 "{} passed, {} failed",
@@ -192,6 +297,139 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Annotate {
+            metadata_path,
+            usage_path,
+            output_path,
+            module,
+        } => {
+            let mut meta = metadata::Metadata::from_yaml(
+                &read_file(&metadata_path)?,
+                &metadata_path.display().to_string(),
+            )?;
+            let bytes = std::fs::read(&module)
+                .with_context(|| format!("cannot read {}", module.display()))?;
+            if meta.execution_mode == "kubewarden-wapc" {
+                let policy = Runtime::new()?.load_bytes(
+                    &module.display().to_string(),
+                    &bytes,
+                    runtime::DEFAULT_TIMEOUT,
+                )?;
+                let answer = policy.call("protocol_version", &[])?;
+                let version: String = serde_json::from_slice(&answer).with_context(|| {
+                    format!(
+                        "{}: protocol_version answered {:?}",
+                        module.display(),
+                        String::from_utf8_lossy(&answer)
+                    )
+                })?;
+                meta.protocol_version = Some(version);
+            }
+            if let Some(usage) = usage_path {
+                meta.annotations
+                    .insert(metadata::USAGE.into(), read_file(&usage)?);
+            }
+            let annotated = metadata::embed(&bytes, &meta)?;
+            std::fs::write(&output_path, annotated)
+                .with_context(|| format!("cannot write {}", output_path.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { module, registry } => {
+            let (name, bytes) =
+                oci::fetch(&oci::ModuleRef::parse(&module)?, &registry.access(), None)?;
+            match metadata::read(&bytes).with_context(|| name.clone())? {
+                Some(meta) => {
+                    print!("{}", serde_yaml_ng::to_string(&meta)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!(
+                        "{name} carries no Kubewarden metadata: it was not annotated (sidecarctl annotate)"
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Push {
+            module,
+            destination,
+            force,
+            source,
+            registry,
+        } => {
+            let oci::ModuleRef::Registry(image) = oci::ModuleRef::parse(&destination)? else {
+                bail!("{destination}: push to a registry:// reference");
+            };
+            let bytes = std::fs::read(&module)
+                .with_context(|| format!("cannot read {}", module.display()))?;
+            let url = oci::push(&bytes, &image, &registry.access(), force, source.as_deref())?;
+            println!("{url}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pull {
+            source,
+            output_path,
+            registry,
+        } => {
+            let oci::ModuleRef::Registry(image) = oci::ModuleRef::parse(&source)? else {
+                bail!("{source}: pull from a registry:// reference");
+            };
+            let bytes = oci::pull(&image, &registry.access())?;
+            std::fs::write(&output_path, bytes)
+                .with_context(|| format!("cannot write {}", output_path.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scaffold(Scaffold::Manifest {
+            kind,
+            module,
+            settings_path,
+            name,
+            published_as,
+            registry,
+        }) => {
+            let reference = oci::ModuleRef::parse(&module)?;
+            let (_, bytes) = oci::fetch(&reference, &registry.access(), None)?;
+            let meta = metadata::read(&bytes)?.with_context(|| {
+                format!("{module} carries no Kubewarden metadata: annotate it first")
+            })?;
+            let settings = SettingsArgs {
+                settings_path,
+                settings_json: None,
+            }
+            .load()?;
+            let module = match (published_as, reference) {
+                (Some(published), _) => published,
+                (None, oci::ModuleRef::Registry(image)) => format!("registry://{image}"),
+                (None, oci::ModuleRef::File(path)) => {
+                    format!(
+                        "file://{}",
+                        std::fs::canonicalize(&path).unwrap_or(path).display()
+                    )
+                }
+            };
+            print!(
+                "{}",
+                scaffold::manifest(&kind, &module, &meta, settings, name.as_deref())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scaffold(Scaffold::Artifacthub {
+            metadata_path,
+            questions_path,
+            created_at,
+        }) => {
+            let meta = metadata::Metadata::from_yaml(
+                &read_file(&metadata_path)?,
+                &metadata_path.display().to_string(),
+            )?;
+            let questions = questions_path.map(|q| read_file(&q)).transpose()?;
+            let created_at = created_at.unwrap_or_else(scaffold::now);
+            print!(
+                "{}",
+                scaffold::artifacthub(&meta, questions.as_deref(), &created_at)?
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

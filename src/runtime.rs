@@ -20,12 +20,6 @@ const INTERRUPTED: &str = "execution deadline exceeded";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{path} is not a WebAssembly module: {reason}")]
     NotWasm { path: String, reason: String },
     #[error("{path} is not a waPC policy: it does not export {missing}")]
@@ -60,14 +54,16 @@ impl Runtime {
         })
     }
 
-    /// Loads a policy from a `.wasm` file: compiled once, or taken from the on-disk cache.
-    pub fn load(&self, path: &Path, timeout: Duration) -> Result<Policy, HostError> {
-        let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| HostError::Read {
-            path: shown.clone(),
-            source,
-        })?;
-        self.load_bytes(&shown, &bytes, timeout)
+    /// Loads a policy from a path, `file://` or `registry://` reference.
+    pub fn load_ref(
+        &self,
+        module: &crate::oci::ModuleRef,
+        access: &crate::oci::Access,
+        timeout: Duration,
+    ) -> anyhow::Result<Policy> {
+        let pulled = self.cache_dir.as_ref().map(|d| d.join("pulled"));
+        let (name, bytes) = crate::oci::fetch(module, access, pulled.as_deref())?;
+        Ok(self.load_bytes(&name, &bytes, timeout)?)
     }
 
     pub fn load_bytes(

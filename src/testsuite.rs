@@ -141,6 +141,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 /// suites that cannot be read at all.
 pub fn run(
     runtime: &Runtime,
+    access: &crate::oci::Access,
     files: &[PathBuf],
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<Outcome> {
@@ -176,12 +177,21 @@ pub fn run(
         for case in &suite.cases {
             let label = format!("{}::{}", file.display(), case.name);
             let result = (|| -> anyhow::Result<()> {
-                let policy_path = base.join(case.policy.as_deref().unwrap_or(&suite.policy));
-                let key = (policy_path.clone(), timeout.as_millis() as u64);
+                let reference = case.policy.as_deref().unwrap_or(&suite.policy);
+                let module = match crate::oci::ModuleRef::parse(reference)? {
+                    crate::oci::ModuleRef::File(path) => {
+                        crate::oci::ModuleRef::File(base.join(path))
+                    }
+                    remote => remote,
+                };
+                let key = (
+                    PathBuf::from(format!("{module:?}")),
+                    timeout.as_millis() as u64,
+                );
                 let policy = match policies.get(&key) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = runtime.load(&policy_path, timeout)?;
+                        let p = runtime.load_ref(&module, access, timeout)?;
                         policies.insert(key, p.clone());
                         p
                     }

@@ -88,3 +88,83 @@ pub fn stderr(o: &Output) -> String {
 pub fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// Debian's docker-registry, started on a free loopback port with its storage in a
+/// temporary directory; stopped when dropped.
+pub struct Registry {
+    pub host: String,
+    pub storage: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let binary = ["/usr/bin/docker-registry", "docker-registry"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok())
+            .expect("Debian's docker-registry is not installed: `make deps` (or apt-get install docker-registry) installs it");
+        let storage = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = storage.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                storage.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let host = format!("127.0.0.1:{port}");
+        let registry = Registry {
+            host,
+            storage,
+            child,
+        };
+        for _ in 0..100 {
+            if registry
+                .get("/v2/")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            {
+                return registry;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("docker-registry did not answer on {}", registry.host);
+    }
+
+    /// A plain HTTP GET; the whole response, headers included.
+    pub fn get(&self, path: &str) -> Option<String> {
+        self.get_with(path, "")
+    }
+
+    pub fn get_with(&self, path: &str, headers: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.host).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{headers}Connection: close\r\n\r\n",
+            self.host
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        Some(response)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

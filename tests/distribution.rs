@@ -1,0 +1,312 @@
+//! Distribution through a real OCI registry (Debian's docker-registry on loopback):
+//! annotate, inspect, push, pull, run from the registry, scaffold, Artifact Hub packages.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const POLICIES: [&str; 4] = [
+    "sidecar-injector-policy",
+    "sidecar-lifecycle-policy",
+    "sidecar-ordering-policy",
+    "sidecar-resources-policy",
+];
+
+#[test]
+fn every_policy_round_trips_through_a_registry() {
+    let registry = Registry::start();
+    let scratch = tempfile::tempdir().unwrap();
+    for policy in POLICIES {
+        let module = module(&format!("wasm/{policy}.wasm"));
+        let image = format!("registry://{}/sidecars/{policy}:v0.1.0", registry.host);
+        let push = run(&["push", p(&module), &image, "--plain-http"]);
+        assert!(push.status.success(), "{policy}: {}", stderr(&push));
+        let pulled = scratch.path().join(format!("{policy}.wasm"));
+        let pull = run(&["pull", &image, "-o", p(&pulled), "--plain-http"]);
+        assert!(pull.status.success(), "{policy}: {}", stderr(&pull));
+        assert_eq!(
+            std::fs::read(&pulled).unwrap(),
+            std::fs::read(&module).unwrap(),
+            "{policy}: bytes differ"
+        );
+
+        // The pulled module, and the module straight from the registry, answer as the local one.
+        let pod = root().join("examples/pods/native-sidecar-dag.yaml");
+        let local = run(&["run", "-p", p(&module), "-r", p(&pod)]);
+        let from_file = run(&[
+            "run",
+            "-p",
+            &format!("file://{}", p(&pulled)),
+            "-r",
+            p(&pod),
+        ]);
+        let from_registry = run(&["run", "-p", &image, "-r", p(&pod), "--plain-http"]);
+        assert!(local.status.success(), "{}", stderr(&local));
+        assert_eq!(local.stdout, from_file.stdout, "{policy}");
+        assert_eq!(
+            local.stdout,
+            from_registry.stdout,
+            "{policy}: {}",
+            stderr(&from_registry)
+        );
+
+        // The manifest: one wasm layer, the wasm config, one-line annotations and the source.
+        let response = registry
+            .get_with(
+                &format!("/v2/sidecars/{policy}/manifests/v0.1.0"),
+                "Accept: application/vnd.oci.image.manifest.v1+json\r\n",
+            )
+            .unwrap();
+        let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+        let manifest: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"));
+        assert_eq!(
+            manifest["config"]["mediaType"],
+            "application/vnd.wasm.config.v1+json"
+        );
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 1);
+        assert_eq!(
+            layers[0]["mediaType"],
+            "application/vnd.wasm.content.layer.v1+wasm"
+        );
+        let annotations = manifest["annotations"].as_object().unwrap();
+        assert_eq!(annotations["io.kubewarden.policy.title"], policy);
+        assert!(
+            annotations["org.opencontainers.image.source"]
+                .as_str()
+                .unwrap()
+                .ends_with(policy)
+        );
+        assert!(
+            !annotations.contains_key("io.kubewarden.policy.usage"),
+            "multi-line annotations stay off the manifest"
+        );
+        assert!(
+            annotations
+                .values()
+                .all(|v| !v.as_str().unwrap().contains('\n'))
+        );
+    }
+}
+
+#[test]
+fn unannotated_modules_need_force_and_digests_are_verified() {
+    let registry = Registry::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let raw = module("test-policies/null-policy.wasm");
+    let image = format!("registry://{}/test/null:1", registry.host);
+    let refused = run(&["push", p(&raw), &image, "--plain-http"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("carries no Kubewarden metadata"),
+        "{}",
+        stderr(&refused)
+    );
+    let forced = run(&["push", p(&raw), &image, "--plain-http", "--force"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+
+    // HTTPS is the default: a plain-HTTP registry does not answer it.
+    let tls = run(&["pull", &image, "-o", p(&scratch.path().join("x.wasm"))]);
+    assert_eq!(tls.status.code(), Some(2));
+
+    // Tamper with the stored blob: the pull must notice.
+    let blobs = registry
+        .storage
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256");
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(&raw).unwrap())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let blob = blobs.join(&digest[..2]).join(&digest).join("data");
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let pulled = scratch.path().join("tampered.wasm");
+    let out = run(&["pull", &image, "-o", p(&pulled), "--plain-http"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).to_lowercase().contains("digest"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!pulled.exists());
+}
+
+#[test]
+fn annotate_embeds_metadata_and_inspect_reads_it() {
+    let scratch = tempfile::tempdir().unwrap();
+    let raw = root().join("build/raw/sidecar-ordering-policy.wasm");
+    assert!(raw.is_file(), "run make wasm first");
+    let inspect = run(&["inspect", p(&raw)]);
+    assert_eq!(inspect.status.code(), Some(1));
+    assert!(stderr(&inspect).contains("carries no Kubewarden metadata"));
+
+    let annotated = module("wasm/sidecar-ordering-policy.wasm");
+    let out = run(&["inspect", p(&annotated)]);
+    assert!(out.status.success());
+    let metadata: Value = serde_yaml_ng::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        metadata["protocolVersion"], "v1",
+        "detected by calling protocol_version"
+    );
+    assert_eq!(metadata["executionMode"], "kubewarden-wapc");
+    assert_eq!(metadata["mutating"], true);
+    let readme =
+        std::fs::read_to_string(root().join("policies/sidecar-ordering-policy/README.md")).unwrap();
+    assert_eq!(
+        metadata["annotations"]["io.kubewarden.policy.usage"],
+        readme.as_str()
+    );
+
+    // Bad metadata is refused with the reason.
+    let bad = scratch.path().join("metadata.yml");
+    let text =
+        std::fs::read_to_string(root().join("policies/sidecar-ordering-policy/metadata.yml"))
+            .unwrap();
+    std::fs::write(
+        &bad,
+        text.replace(
+            "io.kubewarden.policy.version: 0.1.0",
+            "io.kubewarden.policy.version: latest",
+        ),
+    )
+    .unwrap();
+    let refused = run(&[
+        "annotate",
+        "-m",
+        p(&bad),
+        "-o",
+        p(&scratch.path().join("x.wasm")),
+        p(&raw),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("not a semantic version"),
+        "{}",
+        stderr(&refused)
+    );
+    std::fs::write(
+        &bad,
+        text.replace("executionMode: kubewarden-wapc", "executionMode: wapc"),
+    )
+    .unwrap();
+    let refused = run(&[
+        "annotate",
+        "-m",
+        p(&bad),
+        "-o",
+        p(&scratch.path().join("x.wasm")),
+        p(&raw),
+    ]);
+    assert!(
+        stderr(&refused).contains("unknown executionMode"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn artifacthub_packages_match_their_metadata() {
+    for policy in POLICIES {
+        let committed = std::fs::read_to_string(
+            root().join(format!("artifacthub/{policy}/artifacthub-pkg.yml")),
+        )
+        .unwrap_or_else(|_| {
+            panic!("artifacthub/{policy}/artifacthub-pkg.yml is missing: run make artifacthub")
+        });
+        let created_at = committed
+            .lines()
+            .find_map(|l| l.strip_prefix("createdAt: "))
+            .expect("createdAt")
+            .trim_matches('\'')
+            .to_string();
+        let out = run(&[
+            "scaffold",
+            "artifacthub",
+            "-m",
+            &format!("policies/{policy}/metadata.yml"),
+            "-q",
+            &format!("policies/{policy}/questions-ui.yml"),
+            "--created-at",
+            &created_at,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            committed,
+            "{policy}: the package drifted from its metadata: run make artifacthub"
+        );
+    }
+    assert!(root().join("artifacthub/artifacthub-repo.yml").is_file());
+}
+
+#[test]
+fn example_policies_are_what_scaffold_generates() {
+    for policy in ["injector", "lifecycle", "ordering", "resources"] {
+        let crate_name = format!("sidecar-{policy}-policy");
+        let committed = std::fs::read_to_string(
+            root().join(format!("examples/policies/sidecar-{policy}.yaml")),
+        )
+        .unwrap();
+        let command = committed
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# Generated by: sidecarctl ")
+            .unwrap()
+            .to_string();
+        let args: Vec<&str> = command.split_whitespace().collect();
+        let mut full: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        full.extend(["--name".to_string(), format!("sidecar-{policy}")]);
+        let out = sidecarctl()
+            .current_dir(root())
+            .args(&full)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let body: String = committed
+            .lines()
+            .skip(1)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(stdout(&out), body, "{crate_name}: run make examples");
+        let resource: Value = serde_yaml_ng::from_str(&body).unwrap();
+        assert_eq!(resource["apiVersion"], "policies.kubewarden.io/v1");
+        assert_eq!(resource["kind"], "ClusterAdmissionPolicy");
+        assert!(
+            resource["spec"]["rules"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        );
+    }
+    let out = run(&[
+        "scaffold",
+        "manifest",
+        "--type",
+        "AdmissionPolicy",
+        p(&module("wasm/sidecar-ordering-policy.wasm")),
+    ]);
+    let resource: Value = serde_yaml_ng::from_str(&stdout(&out)).unwrap();
+    assert_eq!(resource["metadata"]["namespace"], "default");
+    assert!(
+        resource["spec"]["module"]
+            .as_str()
+            .unwrap()
+            .starts_with("file:///")
+    );
+    let bad = run(&[
+        "scaffold",
+        "manifest",
+        "--type",
+        "Policy",
+        p(&module("wasm/sidecar-ordering-policy.wasm")),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+}
