@@ -12,7 +12,7 @@ SIDECARCTL  = target/debug/sidecarctl
 POLICIES      := $(notdir $(wildcard policies/*-policy))
 TEST_POLICIES := null-policy test-mutator
 
-.PHONY: all targets deps wasm host test demo lint fmt clean artifacthub examples
+.PHONY: all targets deps wasm host test demo bench lint fmt clean artifacthub examples
 
 all: wasm host
 
@@ -59,6 +59,16 @@ artifacthub: host
 # examples/settings/, as published (registry://ghcr.io/...).
 examples: wasm
 	@./examples/scaffold.sh
+
+# Every policy on the example pods and on 50- and 200-container pods and a 200-node start
+# graph, with the null policy measured on the same requests in the same run: the ratio
+# column is each policy's cost over the floor.
+BENCH_REQUESTS := $(wildcard examples/pods/*.yaml) $(wildcard examples/bench/*.yaml)
+BENCH_SAMPLES  ?= 200
+bench: wasm host
+	$(SIDECARCTL) bench --baseline $(BUILD)/test-policies/null-policy.wasm \
+	  $(foreach p,$(POLICIES),-p $(BUILD)/wasm/$(p).wasm) $(foreach r,$(BENCH_REQUESTS),-r $(r)) \
+	  --settings-dir examples/settings --samples $(BENCH_SAMPLES)
 
 lint:
 	$(CARGO) fmt --all -- --check

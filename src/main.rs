@@ -1,6 +1,7 @@
 //! sidecarctl: runs Kubewarden waPC policies locally, the way policy-server does.
 
 mod admission;
+mod bench;
 mod evaluation;
 mod metadata;
 mod oci;
@@ -106,6 +107,35 @@ enum Command {
         source: String,
         #[arg(long, short = 'o')]
         output_path: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Time validate and validate_settings, fresh and reused instances, against a baseline.
+    Bench {
+        /// Policy modules (paths, file:// or registry://); repeat for several.
+        #[arg(long = "policy", short = 'p', required = true)]
+        policies: Vec<String>,
+        /// Requests or objects to evaluate; repeat for several.
+        #[arg(long = "request-path", short = 'r', required = true)]
+        requests: Vec<String>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+        /// Settings per policy: DIR/<module name>.yaml, when present, for that policy.
+        #[arg(long)]
+        settings_dir: Option<PathBuf>,
+        /// A policy measured on the same requests in the same run (the null policy); every
+        /// row gets its ratio to it.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Only this mode; both when omitted.
+        #[arg(long, value_enum)]
+        instance: Option<bench::InstanceMode>,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        #[arg(long, default_value_t = 20)]
+        warmup: usize,
+        #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
+        output: ExplainOutput,
         #[command(flatten)]
         registry: RegistryArgs,
     },
@@ -378,6 +408,91 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let bytes = oci::pull(&image, &registry.access())?;
             std::fs::write(&output_path, bytes)
                 .with_context(|| format!("cannot write {}", output_path.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            policies,
+            requests,
+            settings,
+            settings_dir,
+            baseline,
+            instance,
+            samples,
+            warmup,
+            output,
+            registry,
+        } => {
+            if samples == 0 {
+                bail!("--samples must be at least 1");
+            }
+            let runtime = Runtime::new()?;
+            let access = registry.access();
+            let common = settings.load()?;
+            let plan = bench::Plan { warmup, samples };
+            let modes = match instance {
+                Some(m) => vec![m],
+                None => vec![bench::InstanceMode::Fresh, bench::InstanceMode::Reused],
+            };
+            let stem = |s: &str| {
+                Path::new(s.rsplit('/').next().unwrap_or(s))
+                    .file_stem()
+                    .map(|x| x.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| s.to_string())
+            };
+            let mut loaded = Vec::new();
+            for (reference, is_baseline) in baseline
+                .iter()
+                .map(|b| (b, true))
+                .chain(policies.iter().map(|p| (p, false)))
+            {
+                let policy = runtime.load_ref(
+                    &oci::ModuleRef::parse(reference)?,
+                    &access,
+                    runtime::DEFAULT_TIMEOUT,
+                )?;
+                let name = stem(reference);
+                let own = settings_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{name}.yaml")))
+                    .filter(|f| f.is_file());
+                let settings = match (is_baseline, own) {
+                    (true, _) => Value::Object(Default::default()),
+                    (false, Some(file)) => {
+                        admission::parse_document(&read_file(&file)?, &file.display().to_string())?
+                    }
+                    (false, None) => common.clone(),
+                };
+                let evaluator = Evaluator::new(policy, settings.clone())?;
+                loaded.push((name, evaluator.policy, settings));
+            }
+            let mut rows = Vec::new();
+            for request_path in &requests {
+                let request = admission::to_request(read_document(request_path)?)?;
+                for (name, policy, settings) in &loaded {
+                    rows.extend(bench::bench_policy(
+                        policy,
+                        name,
+                        settings,
+                        &stem(request_path),
+                        &request,
+                        &modes,
+                        &plan,
+                    )?);
+                }
+            }
+            // validate_settings does not depend on the request: keep its first measurement.
+            let mut seen = std::collections::HashSet::new();
+            rows.retain(|r| {
+                r.operation != "validate_settings" || seen.insert((r.policy.clone(), r.instance))
+            });
+            let rows = match &baseline {
+                Some(b) => bench::with_ratios(rows, &stem(b)),
+                None => rows,
+            };
+            match output {
+                ExplainOutput::Text => print!("{}", bench::table(&rows)),
+                ExplainOutput::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Scaffold(Scaffold::Manifest {

@@ -517,3 +517,53 @@ fn suites_report_failures_and_exit_non_zero() {
         stderr(&bad)
     );
 }
+
+#[test]
+fn bench_reports_every_mode_with_ratios_to_the_baseline() {
+    let out = run(&[
+        "bench",
+        "--baseline",
+        p(&null_policy()),
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod.yaml")),
+        "--samples",
+        "5",
+        "--warmup",
+        "1",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    // 2 policies x (validate, validate_settings) x (fresh, reused)
+    assert_eq!(rows.len(), 8, "{rows:?}");
+    for row in &rows {
+        assert_eq!(row["samples"], 5);
+        assert!(row["minUs"].as_f64().unwrap() <= row["medianUs"].as_f64().unwrap());
+        assert!(row["medianUs"].as_f64().unwrap() <= row["p99Us"].as_f64().unwrap());
+        assert!(row["perSecond"].as_f64().unwrap() > 0.0);
+        if row["policy"] == "null-policy" {
+            assert_eq!(row["ratio"], 1.0);
+        } else {
+            assert!(row["ratio"].as_f64().unwrap() > 0.0);
+        }
+    }
+    let modes: Vec<&str> = rows
+        .iter()
+        .map(|r| r["instance"].as_str().unwrap())
+        .collect();
+    assert!(modes.contains(&"fresh") && modes.contains(&"reused"));
+    // A policy that fails is an error, not a figure.
+    let failing = run(&[
+        "bench",
+        "-p",
+        p(&test_mutator()),
+        "-r",
+        p(&fixture("pod-trap.yaml")),
+        "--samples",
+        "2",
+    ]);
+    assert_eq!(failing.status.code(), Some(2));
+}

@@ -1,0 +1,228 @@
+//! Benchmarks: what an evaluation costs, in the mode policy-server uses (a fresh instance
+//! per request) and the one kwctl uses (one instance, reused), with a baseline measured in
+//! the same run so the figures mean something on a noisy machine.
+
+use serde::Serialize;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+use crate::admission;
+use crate::runtime::{HostError, Policy};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceMode {
+    /// A fresh instance per evaluation, as policy-server runs policies.
+    Fresh,
+    /// One instance for every evaluation, as kwctl bench does.
+    Reused,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub policy: String,
+    pub request: String,
+    pub operation: String,
+    pub instance: InstanceMode,
+    pub samples: usize,
+    pub min_us: f64,
+    pub median_us: f64,
+    pub p99_us: f64,
+    pub mean_us: f64,
+    pub per_second: f64,
+    /// mean / the baseline's mean for the same request, operation and mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio: Option<f64>,
+}
+
+pub struct Plan {
+    pub warmup: usize,
+    pub samples: usize,
+}
+
+fn stats(
+    policy: &str,
+    request: &str,
+    operation: &str,
+    instance: InstanceMode,
+    mut times: Vec<Duration>,
+) -> Stats {
+    times.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let n = times.len().max(1);
+    let mean = times.iter().map(|d| us(*d)).sum::<f64>() / n as f64;
+    Stats {
+        policy: policy.into(),
+        request: request.into(),
+        operation: operation.into(),
+        instance,
+        samples: times.len(),
+        min_us: times.first().map(|d| us(*d)).unwrap_or_default(),
+        median_us: times
+            .get(times.len() / 2)
+            .map(|d| us(*d))
+            .unwrap_or_default(),
+        p99_us: times
+            .get((times.len() * 99).div_ceil(100).saturating_sub(1))
+            .map(|d| us(*d))
+            .unwrap_or_default(),
+        mean_us: mean,
+        per_second: if mean > 0.0 { 1e6 / mean } else { 0.0 },
+        ratio: None,
+    }
+}
+
+/// Times `operation` with `payload`, in `mode`. A failing call stops the run: a benchmark
+/// of errors measures nothing.
+pub fn measure(
+    policy: &Policy,
+    label: (&str, &str),
+    operation: &str,
+    payload: &[u8],
+    mode: InstanceMode,
+    plan: &Plan,
+) -> Result<Stats, HostError> {
+    let mut times = Vec::with_capacity(plan.samples);
+    match mode {
+        InstanceMode::Fresh => {
+            for i in 0..plan.warmup + plan.samples {
+                let start = Instant::now();
+                policy.call(operation, payload)?;
+                if i >= plan.warmup {
+                    times.push(start.elapsed());
+                }
+            }
+        }
+        InstanceMode::Reused => {
+            let instance = policy.instantiate()?;
+            for i in 0..plan.warmup + plan.samples {
+                let start = Instant::now();
+                instance.call(operation, payload)?;
+                if i >= plan.warmup {
+                    times.push(start.elapsed());
+                }
+            }
+        }
+    }
+    Ok(stats(label.0, label.1, operation, mode, times))
+}
+
+/// `validate` and `validate_settings` of `policy` on `request`, in every `mode`.
+pub fn bench_policy(
+    policy: &Policy,
+    name: &str,
+    settings: &Value,
+    request_name: &str,
+    request: &Value,
+    modes: &[InstanceMode],
+    plan: &Plan,
+) -> Result<Vec<Stats>, HostError> {
+    let validate = admission::validate_payload(request, settings);
+    let settings_payload = serde_json::to_vec(settings).unwrap_or_default();
+    let mut out = Vec::new();
+    for &mode in modes {
+        out.push(measure(
+            policy,
+            (name, request_name),
+            "validate",
+            &validate,
+            mode,
+            plan,
+        )?);
+        out.push(measure(
+            policy,
+            (name, "-"),
+            "validate_settings",
+            &settings_payload,
+            mode,
+            plan,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Fills each row's ratio to the baseline row of the same request, operation and mode.
+pub fn with_ratios(mut rows: Vec<Stats>, baseline: &str) -> Vec<Stats> {
+    let base: Vec<Stats> = rows
+        .iter()
+        .filter(|r| r.policy == baseline)
+        .cloned()
+        .collect();
+    for row in &mut rows {
+        row.ratio = base
+            .iter()
+            .find(|b| {
+                b.request == row.request
+                    && b.operation == row.operation
+                    && b.instance == row.instance
+            })
+            .filter(|b| b.mean_us > 0.0)
+            .map(|b| row.mean_us / b.mean_us);
+    }
+    rows
+}
+
+pub fn table(rows: &[Stats]) -> String {
+    let mut out = format!(
+        "{:<26} {:<30} {:<17} {:<6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6}\n",
+        "policy",
+        "request",
+        "operation",
+        "inst",
+        "min µs",
+        "median µs",
+        "p99 µs",
+        "mean µs",
+        "evals/s",
+        "ratio"
+    );
+    for r in rows {
+        let ratio = r
+            .ratio
+            .map(|x| format!("{x:.2}"))
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "{:<26} {:<30} {:<17} {:<6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>6}\n",
+            r.policy,
+            r.request,
+            r.operation,
+            match r.instance {
+                InstanceMode::Fresh => "fresh",
+                InstanceMode::Reused => "reused",
+            },
+            r.min_us,
+            r.median_us,
+            r.p99_us,
+            r.mean_us,
+            r.per_second,
+            ratio
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistics() {
+        let times: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        let s = stats("p", "r", "validate", InstanceMode::Fresh, times);
+        assert_eq!((s.min_us, s.median_us, s.p99_us), (1.0, 51.0, 99.0));
+        assert!((s.mean_us - 50.5).abs() < 1e-9);
+        let rows = with_ratios(
+            vec![
+                s.clone(),
+                Stats {
+                    policy: "null".into(),
+                    mean_us: 25.25,
+                    ..s
+                },
+            ],
+            "null",
+        );
+        assert_eq!(rows[0].ratio, Some(2.0));
+    }
+}
