@@ -31,7 +31,8 @@ pub struct Stats {
     pub p99_us: f64,
     pub mean_us: f64,
     pub per_second: f64,
-    /// mean / the baseline's mean for the same request, operation and mode.
+    /// median / the baseline's median for the same request, operation and mode (the
+    /// median: one scheduler hiccup on a shared machine moves a mean).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio: Option<f64>,
 }
@@ -157,8 +158,8 @@ pub fn with_ratios(mut rows: Vec<Stats>, baseline: &str) -> Vec<Stats> {
                     && b.operation == row.operation
                     && b.instance == row.instance
             })
-            .filter(|b| b.mean_us > 0.0)
-            .map(|b| row.mean_us / b.mean_us);
+            .filter(|b| b.median_us > 0.0)
+            .map(|b| row.median_us / b.median_us);
     }
     rows
 }

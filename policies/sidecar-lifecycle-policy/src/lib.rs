@@ -50,19 +50,23 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     }
     let levels = &settings.rules;
     let mut answer = Answer::accept();
-    let mut mutated = object.clone();
-    let mut changed = false;
+    // The object is copied only when something is about to change.
+    let mut mutated: Option<Value> = None;
 
-    if settings.convert && levels.of(Rule::LegacySidecar) != Level::Off {
-        match surgery::normalise(&mut mutated, &model) {
+    if settings.convert
+        && levels.of(Rule::LegacySidecar) != Level::Off
+        && model.legacy_sidecars().next().is_some()
+    {
+        let mut target = object.clone();
+        match surgery::normalise(&mut target, &model) {
             Ok(changes) if !changes.is_empty() => {
-                changed = true;
                 answer.warnings.extend(
                     changes
                         .iter()
                         .map(|c| format!("{}: {c}", Rule::LegacySidecar)),
                 );
-                model = reread(&mutated)?;
+                model = reread(&target)?;
+                mutated = Some(target);
             }
             Ok(_) => {}
             Err(NormaliseError::NoAppContainerLeft(_)) => {}
@@ -80,7 +84,8 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
             })
             .collect();
         for &i in &optional {
-            surgery::remove_container_field(&mut mutated, &model, i, "readinessProbe")
+            let target = mutated.get_or_insert_with(|| object.clone());
+            surgery::remove_container_field(target, &model, i, "readinessProbe")
                 .map_err(|e| e.to_string())?;
             answer.warnings.push(format!(
                 "{}: removed the readinessProbe of optional sidecar {:?} so its failures do not take the pod out of service",
@@ -88,15 +93,14 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
                 model.containers[i].name
             ));
         }
-        if !optional.is_empty() {
-            changed = true;
-            model = reread(&mutated)?;
+        if let Some(target) = mutated.as_ref().filter(|_| !optional.is_empty()) {
+            model = reread(target)?;
         }
     }
 
     for violation in checks::check(&model, &options) {
         answer.file(levels.of(violation.rule), violation.to_string());
     }
-    answer.mutated = changed.then_some(mutated);
+    answer.mutated = mutated;
     Ok(answer)
 }

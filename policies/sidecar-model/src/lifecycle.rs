@@ -216,26 +216,45 @@ impl KnownSidecarSettings {
             KnownSidecars::default_rules()
         };
         rules.extend(self.rules.iter().cloned());
-        KnownSidecars { rules }
+        KnownSidecars::from_rules(rules)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The rules, with their patterns compiled once (a pod is classified against every rule).
+#[derive(Debug, Clone)]
 pub struct KnownSidecars {
     pub rules: Vec<KnownSidecar>,
+    compiled: Vec<(Option<WildMatch>, Option<WildMatch>)>,
+}
+
+impl PartialEq for KnownSidecars {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules
+    }
 }
 
 impl Default for KnownSidecars {
     fn default() -> Self {
-        KnownSidecars {
-            rules: Self::default_rules(),
-        }
+        Self::from_rules(Self::default_rules())
     }
 }
 
 impl KnownSidecars {
     pub fn none() -> Self {
-        KnownSidecars { rules: Vec::new() }
+        Self::from_rules(Vec::new())
+    }
+
+    pub fn from_rules(rules: Vec<KnownSidecar>) -> Self {
+        let compiled = rules
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_deref().map(WildMatch::new),
+                    r.image.as_deref().map(WildMatch::new),
+                )
+            })
+            .collect();
+        KnownSidecars { rules, compiled }
     }
 
     /// Helpers that run beside an application for its whole life, recognised by image
@@ -274,7 +293,17 @@ impl KnownSidecars {
     }
 
     pub fn find(&self, name: &str, image: Option<&str>) -> Option<&KnownSidecar> {
-        self.rules.iter().find(|r| r.matches(name, image))
+        let repository = image.map(image_repository);
+        self.rules
+            .iter()
+            .zip(&self.compiled)
+            .find(|(_, (n, i))| {
+                (n.is_some() || i.is_some())
+                    && n.as_ref().is_none_or(|p| p.matches(name))
+                    && i.as_ref()
+                        .is_none_or(|p| repository.is_some_and(|r| p.matches(r)))
+            })
+            .map(|(rule, _)| rule)
     }
 }
 

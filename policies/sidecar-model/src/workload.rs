@@ -1,6 +1,7 @@
 //! Where the pod spec lives in each kind of object, and reading it.
 
 use k8s_openapi::api::core::v1::PodSpec;
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -108,7 +109,8 @@ impl PodView {
                 kind.pod_spec_pointer()
             ))
         })?;
-        let spec: PodSpec = serde_json::from_value(spec_value.clone()).map_err(|e| {
+        // Deserialized from the borrowed value: no copy of the spec.
+        let spec = PodSpec::deserialize(spec_value).map_err(|e| {
             ModelError::Malformed(format!(
                 "the pod spec at {} of this {} is not valid: {e}",
                 kind.pod_spec_pointer(),
@@ -119,7 +121,7 @@ impl PodView {
         let string_map = |field: &str| -> Result<BTreeMap<String, String>, ModelError> {
             match metadata.and_then(|m| m.get(field)) {
                 None | Some(Value::Null) => Ok(BTreeMap::new()),
-                Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                Some(v) => BTreeMap::<String, String>::deserialize(v).map_err(|e| {
                     ModelError::Malformed(format!(
                         "{}/{field} must map strings to strings: {e}",
                         kind.pod_metadata_pointer()

@@ -44,17 +44,15 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();
-    let mut mutated = object.clone();
-    let mut changed = false;
-    if settings.mode == Mode::Mutate {
-        let changes = surgery::normalise(&mut mutated, &model).map_err(|e| e.to_string())?;
-        if !changes.is_empty() {
-            changed = true;
-            answer
-                .warnings
-                .extend(changes.iter().map(ToString::to_string));
-            model = reread(&mutated)?;
-        }
+    // The object is copied only when something is about to change.
+    let mut mutated: Option<Value> = None;
+    if settings.mode == Mode::Mutate && model.legacy_sidecars().next().is_some() {
+        let target = mutated.get_or_insert_with(|| object.clone());
+        let changes = surgery::normalise(target, &model).map_err(|e| e.to_string())?;
+        answer
+            .warnings
+            .extend(changes.iter().map(ToString::to_string));
+        model = reread(target)?;
     }
 
     let plan = ordering::plan(&model, &settings.edges);
@@ -80,16 +78,13 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     }
     let start = plan.start.as_ref().ok_or("the start graph has no order")?;
 
-    if settings.mode == Mode::Mutate {
-        let moves =
-            surgery::apply_start_order(&mut mutated, &model, start).map_err(|e| e.to_string())?;
-        if !moves.is_empty() {
-            changed = true;
-            answer
-                .warnings
-                .extend(moves.iter().map(ToString::to_string));
-            model = reread(&mutated)?;
-        }
+    if settings.mode == Mode::Mutate && *start != graph::spec_order(&model) {
+        let target = mutated.get_or_insert_with(|| object.clone());
+        let moves = surgery::apply_start_order(target, &model, start).map_err(|e| e.to_string())?;
+        answer
+            .warnings
+            .extend(moves.iter().map(ToString::to_string));
+        model = reread(target)?;
     }
 
     // The orders Kubernetes will follow for the spec that is admitted.
@@ -102,6 +97,6 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
         keys::STOP_ORDER.into(),
         graph::names(&model, &graph::stop_order(&model, &admitted)).join(","),
     );
-    answer.mutated = changed.then_some(mutated);
+    answer.mutated = mutated;
     Ok(answer)
 }
