@@ -218,7 +218,7 @@ mod tests {
                 s.clone(),
                 Stats {
                     policy: "null".into(),
-                    mean_us: 25.25,
+                    median_us: 25.5,
                     ..s
                 },
             ],
