@@ -106,9 +106,7 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     answer
         .warnings
         .extend(changes.iter().map(ToString::to_string));
-    let model = PodModel::from_object(&mutated, &known)
-        .map_err(|e| e.to_string())?
-        .ok_or("the normalised object holds no pod")?;
+    let model = PodModel::reread(&mutated, &known).map_err(|e| e.to_string())?;
     let outcomes = inject::inject(
         &mut mutated,
         &model,

@@ -36,11 +36,7 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     let options = CheckOptions {
         kubernetes_version: settings.version()?,
     };
-    let reread = |object: &Value| -> Result<PodModel, String> {
-        PodModel::from_object(object, &known)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the rewritten object holds no pod".to_string())
-    };
+    let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
         return Ok(Answer::accept());
     };

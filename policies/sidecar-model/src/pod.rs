@@ -69,6 +69,12 @@ impl PodModel {
         Ok(PodView::from_object(object)?.map(|pod| Self::new(pod, known)))
     }
 
+    /// The model of an object a policy rewrote (it must still hold its pod).
+    pub fn reread(object: &Value, known: &KnownSidecars) -> Result<Self, ModelError> {
+        Self::from_object(object, known)?
+            .ok_or_else(|| ModelError::Malformed("the rewritten object holds no pod".into()))
+    }
+
     pub fn new(pod: PodView, known: &KnownSidecars) -> Self {
         let mut findings = Vec::new();
         let mut containers = Vec::new();

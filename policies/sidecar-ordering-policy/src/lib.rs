@@ -31,11 +31,7 @@ fn validate(payload: &[u8]) -> CallResult {
 fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
     let (object, operation) = (&request.object, request.operation.as_str());
     let known = settings.known_sidecars.resolve();
-    let reread = |object: &Value| -> Result<PodModel, String> {
-        PodModel::from_object(object, &known)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the rewritten object holds no pod".to_string())
-    };
+    let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
         return Ok(Answer::accept());
     };
