@@ -605,8 +605,7 @@ pub fn inject(
     if injected_any {
         // The injected containers take their place in the start graph, as the ordering
         // policy would place them.
-        let injected = PodModel::from_object(object, known)?
-            .ok_or_else(|| ModelError::Malformed("the injected object holds no pod".into()))?;
+        let injected = PodModel::reread(object, known)?;
         let graph = StartGraph::build(&injected, rules.iter().flat_map(|r| r.edges(&injected)));
         if let Ok(order) = graph.order() {
             surgery::apply_start_order(object, &injected, &order)?;

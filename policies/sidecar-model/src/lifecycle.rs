@@ -145,26 +145,17 @@ impl KnownSidecar {
         }
     }
 
+    /// The same checks as any selector's (a pattern to match, no blanks, no tags).
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_none() && self.image.is_none() {
             return Err("a known sidecar needs a name or an image pattern".into());
         }
-        Ok(())
-    }
-
-    pub fn matches(&self, name: &str, image: Option<&str>) -> bool {
-        if self.name.is_none() && self.image.is_none() {
-            return false;
+        crate::selector::ContainerSelector {
+            name: self.name.clone(),
+            image: self.image.clone(),
+            lifecycle: None,
         }
-        let name_ok = self
-            .name
-            .as_deref()
-            .is_none_or(|p| WildMatch::new(p).matches(name));
-        let image_ok = match self.image.as_deref() {
-            None => true,
-            Some(p) => image.is_some_and(|i| WildMatch::new(p).matches(image_repository(i))),
-        };
-        name_ok && image_ok
+        .validate()
     }
 
     /// How the rule reads in messages: `image */istio/proxyv2`.

@@ -173,13 +173,11 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
         }
     }
     if v.on(Rule::SidecarShare) {
-        for (resource, sidecars, effective, pct) in
-            budget::sidecar_share_over(&result, &settings.share())
-        {
-            let max = settings
-                .share()
+        let share = settings.share();
+        for (resource, sidecars, effective, pct) in budget::sidecar_share_over(&result, &share) {
+            let max = share
                 .get(&resource)
-                .or(settings.share().get("*"))
+                .or(share.get("*"))
                 .copied()
                 .unwrap_or_default();
             v.file(
