@@ -55,6 +55,48 @@ pub struct Status {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
+}
+
+/// The part of metav1.StatusDetails a custom rejection message uses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct StatusDetails {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<StatusCause>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct StatusCause {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How an engine applies a policy's verdict (policies.yml `policyMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    #[default]
+    Protect,
+    Monitor,
+}
+
+impl PolicyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyMode::Protect => "protect",
+            PolicyMode::Monitor => "monitor",
+        }
+    }
+}
+
+/// What a policy's configuration in policies.yml changes about its answers.
+#[derive(Debug, Clone, Default)]
+pub struct Constraints {
+    pub mode: PolicyMode,
+    pub allowed_to_mutate: bool,
+    /// Replaces the message of a rejection; the policy's own goes to `details.causes`.
+    pub message: Option<String>,
 }
 
 pub const DELETE_MUTATION_MESSAGE: &str = "Incoming object is null, which happens only with DELETE operations, but the policy is attempting a mutation. This is not allowed";
@@ -67,8 +109,48 @@ impl AdmissionResponse {
             status: Some(Status {
                 message: Some(message),
                 code: Some(code),
+                details: None,
             }),
             ..Default::default()
+        }
+    }
+
+    /// policy-server's last step for `/validate`: the custom message, then the mutation
+    /// guard (protect) or the unconditional accept (monitor).
+    pub fn constrained(mut self, policy_id: &str, constraints: &Constraints) -> Self {
+        if let (false, Some(custom)) = (self.allowed, &constraints.message) {
+            let mut status = self.status.take().unwrap_or_default();
+            let mut details = status.details.take().unwrap_or_default();
+            details.causes.push(StatusCause {
+                message: Some(status.message.take().unwrap_or_default()),
+            });
+            status.message = Some(custom.clone());
+            status.details = Some(details);
+            self.status = Some(status);
+        }
+        match constraints.mode {
+            PolicyMode::Protect if self.patch.is_some() && !constraints.allowed_to_mutate => {
+                AdmissionResponse {
+                    allowed: false,
+                    status: Some(Status {
+                        message: Some(format!(
+                            "Request rejected by policy {policy_id}. The policy attempted to mutate the request, but it is currently configured to not allow mutations."
+                        )),
+                        ..Default::default()
+                    }),
+                    patch: None,
+                    patch_type: None,
+                    ..self
+                }
+            }
+            PolicyMode::Protect => self,
+            PolicyMode::Monitor => AdmissionResponse {
+                allowed: true,
+                patch: None,
+                patch_type: None,
+                status: None,
+                ..self
+            },
         }
     }
 
@@ -91,7 +173,7 @@ impl AdmissionResponse {
                 allowed: false,
                 status: Some(Status {
                     message: Some(DELETE_MUTATION_MESSAGE.into()),
-                    code: None,
+                    ..Default::default()
                 }),
                 ..Default::default()
             });
@@ -112,6 +194,7 @@ impl AdmissionResponse {
         let status = (answer.message.is_some() || answer.code.is_some()).then(|| Status {
             message: answer.message.clone(),
             code: answer.code,
+            details: None,
         });
         Ok(AdmissionResponse {
             uid: uid.into(),
@@ -274,6 +357,15 @@ fn plural(kind: &str) -> String {
     }
 }
 
+/// An admission.k8s.io/v1 AdmissionReview around a request or a response.
+pub fn review(request: &Value) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+}
+
+pub fn review_response(response: &AdmissionResponse) -> Value {
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
 /// The payload of `validate`: `{"request": …, "settings": …}`.
 pub fn validate_payload(request: &Value, settings: &Value) -> Vec<u8> {
     serde_json::to_vec(&json!({"request": request, "settings": settings})).unwrap_or_default()
@@ -411,5 +503,57 @@ mod tests {
             serde_json::to_string(&r).unwrap(),
             r#"{"uid":"u","allowed":false,"status":{"message":"no","code":403},"auditAnnotations":null,"warnings":null}"#
         );
+    }
+
+    #[test]
+    fn constraints_follow_policy_server() {
+        let mutated = AdmissionResponse {
+            uid: "u".into(),
+            allowed: true,
+            patch_type: Some("JSONPatch".into()),
+            patch: Some("W10=".into()),
+            warnings: Some(vec!["w".into()]),
+            ..Default::default()
+        };
+        let rejected = AdmissionResponse::reject("u", "no".into(), 403);
+        let protect = Constraints {
+            mode: PolicyMode::Protect,
+            allowed_to_mutate: true,
+            message: None,
+        };
+        assert_eq!(mutated.clone().constrained("p", &protect), mutated);
+        assert_eq!(rejected.clone().constrained("p", &protect), rejected);
+
+        let no_mutation = Constraints {
+            allowed_to_mutate: false,
+            ..protect.clone()
+        };
+        let r = mutated.clone().constrained("p", &no_mutation);
+        assert!(!r.allowed && r.patch.is_none() && r.patch_type.is_none());
+        assert_eq!(r.warnings, mutated.warnings);
+        assert_eq!(
+            r.status.unwrap().message.unwrap(),
+            "Request rejected by policy p. The policy attempted to mutate the request, but it is currently configured to not allow mutations."
+        );
+
+        let monitor = Constraints {
+            mode: PolicyMode::Monitor,
+            ..no_mutation.clone()
+        };
+        for response in [mutated.clone(), rejected.clone()] {
+            let r = response.constrained("p", &monitor);
+            assert!(r.allowed && r.patch.is_none() && r.status.is_none());
+        }
+
+        let custom = Constraints {
+            message: Some("ask the platform team".into()),
+            ..protect
+        };
+        let r = rejected.constrained("p", &custom);
+        assert_eq!(
+            serde_json::to_value(r.status.unwrap()).unwrap(),
+            json!({"message": "ask the platform team", "code": 403, "details": {"causes": [{"message": "no"}]}})
+        );
+        assert_eq!(mutated.clone().constrained("p", &custom), mutated);
     }
 }

@@ -7,6 +7,7 @@ mod metadata;
 mod oci;
 mod runtime;
 mod scaffold;
+mod serve;
 mod testsuite;
 
 use anyhow::{Context, bail};
@@ -51,6 +52,12 @@ enum Command {
         timeout_ms: u64,
         #[command(flatten)]
         registry: RegistryArgs,
+    },
+    /// Print the AdmissionReview the API server sends for an object (a CREATE), to post to
+    /// `serve` or keep as a test input.
+    Review {
+        /// A Kubernetes object, AdmissionRequest or AdmissionReview (JSON or YAML); - for stdin.
+        path: String,
     },
     /// Show what the sidecar model sees in a pod or workload: types, order, resources, QoS.
     Explain {
@@ -142,6 +149,38 @@ enum Command {
     /// Generate deployment resources and packages from a policy's metadata.
     #[command(subcommand)]
     Scaffold(Scaffold),
+    /// Serve policies as an admission webhook, configured by policy-server's policies.yml.
+    Serve {
+        /// policies.yml: policy id -> module, settings, policyMode, allowedToMutate,
+        /// timeoutEvalSeconds, message.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        addr: std::net::SocketAddr,
+        /// TLS certificate (PEM). With --key; HTTPS is the default and the API server's only way.
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Serve plain HTTP instead of HTTPS (a laptop, a test, a TLS-terminating proxy).
+        #[arg(long, conflicts_with_all = ["cert", "key"])]
+        insecure_plain_http: bool,
+        /// Evaluations at the same time (default: the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Largest request body accepted, in bytes (the API server sends at most ~3 MiB).
+        #[arg(long, default_value_t = 3 * 1024 * 1024)]
+        max_body_bytes: usize,
+        /// Evaluation deadline in seconds for policies without timeoutEvalSeconds.
+        #[arg(long, default_value_t = 2)]
+        policy_timeout: u64,
+        /// Seconds a shutdown waits for requests in flight.
+        #[arg(long, default_value_t = 30)]
+        shutdown_grace: u64,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -284,6 +323,11 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 Some(reason) => bail!("{}: {reason}", evaluator.policy.name),
                 None => Ok(ExitCode::SUCCESS),
             }
+        }
+        Command::Review { path } => {
+            let request = admission::to_request(read_document(&path)?)?;
+            println!("{}", admission::review(&request));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Explain { path, output } => {
             let document = read_document(&path)?;
@@ -493,6 +537,48 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 ExplainOutput::Text => print!("{}", bench::table(&rows)),
                 ExplainOutput::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            config,
+            addr,
+            cert,
+            key,
+            insecure_plain_http,
+            workers,
+            max_body_bytes,
+            policy_timeout,
+            shutdown_grace,
+            registry,
+        } => {
+            let tls = match (cert, key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                _ if insecure_plain_http => None,
+                _ => bail!(
+                    "serve needs --cert and --key (HTTPS), or --insecure-plain-http to serve plain HTTP"
+                ),
+            };
+            if policy_timeout == 0 {
+                bail!("--policy-timeout must be at least 1 second");
+            }
+            let workers = workers
+                .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+                .unwrap_or(1);
+            if workers == 0 {
+                bail!("--workers must be at least 1");
+            }
+            serve::run(
+                &config,
+                serve::Options {
+                    addr,
+                    tls,
+                    workers,
+                    max_body_bytes,
+                    default_timeout: Duration::from_secs(policy_timeout),
+                    grace: Duration::from_secs(shutdown_grace),
+                },
+                &registry.access(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Scaffold(Scaffold::Manifest {

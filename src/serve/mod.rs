@@ -1,0 +1,319 @@
+//! `sidecarctl serve`: an admission webhook engine that answers the API server the way
+//! policy-server does, from the same policies.yml.
+
+pub mod config;
+mod metrics;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::admission::{self, AdmissionResponse, Constraints};
+use crate::evaluation::Evaluator;
+use crate::oci::Access;
+use crate::runtime::Runtime;
+
+pub struct Options {
+    pub addr: SocketAddr,
+    /// Certificate and key (PEM); plain HTTP when `None`.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Evaluations run at the same time; the rest wait their turn.
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub default_timeout: Duration,
+    /// How long a shutdown waits for requests in flight.
+    pub grace: Duration,
+}
+
+struct Served {
+    evaluator: Evaluator,
+    constraints: Constraints,
+}
+
+struct App {
+    policies: HashMap<String, Served>,
+    metrics: metrics::Metrics,
+    draining: AtomicBool,
+}
+
+#[derive(Clone, Copy)]
+enum Origin {
+    Validate,
+    Audit,
+}
+
+impl Origin {
+    fn as_str(self) -> &'static str {
+        match self {
+            Origin::Validate => "validate",
+            Origin::Audit => "audit",
+        }
+    }
+}
+
+/// Loads every policy (compiled once, settings validated), then serves until SIGTERM or
+/// SIGINT, finishing the requests in flight.
+pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> anyhow::Result<()> {
+    let entries = config::read(config_path)?;
+    let runtime = Runtime::new()?;
+    let mut policies = HashMap::new();
+    for entry in entries {
+        let timeout = entry.timeout.unwrap_or(options.default_timeout);
+        let policy = runtime
+            .load_ref(&entry.module, access, timeout)
+            .with_context(|| format!("policy {:?}", entry.id))?;
+        let evaluator = Evaluator::new(policy, entry.settings)
+            .with_context(|| format!("policy {:?}", entry.id))?;
+        eprintln!(
+            "loaded policy {:?} ({}, {}{})",
+            entry.id,
+            evaluator.policy.name,
+            entry.constraints.mode.as_str(),
+            if entry.constraints.allowed_to_mutate {
+                ", allowed to mutate"
+            } else {
+                ""
+            }
+        );
+        policies.insert(
+            entry.id,
+            Served {
+                evaluator,
+                constraints: entry.constraints,
+            },
+        );
+    }
+    let app = Arc::new(App {
+        policies,
+        metrics: metrics::Metrics::new(),
+        draining: AtomicBool::new(false),
+    });
+    // Evaluations are blocking wasm calls: they run on tokio's blocking pool, capped at
+    // `workers` threads; the async workers only move bytes.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.workers.clamp(1, 2))
+        .max_blocking_threads(options.workers.max(1))
+        .enable_all()
+        .build()
+        .context("cannot start the server runtime")?
+        .block_on(serve(app, options))
+}
+
+fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/validate/{policy_id}", post(validate))
+        .route("/audit/{policy_id}", post(audit))
+        .route("/readiness", get(readiness))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(app)
+}
+
+async fn serve(app: Arc<App>, options: Options) -> anyhow::Result<()> {
+    let handle = axum_server::Handle::<SocketAddr>::new();
+    let service = router(app.clone(), options.max_body_bytes).into_make_service();
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let server = match &options.tls {
+        Some((cert, key)) => {
+            // rustls needs a process-wide crypto provider; ring is the one we build.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot use {} and {} as the TLS certificate and key",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            tokio::spawn(
+                axum_server::bind_rustls(options.addr, tls)
+                    .handle(handle.clone())
+                    .serve(service),
+            )
+        }
+        None => tokio::spawn(
+            axum_server::bind(options.addr)
+                .handle(handle.clone())
+                .serve(service),
+        ),
+    };
+    let Some(bound) = handle.listening().await else {
+        // The server ended before it listened: its error says why.
+        return match server.await {
+            Ok(Err(e)) => Err(e).with_context(|| format!("cannot listen on {}", options.addr)),
+            _ => bail!("cannot listen on {}", options.addr),
+        };
+    };
+    // Scripts and tests wait for this line (and read the port from it).
+    println!("listening on {scheme}://{bound}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+
+    shutdown_signal().await;
+    app.draining.store(true, Ordering::SeqCst);
+    eprintln!("shutting down: finishing requests in flight");
+    handle.graceful_shutdown(Some(options.grace));
+    match server.await {
+        Ok(result) => result.context("the server failed")?,
+        Err(e) => bail!("the server failed: {e}"),
+    }
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn validate(
+    State(app): State<Arc<App>>,
+    UrlPath(policy_id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    answer(app, policy_id, body, Origin::Validate).await
+}
+
+async fn audit(
+    State(app): State<Arc<App>>,
+    UrlPath(policy_id): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    answer(app, policy_id, body, Origin::Audit).await
+}
+
+async fn readiness(State(app): State<Arc<App>>) -> Response {
+    if app.draining.load(Ordering::SeqCst) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::OK, "ready\n").into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, message + "\n").into_response()
+}
+
+async fn answer(app: Arc<App>, policy_id: String, body: Bytes, origin: Origin) -> Response {
+    if !app.policies.contains_key(&policy_id) {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("unknown policy {policy_id:?}"),
+        );
+    }
+    let request = match review_request(&body) {
+        Ok(request) => request,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let task_app = app.clone();
+    let evaluated = tokio::task::spawn_blocking(move || {
+        let served = &task_app.policies[&policy_id];
+        let started = Instant::now();
+        let (response, _failure) = served.evaluator.evaluate(&request);
+        let elapsed = started.elapsed();
+        record(
+            &task_app.metrics,
+            &policy_id,
+            served,
+            &request,
+            &response,
+            origin,
+            elapsed,
+        );
+        match origin {
+            Origin::Validate => response.constrained(&policy_id, &served.constraints),
+            // The audit scanner wants the policy's own verdict: no mode, no mutation guard.
+            Origin::Audit => response,
+        }
+    })
+    .await;
+    match evaluated {
+        Ok(response) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            admission::review_response(&response).to_string(),
+        )
+            .into_response(),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the evaluation did not finish: {e}"),
+        ),
+    }
+}
+
+/// The AdmissionRequest of an AdmissionReview body, or why it is not one.
+fn review_request(body: &[u8]) -> Result<Value, String> {
+    let review: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not an AdmissionReview: invalid JSON: {e}"))?;
+    let Some(request) = review.get("request").filter(|r| r.is_object()) else {
+        return Err("the body is not an AdmissionReview: it has no request".into());
+    };
+    if admission::uid_of(request).is_empty() {
+        return Err("the AdmissionReview's request has no uid".into());
+    }
+    Ok(request.clone())
+}
+
+fn record(
+    metrics: &metrics::Metrics,
+    policy_id: &str,
+    served: &Served,
+    request: &Value,
+    response: &AdmissionResponse,
+    origin: Origin,
+    elapsed: Duration,
+) {
+    let text = |pointer: &str| {
+        request
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    metrics.record(
+        metrics::Evaluation {
+            policy_name: policy_id.to_string(),
+            policy_mode: served.constraints.mode.as_str().to_string(),
+            request_origin: origin.as_str().to_string(),
+            resource_kind: text("/kind/kind"),
+            resource_request_operation: text("/operation"),
+            accepted: response.allowed.to_string(),
+            mutated: response.patch.is_some().to_string(),
+        },
+        response.status.as_ref().and_then(|s| s.code),
+        elapsed,
+    );
+}

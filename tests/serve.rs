@@ -1,0 +1,589 @@
+//! `sidecarctl serve` as the API server meets it: AdmissionReviews posted over real HTTPS
+//! (a CA and a server certificate made per test, as a webhook's caBundle), answered by the
+//! compiled policies.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+const POLICIES: [&str; 4] = ["injector", "lifecycle", "ordering", "resources"];
+
+/// A running `sidecarctl serve`; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    client: reqwest::blocking::Client,
+    stderr: std::sync::mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+/// A CA, and a certificate it signed for localhost and 127.0.0.1.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (cert_file, key_file, ca_cert.pem())
+}
+
+fn spawn(config: &Value, extra: &[&str]) -> (Child, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("policies.yml");
+    // JSON is YAML: the file is what policy-server would read.
+    std::fs::write(&config_file, serde_json::to_string_pretty(config).unwrap()).unwrap();
+    spawn_file(&config_file, dir, extra)
+}
+
+fn spawn_file(
+    config_file: &Path,
+    dir: tempfile::TempDir,
+    extra: &[&str],
+) -> (Child, tempfile::TempDir, String) {
+    let (cert, key, ca) = certificates(dir.path());
+    let mut args = vec!["serve", "--config", p(config_file), "--addr", "127.0.0.1:0"];
+    if !extra.contains(&"--insecure-plain-http") {
+        args.extend(["--cert", p(&cert), "--key", p(&key)]);
+    }
+    args.extend(extra);
+    let child = sidecarctl()
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sidecarctl serve starts");
+    (child, dir, ca)
+}
+
+impl Server {
+    fn start(config: Value) -> Server {
+        Server::start_with(config, &[])
+    }
+
+    fn start_with(config: Value, extra: &[&str]) -> Server {
+        Server::attach(spawn(&config, extra))
+    }
+
+    fn start_file(config_file: &Path) -> Server {
+        Server::attach(spawn_file(config_file, tempfile::tempdir().unwrap(), &[]))
+    }
+
+    fn attach((mut child, dir, ca): (Child, tempfile::TempDir, String)) -> Server {
+        let (tx, stderr) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let Some(base) = first.trim().strip_prefix("listening on ") else {
+            let status = child.wait().unwrap();
+            let log: Vec<String> = stderr.try_iter().collect();
+            panic!("serve did not start ({status}): {}", log.join("\n"));
+        };
+        let base = base.to_string();
+        let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30));
+        if base.starts_with("https://") {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            builder = builder
+                .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+                .https_only(true);
+        }
+        Server {
+            child,
+            base,
+            client: builder.build().unwrap(),
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (u16, String) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    }
+
+    /// The AdmissionResponse for `review`, checked to be a 200 with an AdmissionReview.
+    fn review(&self, path: &str, review: &Value) -> Value {
+        let (status, body) = self.post(path, review.to_string());
+        assert_eq!(status, 200, "{path}: {body}");
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(answer["kind"], "AdmissionReview");
+        assert_eq!(
+            answer["response"]["uid"], review["request"]["uid"],
+            "the uid is echoed"
+        );
+        answer["response"].clone()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        self.child.wait().unwrap()
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn yaml(path: &Path) -> Value {
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The AdmissionReview the API server sends for creating `object`.
+fn review_of(object: &Value, uid: &str) -> Value {
+    let kind = object["kind"].as_str().unwrap();
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let resource = format!("{}s", kind.to_ascii_lowercase());
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": group, "version": version, "kind": kind},
+            "resource": {"group": group, "version": version, "resource": resource},
+            "requestKind": {"group": group, "version": version, "kind": kind},
+            "requestResource": {"group": group, "version": version, "resource": resource},
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"].get("namespace").cloned().unwrap_or(json!("default")),
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    })
+}
+
+fn pod(annotations: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "shop", "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]}
+    })
+}
+
+fn mutator(extra: Value) -> Value {
+    let mut entry = json!({"module": p(&test_mutator())});
+    entry
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    entry
+}
+
+fn example_policies() -> PathBuf {
+    root().join("examples/serve/policies.yml")
+}
+
+#[test]
+fn the_example_policies_yml_is_what_scaffold_generates() {
+    let config = yaml(&example_policies());
+    for policy in POLICIES {
+        let crate_name = format!("sidecar-{policy}-policy");
+        let entry = &config[format!("clusterwide-sidecar-{policy}")];
+        assert_eq!(
+            entry["module"],
+            format!("../../build/wasm/{crate_name}.wasm")
+        );
+        assert_eq!(entry["allowedToMutate"], true);
+        assert_eq!(
+            entry["settings"],
+            yaml(&root().join(format!("examples/settings/{crate_name}.yaml"))),
+            "{crate_name}: run make examples"
+        );
+    }
+}
+
+#[test]
+fn every_policy_answers_over_https_as_run_does() {
+    module("wasm/sidecar-ordering-policy.wasm");
+    let server = Server::start_file(&example_policies());
+    let pods: Vec<PathBuf> = std::fs::read_dir(root().join("examples/pods"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(pods.len() >= 5);
+    let dir = tempfile::tempdir().unwrap();
+    let mut patched = 0;
+    for (n, pod_file) in pods.iter().enumerate() {
+        let object = yaml(pod_file);
+        let review = review_of(&object, &format!("00000000-0000-0000-0000-{n:012}"));
+        let review_file = dir.path().join("review.json");
+        std::fs::write(&review_file, review.to_string()).unwrap();
+        for policy in POLICIES {
+            let crate_name = format!("sidecar-{policy}-policy");
+            let response =
+                server.review(&format!("/validate/clusterwide-sidecar-{policy}"), &review);
+            // The same module and settings through `run`: serve adds nothing in protect
+            // mode with mutations allowed.
+            let settings = root().join(format!("examples/settings/{crate_name}.yaml"));
+            let out = run(&[
+                "run",
+                "-p",
+                p(&module(&format!("wasm/{crate_name}.wasm"))),
+                "-r",
+                p(&review_file),
+                "-s",
+                p(&settings),
+            ]);
+            let expected: Value = serde_json::from_str(&stdout(&out)).unwrap();
+            assert_eq!(response, expected, "{policy} on {}", pod_file.display());
+            if let Some(patch) = response["patch"].as_str() {
+                assert_eq!(response["patchType"], "JSONPatch");
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(patch)
+                    .unwrap();
+                let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+                let mut mutated = object.clone();
+                json_patch::patch(&mut mutated, &patch).unwrap();
+                assert_ne!(mutated, object);
+                patched += 1;
+            }
+        }
+    }
+    assert!(
+        patched >= 3,
+        "the examples exercise mutation ({patched} patches)"
+    );
+}
+
+#[test]
+fn monitor_mode_mutation_guard_and_custom_message_follow_policy_server() {
+    let server = Server::start(json!({
+        "mutate": mutator(json!({"allowedToMutate": true})),
+        "guarded": mutator(json!({})),
+        "monitor": mutator(json!({"policyMode": "monitor", "allowedToMutate": true})),
+        "custom": mutator(json!({"allowedToMutate": true, "message": "ask #platform for an exception"})),
+    }));
+    let plain = review_of(&pod(json!({})), "11111111-0000-0000-0000-000000000001");
+    let rejected = review_of(
+        &pod(json!({"test.sidecars.dev/reject": "no sidecar, no service"})),
+        "11111111-0000-0000-0000-000000000002",
+    );
+
+    let mutated = server.review("/validate/mutate", &plain);
+    assert_eq!(mutated["allowed"], true);
+    assert_eq!(mutated["patchType"], "JSONPatch");
+
+    let guarded = server.review("/validate/guarded", &plain);
+    assert_eq!(guarded["allowed"], false);
+    assert!(guarded.get("patch").is_none() && guarded.get("patchType").is_none());
+    assert_eq!(
+        guarded["status"]["message"],
+        "Request rejected by policy guarded. The policy attempted to mutate the request, but it is currently configured to not allow mutations."
+    );
+
+    for review in [&plain, &rejected] {
+        let monitored = server.review("/validate/monitor", review);
+        assert_eq!(monitored["allowed"], true);
+        assert!(monitored.get("patch").is_none() && monitored.get("status").is_none());
+    }
+    // The audit scanner gets the policy's own verdict, whatever the mode.
+    let audited = server.review("/audit/monitor", &rejected);
+    assert_eq!(audited["allowed"], false);
+    assert_eq!(audited["status"]["message"], "no sidecar, no service");
+
+    let custom = server.review("/validate/custom", &rejected);
+    assert_eq!(custom["allowed"], false);
+    assert_eq!(
+        custom["status"]["message"],
+        "ask #platform for an exception"
+    );
+    assert_eq!(custom["status"]["code"], 403);
+    assert_eq!(
+        custom["status"]["details"]["causes"],
+        json!([{"message": "no sidecar, no service"}])
+    );
+    assert_eq!(custom["warnings"], json!(["rejected on request"]));
+    // An accepted request keeps its patch: the message only replaces rejections.
+    assert_eq!(
+        server.review("/validate/custom", &plain)["patchType"],
+        "JSONPatch"
+    );
+}
+
+#[test]
+fn malformed_requests_get_http_errors_with_a_reason() {
+    let server = Server::start_with(
+        json!({"null": {"module": p(&null_policy())}}),
+        &["--max-body-bytes", "4096"],
+    );
+    let (status, body) = server.post("/validate/null", "{\"apiVersion\": ");
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid JSON"), "{body}");
+    let (status, body) = server.post("/validate/null", r#"{"kind": "AdmissionReview"}"#);
+    assert_eq!(status, 400);
+    assert!(body.contains("has no request"), "{body}");
+    let review = review_of(&pod(json!({})), "22222222-0000-0000-0000-000000000001");
+    let (status, body) = server.post("/validate/nope", review.to_string());
+    assert_eq!(status, 404);
+    assert!(body.contains("unknown policy \"nope\""), "{body}");
+    let mut big = pod(json!({"padding": "x".repeat(8192)}));
+    big["metadata"]["name"] = json!("big");
+    let (status, _) = server.post("/validate/null", review_of(&big, "u").to_string());
+    assert_eq!(status, 413, "a body over --max-body-bytes is refused");
+    let (status, _) = server.get("/validate/null");
+    assert_eq!(status, 405);
+    // None of that disturbed the server.
+    assert_eq!(server.review("/validate/null", &review)["allowed"], true);
+}
+
+#[test]
+fn a_policy_past_its_deadline_is_rejected_with_500_and_the_server_carries_on() {
+    let server = Server::start(json!({
+        "slow": mutator(json!({"allowedToMutate": true, "timeoutEvalSeconds": 1})),
+    }));
+    let spin = review_of(
+        &pod(json!({"test.sidecars.dev/spin": "true"})),
+        "33333333-0000-0000-0000-000000000001",
+    );
+    let started = std::time::Instant::now();
+    let response = server.review("/validate/slow", &spin);
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 500);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("exceeded its 1s deadline"), "{message}");
+    // Not a speed assertion: only that the policy's deadline, not the client's 30 s, ended it.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let plain = review_of(&pod(json!({})), "33333333-0000-0000-0000-000000000002");
+    assert_eq!(server.review("/validate/slow", &plain)["allowed"], true);
+}
+
+#[test]
+fn readiness_and_metrics_per_policy() {
+    let server = Server::start(json!({
+        "mutate": mutator(json!({"allowedToMutate": true})),
+        "monitor": mutator(json!({"policyMode": "monitor"})),
+    }));
+    assert_eq!(server.get("/readiness"), (200, "ready\n".to_string()));
+    let plain = review_of(&pod(json!({})), "44444444-0000-0000-0000-000000000001");
+    let rejected = review_of(
+        &pod(json!({"test.sidecars.dev/reject": "no"})),
+        "44444444-0000-0000-0000-000000000002",
+    );
+    for _ in 0..3 {
+        server.review("/validate/mutate", &plain);
+    }
+    server.review("/validate/monitor", &rejected);
+    server.review("/audit/mutate", &rejected);
+    let (status, text) = server.get("/metrics");
+    assert_eq!(status, 200);
+    let sample = |prefix: &str, labels: &[&str]| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix) && labels.iter().all(|x| l.contains(x)))
+            .unwrap_or_else(|| panic!("no {prefix} {labels:?} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        sample(
+            "sidecarctl_policy_evaluations_total{",
+            &[
+                "policy_name=\"mutate\"",
+                "request_origin=\"validate\"",
+                "accepted=\"true\"",
+                "mutated=\"true\"",
+                "resource_kind=\"Pod\"",
+                "resource_request_operation=\"CREATE\""
+            ]
+        ),
+        3.0
+    );
+    // Monitor mode accepted the request; the metric keeps the policy's verdict.
+    assert_eq!(
+        sample(
+            "sidecarctl_policy_rejections_total{",
+            &["policy_name=\"monitor\"", "error_code=\"403\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            "sidecarctl_policy_rejections_total{",
+            &["policy_name=\"mutate\"", "request_origin=\"audit\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            "sidecarctl_policy_evaluation_latency_seconds_count{",
+            &["policy_name=\"mutate\"", "request_origin=\"validate\""]
+        ),
+        3.0
+    );
+    assert!(text.contains("# TYPE sidecarctl_policy_evaluation_latency_seconds histogram"));
+}
+
+#[test]
+fn bad_settings_or_modules_stop_the_start() {
+    let bad_settings = json!({
+        "clusterwide-sidecar-ordering": {
+            "module": p(&module("wasm/sidecar-ordering-policy.wasm")),
+            "settings": {"mode": "sideways"}
+        }
+    });
+    let missing = json!({"gone": {"module": "/nonexistent/policy.wasm"}});
+    let typo = json!({"null": {"module": p(&null_policy()), "allowedToMutat": true}});
+    for (config, expected) in [
+        (bad_settings, "policy \"clusterwide-sidecar-ordering\""),
+        (missing, "cannot read /nonexistent/policy.wasm"),
+        (typo, "unknown field `allowedToMutat`"),
+    ] {
+        let (child, _dir, _) = spawn(&config, &[]);
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(!stdout(&out).contains("listening"));
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{err}");
+        assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1);
+    }
+}
+
+#[test]
+fn plain_http_only_when_asked_for() {
+    let config = json!({"null": {"module": p(&null_policy())}});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.yml");
+    std::fs::write(&file, config.to_string()).unwrap();
+    let out = run(&["serve", "--config", p(&file), "--addr", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--insecure-plain-http"),
+        "{}",
+        stderr(&out)
+    );
+
+    let server = Server::start_with(config, &["--insecure-plain-http"]);
+    assert!(server.base.starts_with("http://"));
+    let review = review_of(&pod(json!({})), "55555555-0000-0000-0000-000000000001");
+    assert_eq!(server.review("/validate/null", &review)["allowed"], true);
+}
+
+#[test]
+fn sigterm_finishes_the_requests_in_flight() {
+    let mut server = Server::start(json!({
+        "slow": mutator(json!({"allowedToMutate": true, "timeoutEvalSeconds": 2})),
+    }));
+    let spin = review_of(
+        &pod(json!({"test.sidecars.dev/spin": "true"})),
+        "66666666-0000-0000-0000-000000000001",
+    );
+    let client = server.client.clone();
+    let url = format!("{}/validate/slow", server.base);
+    let in_flight = std::thread::spawn(move || {
+        let response = client.post(url).body(spin.to_string()).send().unwrap();
+        let status = response.status().as_u16();
+        let mut body = String::new();
+        response.take(1 << 20).read_to_string(&mut body).unwrap();
+        (status, body)
+    });
+    // The request is evaluating (it spins until its 2 s deadline) when SIGTERM arrives.
+    std::thread::sleep(Duration::from_millis(700));
+    let exit = server.terminate();
+    let (status, body) = in_flight.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["response"]["uid"],
+        "66666666-0000-0000-0000-000000000001"
+    );
+    assert_eq!(answer["response"]["status"]["code"], 500);
+    assert!(exit.success(), "{exit}");
+    std::thread::sleep(Duration::from_millis(100));
+    let log = server.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("finishing requests in flight")),
+        "{log:?}"
+    );
+    assert!(log.iter().any(|l| l == "stopped"), "{log:?}");
+}
+
+#[test]
+fn every_corpus_request_gets_an_answer_from_every_policy() {
+    let Some(dir) = corpus() else { return };
+    module("wasm/sidecar-ordering-policy.wasm");
+    let server = Server::start_file(&example_policies());
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".request.json") {
+            continue;
+        }
+        seen += 1;
+        let document: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let review = if document["kind"] == "AdmissionReview" {
+            document
+        } else {
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": document})
+        };
+        for policy in POLICIES {
+            let response =
+                server.review(&format!("/validate/clusterwide-sidecar-{policy}"), &review);
+            // A rejection is a verdict; a 500 would be the policy failing on a real workload.
+            assert_ne!(
+                response["status"]["code"],
+                500,
+                "{policy} on {}: {response}",
+                path.display()
+            );
+        }
+    }
+    assert!(seen > 0);
+}
