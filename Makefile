@@ -12,7 +12,7 @@ SIDECARCTL  = target/debug/sidecarctl
 POLICIES      := $(notdir $(wildcard policies/*-policy))
 TEST_POLICIES := null-policy test-mutator
 
-.PHONY: all targets deps wasm host test demo bench lint fmt clean artifacthub examples
+.PHONY: all targets deps wasm host test demo bench load lint fmt clean artifacthub examples
 
 all: wasm host
 
@@ -69,6 +69,15 @@ bench: wasm host
 	$(SIDECARCTL) bench --baseline $(BUILD)/test-policies/null-policy.wasm \
 	  $(foreach p,$(POLICIES),-p $(BUILD)/wasm/$(p).wasm) $(foreach r,$(BENCH_REQUESTS),-r $(r)) \
 	  --settings-dir examples/settings --samples $(BENCH_SAMPLES)
+
+# sidecarctl serve under load: wrk (Debian's) over HTTPS on loopback, every policy and the
+# null policy at several concurrencies, bounded (LOAD_DURATION per row); fails on any error.
+load: wasm host
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else echo "install Debian's wrk (apt-get install wrk) for the load check" >&2; exit 1; fi; }
+	@./examples/load.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Load check of `sidecarctl serve`: wrk (Debian's) posts one AdmissionReview over HTTPS on
+# loopback for a bounded time per policy and concurrency, the null policy first as the
+# floor. Prints requests/s, p50 and p99 per row; fails when any request errs or gets a
+# non-2xx answer.
+#   LOAD_DURATION (default 5s)  LOAD_CONCURRENCY (default "1 4 16 64")  LOAD_POD
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sidecarctl=target/debug/sidecarctl
+duration=${LOAD_DURATION:-5s}
+concurrencies=${LOAD_CONCURRENCY:-"1 4 16 64"}
+pod=${LOAD_POD:-examples/pods/istio-legacy-job.yaml}
+command -v wrk >/dev/null || { echo "load.sh needs wrk: apt-get install wrk" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+server=
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$tmp/tls.key" -out "$tmp/tls.crt" 2>/dev/null
+# The example policies.yml with absolute module paths, plus the null policy.
+sed "s#\.\./\.\./build/#$PWD/build/#" examples/serve/policies.yml > "$tmp/policies.yml"
+printf 'null:\n  module: %s\n' "$PWD/build/test-policies/null-policy.wasm" >> "$tmp/policies.yml"
+"$sidecarctl" review "$pod" > "$tmp/review.json"
+
+"$sidecarctl" serve -c "$tmp/policies.yml" --addr 127.0.0.1:0 \
+  --cert "$tmp/tls.crt" --key "$tmp/tls.key" > "$tmp/out" 2> "$tmp/err" &
+server=$!
+for _ in $(seq 100); do grep -q '^listening on' "$tmp/out" && break; sleep 0.1; done
+url=$(sed -n 's/^listening on //p' "$tmp/out")
+[ -n "$url" ] || { cat "$tmp/err" >&2; exit 1; }
+
+cat > "$tmp/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open(os.getenv("REVIEW")))
+wrk.body = f:read("*a")
+f:close()
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.stderr:write(string.format("RESULT %d %d %d %.0f %.0f %d\n", summary.requests,
+    e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), summary.duration))
+end
+LUA
+
+echo "sidecarctl serve load check: $(basename "$pod"), $duration per row, $(nproc) cores, HTTPS on loopback"
+printf '%-30s %5s %10s %9s %9s %7s\n' policy conns 'req/s' 'p50 ms' 'p99 ms' errors
+failed=0
+for policy in null clusterwide-sidecar-injector clusterwide-sidecar-lifecycle \
+  clusterwide-sidecar-ordering clusterwide-sidecar-resources; do
+  for c in $concurrencies; do
+    threads=$(( c < 2 ? c : 2 ))
+    REVIEW="$tmp/review.json" wrk -t "$threads" -c "$c" -d "$duration" -s "$tmp/post.lua" \
+      "$url/validate/$policy" > "$tmp/wrk.out" 2> "$tmp/wrk.err" || true
+    read -r _ requests socket status p50 p99 micros < <(grep '^RESULT' "$tmp/wrk.err" || echo "RESULT 0 1 0 0 0 1")
+    errors=$((socket + status))
+    awk -v p="$policy" -v c="$c" -v n="$requests" -v us="$micros" -v a="$p50" -v b="$p99" -v e="$errors" \
+      'BEGIN { printf "%-30s %5d %10.0f %9.2f %9.2f %7d\n", p, c, n / (us / 1e6), a / 1000, b / 1000, e }'
+    if [ "$errors" -ne 0 ] || [ "$requests" -eq 0 ]; then failed=1; fi
+  done
+done
+kill -TERM "$server"; wait "$server" || true; server=
+if [ "$failed" -ne 0 ]; then echo "errors under load" >&2; exit 1; fi
+echo "0 errors"
