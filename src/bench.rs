@@ -74,71 +74,94 @@ fn stats(
     }
 }
 
-/// Times `operation` with `payload`, in `mode`. A failing call stops the run: a benchmark
-/// of errors measures nothing.
+/// One policy to measure: its name in the table, the module, and the payload it gets.
+pub struct Subject<'a> {
+    pub name: &'a str,
+    pub policy: &'a Policy,
+    pub payload: Vec<u8>,
+}
+
+/// Times `operation` for every subject, in `mode`, in rounds: each round calls every
+/// subject once (starting one further each round, so none always follows the same
+/// neighbour), so a noisy stretch of the machine falls on all of them alike and the ratios
+/// to the baseline stay meaningful. A failing call stops the run: a benchmark of
+/// errors measures nothing.
 pub fn measure(
-    policy: &Policy,
-    label: (&str, &str),
+    subjects: &[Subject],
+    request: &str,
     operation: &str,
-    payload: &[u8],
     mode: InstanceMode,
     plan: &Plan,
-) -> Result<Stats, HostError> {
-    let mut times = Vec::with_capacity(plan.samples);
-    match mode {
-        InstanceMode::Fresh => {
-            for i in 0..plan.warmup + plan.samples {
-                let start = Instant::now();
-                policy.call(operation, payload)?;
-                if i >= plan.warmup {
-                    times.push(start.elapsed());
-                }
-            }
-        }
-        InstanceMode::Reused => {
-            let instance = policy.instantiate()?;
-            for i in 0..plan.warmup + plan.samples {
-                let start = Instant::now();
-                instance.call(operation, payload)?;
-                if i >= plan.warmup {
-                    times.push(start.elapsed());
-                }
+) -> Result<Vec<Stats>, HostError> {
+    let instances = match mode {
+        InstanceMode::Fresh => Vec::new(),
+        InstanceMode::Reused => subjects
+            .iter()
+            .map(|s| s.policy.instantiate())
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let mut times = vec![Vec::with_capacity(plan.samples); subjects.len()];
+    for round in 0..plan.warmup + plan.samples {
+        for k in 0..subjects.len() {
+            let i = (round + k) % subjects.len();
+            let subject = &subjects[i];
+            let start = Instant::now();
+            match instances.get(i) {
+                Some(instance) => instance.call(operation, &subject.payload)?,
+                None => subject.policy.call(operation, &subject.payload)?,
+            };
+            if round >= plan.warmup {
+                times[i].push(start.elapsed());
             }
         }
     }
-    Ok(stats(label.0, label.1, operation, mode, times))
+    Ok(subjects
+        .iter()
+        .zip(times)
+        .map(|(s, t)| stats(s.name, request, operation, mode, t))
+        .collect())
 }
 
-/// `validate` and `validate_settings` of `policy` on `request`, in every `mode`.
-pub fn bench_policy(
-    policy: &Policy,
-    name: &str,
-    settings: &Value,
+/// `validate` of every policy (with its settings) on `request`, in every mode.
+pub fn bench_request(
+    policies: &[(String, Policy, Value)],
     request_name: &str,
     request: &Value,
     modes: &[InstanceMode],
     plan: &Plan,
 ) -> Result<Vec<Stats>, HostError> {
-    let validate = admission::validate_payload(request, settings);
-    let settings_payload = serde_json::to_vec(settings).unwrap_or_default();
+    let subjects: Vec<Subject> = policies
+        .iter()
+        .map(|(name, policy, settings)| Subject {
+            name,
+            policy,
+            payload: admission::validate_payload(request, settings),
+        })
+        .collect();
     let mut out = Vec::new();
     for &mode in modes {
-        out.push(measure(
+        out.extend(measure(&subjects, request_name, "validate", mode, plan)?);
+    }
+    Ok(out)
+}
+
+/// `validate_settings` of every policy, in every mode (it does not depend on a request).
+pub fn bench_settings(
+    policies: &[(String, Policy, Value)],
+    modes: &[InstanceMode],
+    plan: &Plan,
+) -> Result<Vec<Stats>, HostError> {
+    let subjects: Vec<Subject> = policies
+        .iter()
+        .map(|(name, policy, settings)| Subject {
+            name,
             policy,
-            (name, request_name),
-            "validate",
-            &validate,
-            mode,
-            plan,
-        )?);
-        out.push(measure(
-            policy,
-            (name, "-"),
-            "validate_settings",
-            &settings_payload,
-            mode,
-            plan,
-        )?);
+            payload: serde_json::to_vec(settings).unwrap_or_default(),
+        })
+        .collect();
+    let mut out = Vec::new();
+    for &mode in modes {
+        out.extend(measure(&subjects, "-", "validate_settings", mode, plan)?);
     }
     Ok(out)
 }

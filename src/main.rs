@@ -512,23 +512,15 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let mut rows = Vec::new();
             for request_path in &requests {
                 let request = admission::to_request(read_document(request_path)?)?;
-                for (name, policy, settings) in &loaded {
-                    rows.extend(bench::bench_policy(
-                        policy,
-                        name,
-                        settings,
-                        &stem(request_path),
-                        &request,
-                        &modes,
-                        &plan,
-                    )?);
-                }
+                rows.extend(bench::bench_request(
+                    &loaded,
+                    &stem(request_path),
+                    &request,
+                    &modes,
+                    &plan,
+                )?);
             }
-            // validate_settings does not depend on the request: keep its first measurement.
-            let mut seen = std::collections::HashSet::new();
-            rows.retain(|r| {
-                r.operation != "validate_settings" || seen.insert((r.policy.clone(), r.instance))
-            });
+            rows.extend(bench::bench_settings(&loaded, &modes, &plan)?);
             let rows = match &baseline {
                 Some(b) => bench::with_ratios(rows, &stem(b)),
                 None => rows,
