@@ -3,6 +3,7 @@
 //! pods that reserve too much. Findings carry the numbers; the policy renders and decides.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -126,7 +127,11 @@ impl Accounting {
     }
 
     /// The accounting after `edits`, without touching any JSON.
-    pub fn with(&self, edits: &[ResourceEdit]) -> Accounting {
+    /// The accounting after `edits`; no edits, no recomputation.
+    pub fn with(&self, edits: &[ResourceEdit]) -> Cow<'_, Accounting> {
+        if edits.is_empty() {
+            return Cow::Borrowed(self);
+        }
         let mut containers = self.containers.clone();
         for e in edits {
             let r = &mut containers[e.container].resources;
@@ -139,12 +144,12 @@ impl Accounting {
             };
         }
         let pod = resources::compute_from(&containers, self.pod_level.as_ref(), &self.overhead);
-        Accounting {
+        Cow::Owned(Accounting {
             containers,
             pod_level: self.pod_level.clone(),
             overhead: self.overhead.clone(),
             pod,
-        }
+        })
     }
 }
 

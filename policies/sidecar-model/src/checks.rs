@@ -1,7 +1,8 @@
 //! Lifecycle-type correctness: every container has the type its role calls for and only
 //! the fields that type allows. Each check is a named rule; the policy decides its level.
 
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler};
+use crate::spec::Container;
+use k8s_openapi::api::core::v1::LifecycleHandler;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
-use wildmatch::WildMatch;
 
 use crate::error::ModelError;
 use crate::graph::StartGraph;
@@ -31,7 +30,7 @@ pub struct Canary {
 
 /// A container of a set: a full Kubernetes container spec, plus where it goes and an
 /// optional canary image.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SetContainer {
     /// `Sidecar` (native sidecar, the default), `Init` or `PostSidecar`.
@@ -41,6 +40,31 @@ pub struct SetContainer {
     pub canary: Option<Canary>,
     #[serde(flatten)]
     pub spec: Map<String, Value>,
+}
+
+/// By hand rather than with `#[serde(flatten)]`: flatten buffers the whole container
+/// through serde's generic `Content` first, and the injector parses its settings, every
+/// container spec of every set, on each request. The spec is read once, as JSON, and the
+/// two fields of ours are taken out of it.
+impl<'de> Deserialize<'de> for SetContainer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut spec = Map::deserialize(deserializer)?;
+        let mut take = |key: &str| spec.remove(key).filter(|v| !v.is_null());
+        let lifecycle = take("type")
+            .map(LifecycleType::deserialize)
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("type: {e}")))?;
+        let canary = take("canary")
+            .map(Canary::deserialize)
+            .transpose()
+            .map_err(|e| D::Error::custom(format!("canary: {e}")))?;
+        Ok(SetContainer {
+            lifecycle,
+            canary,
+            spec,
+        })
+    }
 }
 
 impl SetContainer {
@@ -279,8 +303,12 @@ impl SidecarSet {
     /// The set's revision: a hash of its spec, in a form that does not depend on key order.
     pub fn revision(&self) -> String {
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        let digest = Sha256::digest(canonical(&value).as_bytes());
-        digest[..5].iter().map(|b| format!("{b:02x}")).collect()
+        let mut hasher = Sha256::new();
+        write_canonical(&value, &mut hasher);
+        hasher.finalize()[..5]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn selects(&self, model: &PodModel, namespace: &str) -> bool {
@@ -288,30 +316,51 @@ impl SidecarSet {
             || self
                 .namespaces
                 .iter()
-                .any(|p| WildMatch::new(p).matches(namespace));
+                .any(|p| crate::glob::matches(p, namespace));
         ns_ok && selector_matches(&self.selector, &model.pod.labels)
     }
 }
 
 /// JSON with object keys sorted, at every depth.
 pub fn canonical(value: &Value) -> String {
-    fn sort(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                let mut entries: Vec<(&String, &Value)> = m.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                Value::Object(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (k.clone(), sort(v)))
-                        .collect(),
-                )
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Writes `value` as compact JSON with sorted keys, straight into `out` (a hasher, for a
+/// revision): no sorted copy of the value is built.
+fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
+    // Writing to a Vec or a hasher cannot fail; a failure would only change a hash.
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let _ = out.write_all(b"{");
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    let _ = out.write_all(b",");
+                }
+                let _ = serde_json::to_writer(&mut *out, key);
+                let _ = out.write_all(b":");
+                write_canonical(item, out);
             }
-            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
-            other => other.clone(),
+            let _ = out.write_all(b"}");
+        }
+        Value::Array(items) => {
+            let _ = out.write_all(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    let _ = out.write_all(b",");
+                }
+                write_canonical(item, out);
+            }
+            let _ = out.write_all(b"]");
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
         }
     }
-    sort(value).to_string()
 }
 
 /// Checks across sets: the same container name injected into pods two sets may both
@@ -637,6 +686,15 @@ fn push(spec: &mut Map<String, Value>, field: &str, value: Value) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let value = json!({"b": [{"z": 1, "a": "\"q\""}, null], "a": {"d": true, "c": 1.5}});
+        assert_eq!(
+            canonical(&value),
+            r#"{"a":{"c":1.5,"d":true},"b":[{"a":"\"q\"","z":1},null]}"#
+        );
+    }
     use crate::lifecycle::KnownSidecars;
     use serde_json::json;
 

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod error;
 pub mod explain;
 pub mod finding;
+pub mod glob;
 pub mod graph;
 pub mod inject;
 pub mod keys;
@@ -18,6 +19,7 @@ pub mod pod;
 pub mod quantity;
 pub mod resources;
 pub mod selector;
+pub mod spec;
 pub mod surgery;
 pub mod workload;
 
@@ -25,7 +27,8 @@ pub use error::ModelError;
 pub use finding::Finding;
 pub use graph::{Cycle, Edge, EdgeOrigin, StartGraph};
 pub use lifecycle::{
-    ContainerList, KnownSidecar, KnownSidecarSettings, KnownSidecars, LifecycleType, TypeReason,
+    ContainerList, KnownRule, KnownSidecar, KnownSidecarSettings, KnownSidecars, LifecycleType,
+    TypeReason,
 };
 pub use ordering::{EdgeRule, OrderFinding, OrderPlan};
 pub use pod::{ContainerInfo, PodModel};

@@ -3,7 +3,6 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
-use wildmatch::WildMatch;
 
 /// What a container is for, which decides where it must sit in the pod spec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -160,12 +159,12 @@ impl KnownSidecar {
 
     /// How the rule reads in messages: `image */istio/proxyv2`.
     pub fn describe(&self) -> String {
-        match (&self.name, &self.image) {
-            (Some(n), Some(i)) => format!("name {n}, image {i}"),
-            (Some(n), None) => format!("name {n}"),
-            (None, Some(i)) => format!("image {i}"),
-            (None, None) => "empty rule".into(),
+        KnownRule {
+            name: self.name.as_deref(),
+            image: self.image.as_deref(),
+            lifecycle: self.lifecycle,
         }
+        .describe()
     }
 }
 
@@ -201,32 +200,104 @@ impl KnownSidecarSettings {
     }
 
     pub fn resolve(&self) -> KnownSidecars {
-        let mut rules = if self.replace_defaults {
-            Vec::new()
-        } else {
-            KnownSidecars::default_rules()
-        };
-        rules.extend(self.rules.iter().cloned());
-        KnownSidecars::from_rules(rules)
+        KnownSidecars {
+            defaults: !self.replace_defaults,
+            custom: self.rules.clone(),
+        }
     }
 }
 
-/// The rules, with their patterns compiled once (a pod is classified against every rule).
-#[derive(Debug, Clone)]
+/// A known-sidecar rule as classification sees it: a default's patterns are static, a
+/// settings rule's borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownRule<'a> {
+    pub name: Option<&'a str>,
+    pub image: Option<&'a str>,
+    pub lifecycle: LifecycleType,
+}
+
+impl KnownRule<'_> {
+    /// All given patterns match; an image pattern matches the image's repository.
+    fn matches(&self, name: &str, repository: Option<&str>) -> bool {
+        (self.name.is_some() || self.image.is_some())
+            && self.name.is_none_or(|p| crate::glob::matches(p, name))
+            && self
+                .image
+                .is_none_or(|p| repository.is_some_and(|r| crate::glob::matches(p, r)))
+    }
+
+    /// How the rule reads in messages: `image */istio/proxyv2`.
+    pub fn describe(&self) -> String {
+        match (self.name, self.image) {
+            (Some(n), Some(i)) => format!("name {n}, image {i}"),
+            (Some(n), None) => format!("name {n}"),
+            (None, Some(i)) => format!("image {i}"),
+            (None, None) => "empty rule".into(),
+        }
+    }
+}
+
+const fn by_image(pattern: &'static str) -> KnownRule<'static> {
+    KnownRule {
+        name: None,
+        image: Some(pattern),
+        lifecycle: LifecycleType::Sidecar,
+    }
+}
+
+const fn by_name(pattern: &'static str) -> KnownRule<'static> {
+    KnownRule {
+        name: Some(pattern),
+        image: None,
+        lifecycle: LifecycleType::Sidecar,
+    }
+}
+
+/// Helpers that run beside an application for its whole life, recognised by image
+/// (registry and tag free) or by the container name their injectors use. A static table:
+/// a fresh policy instance builds nothing to classify a pod.
+const DEFAULT_RULES: &[KnownRule<'static>] = &[
+    // Istio's proxy image also runs istio-init, but that sits in initContainers where
+    // position decides.
+    by_image("*/proxyv2"),
+    by_name("istio-proxy"),
+    by_image("*/linkerd/proxy"),
+    by_image("*linkerd*-proxy"),
+    by_name("linkerd-proxy"),
+    by_image("*/envoyproxy/envoy*"),
+    by_name("envoy"),
+    by_name("envoy-sidecar"),
+    by_image("*/fluent-bit"),
+    by_image("fluent/fluent-bit"),
+    by_name("fluent-bit"),
+    by_image("*/vector"),
+    by_image("timberio/vector"),
+    by_image("*opentelemetry-collector*"),
+    by_name("otc-container"),
+    by_name("otel-collector"),
+    by_image("*/cloud-sql-proxy"),
+    by_image("*/cloudsql-proxy"),
+    by_name("cloud-sql-proxy"),
+    by_image("*/vault"),
+    by_name("vault-agent"),
+    by_image("*/daprd"),
+    by_image("*/dapr"),
+    by_name("daprd"),
+];
+
+/// The rules policies classify with: the defaults (unless replaced), then the settings'.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownSidecars {
-    pub rules: Vec<KnownSidecar>,
-    compiled: Vec<(Option<WildMatch>, Option<WildMatch>)>,
-}
-
-impl PartialEq for KnownSidecars {
-    fn eq(&self, other: &Self) -> bool {
-        self.rules == other.rules
-    }
+    defaults: bool,
+    custom: Vec<KnownSidecar>,
 }
 
 impl Default for KnownSidecars {
     fn default() -> Self {
-        Self::from_rules(Self::default_rules())
+        KnownSidecars {
+            defaults: true,
+            custom: Vec::new(),
+        }
     }
 }
 
@@ -235,66 +306,42 @@ impl KnownSidecars {
         Self::from_rules(Vec::new())
     }
 
+    /// Exactly these rules, without the defaults.
     pub fn from_rules(rules: Vec<KnownSidecar>) -> Self {
-        let compiled = rules
-            .iter()
-            .map(|r| {
-                (
-                    r.name.as_deref().map(WildMatch::new),
-                    r.image.as_deref().map(WildMatch::new),
-                )
-            })
-            .collect();
-        KnownSidecars { rules, compiled }
+        KnownSidecars {
+            defaults: false,
+            custom: rules,
+        }
     }
 
-    /// Helpers that run beside an application for its whole life, recognised by image
-    /// (registry and tag free) or by the container name their injectors use.
     pub fn default_rules() -> Vec<KnownSidecar> {
-        let image = |p: &str| KnownSidecar::new(None, Some(p));
-        let name = |p: &str| KnownSidecar::new(Some(p), None);
-        vec![
-            // Istio's proxy image also runs istio-init, but that sits in initContainers
-            // where position decides.
-            image("*/proxyv2"),
-            name("istio-proxy"),
-            image("*/linkerd/proxy"),
-            image("*linkerd*-proxy"),
-            name("linkerd-proxy"),
-            image("*/envoyproxy/envoy*"),
-            name("envoy"),
-            name("envoy-sidecar"),
-            image("*/fluent-bit"),
-            image("fluent/fluent-bit"),
-            name("fluent-bit"),
-            image("*/vector"),
-            image("timberio/vector"),
-            image("*opentelemetry-collector*"),
-            name("otc-container"),
-            name("otel-collector"),
-            image("*/cloud-sql-proxy"),
-            image("*/cloudsql-proxy"),
-            name("cloud-sql-proxy"),
-            image("*/vault"),
-            name("vault-agent"),
-            image("*/daprd"),
-            image("*/dapr"),
-            name("daprd"),
-        ]
+        DEFAULT_RULES
+            .iter()
+            .map(|r| KnownSidecar {
+                name: r.name.map(str::to_string),
+                image: r.image.map(str::to_string),
+                lifecycle: r.lifecycle,
+            })
+            .collect()
     }
 
-    pub fn find(&self, name: &str, image: Option<&str>) -> Option<&KnownSidecar> {
-        let repository = image.map(image_repository);
-        self.rules
+    /// Every rule, in the order they are tried.
+    pub fn rules(&self) -> impl Iterator<Item = KnownRule<'_>> {
+        let defaults = if self.defaults { DEFAULT_RULES } else { &[] };
+        defaults
             .iter()
-            .zip(&self.compiled)
-            .find(|(_, (n, i))| {
-                (n.is_some() || i.is_some())
-                    && n.as_ref().is_none_or(|p| p.matches(name))
-                    && i.as_ref()
-                        .is_none_or(|p| repository.is_some_and(|r| p.matches(r)))
-            })
-            .map(|(rule, _)| rule)
+            .copied()
+            .chain(self.custom.iter().map(|r| KnownRule {
+                name: r.name.as_deref(),
+                image: r.image.as_deref(),
+                lifecycle: r.lifecycle,
+            }))
+    }
+
+    /// The first rule that recognises a container.
+    pub fn find(&self, name: &str, image: Option<&str>) -> Option<KnownRule<'_>> {
+        let repository = image.map(image_repository);
+        self.rules().find(|r| r.matches(name, repository))
     }
 }
 

@@ -1,7 +1,7 @@
 //! A pod seen through the sidecar vocabulary: every container with its lifecycle type and
 //! why, the declared start dependencies, and what is wrong with the annotations.
 
-use k8s_openapi::api::core::v1::Container;
+use crate::spec::Container;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};

@@ -5,7 +5,8 @@
 //! request gets the limit as its request (core/v1 defaulting), so a workload template
 //! gives the figures its pods will have.
 
-use k8s_openapi::api::core::v1::{PodSpec, ResourceRequirements};
+use crate::spec::PodSpec;
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};

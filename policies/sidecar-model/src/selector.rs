@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use wildmatch::WildMatch;
 
 use crate::lifecycle::{LifecycleType, image_repository};
 use crate::pod::ContainerInfo;
@@ -43,11 +42,11 @@ impl ContainerSelector {
         let name_ok = self
             .name
             .as_deref()
-            .is_none_or(|p| WildMatch::new(p).matches(&c.name));
+            .is_none_or(|p| crate::glob::matches(p, &c.name));
         let image_ok = self.image.as_deref().is_none_or(|p| {
             c.image
                 .as_deref()
-                .is_some_and(|i| WildMatch::new(p).matches(image_repository(i)))
+                .is_some_and(|i| crate::glob::matches(p, image_repository(i)))
         });
         let type_ok = self.lifecycle.is_none_or(|t| t == c.lifecycle);
         name_ok && image_ok && type_ok

@@ -1,6 +1,6 @@
 //! Where the pod spec lives in each kind of object, and reading it.
 
-use k8s_openapi::api::core::v1::PodSpec;
+use crate::spec::PodSpec;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;

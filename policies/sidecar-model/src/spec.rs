@@ -1,0 +1,104 @@
+//! The part of a pod spec the sidecar model reads.
+//!
+//! k8s-openapi's `PodSpec` deserializes every field of every container (probes, env
+//! sources, security contexts, ports…) into large typed trees; in the fresh wasm instance
+//! policy-server gives each request, building and dropping them (twice when a policy
+//! re-reads what it rewrote) was most of a policy's cost. The model reads only what it
+//! uses, with k8s-openapi's types for those parts; probes only need to be present. Policies
+//! edit the request's own JSON (`surgery`), never these types, so nothing is lost on the
+//! way out: fields not read here are kept as they were.
+
+use k8s_openapi::api::core::v1::{EnvVar, Lifecycle, ResourceRequirements, VolumeMount};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub containers: Vec<Container>,
+    pub init_containers: Option<Vec<Container>>,
+    pub restart_policy: Option<String>,
+    pub termination_grace_period_seconds: Option<i64>,
+    pub overhead: Option<BTreeMap<String, Quantity>>,
+    /// Pod-level resources.
+    pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub name: String,
+    pub image: Option<String>,
+    pub restart_policy: Option<String>,
+    pub restart_policy_rules: Option<IgnoredAny>,
+    pub startup_probe: Option<IgnoredAny>,
+    pub readiness_probe: Option<IgnoredAny>,
+    pub liveness_probe: Option<IgnoredAny>,
+    pub lifecycle: Option<Lifecycle>,
+    pub resources: Option<ResourceRequirements>,
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+    pub env: Option<Vec<EnvVar>>,
+}
+
+/// `null` reads as the empty value, as the API server treats it.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_what_the_model_uses_and_skips_the_rest() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 45,
+            "securityContext": {"runAsNonRoot": true},
+            "initContainers": [{
+                "name": "proxy", "image": "istio/proxyv2:1.24", "restartPolicy": "Always",
+                "startupProbe": {"httpGet": {"path": "/ready", "port": 15021}},
+                "readinessProbe": null,
+                "ports": [{"containerPort": 15090}],
+                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}}
+            }],
+            "containers": [{
+                "name": "app",
+                "resources": {"requests": {"cpu": "100m"}},
+                "env": [{"name": "TZ", "value": "UTC"}],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+            }]
+        }))
+        .unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.termination_grace_period_seconds, Some(45));
+        let proxy = &spec.init_containers.as_ref().unwrap()[0];
+        assert!(proxy.startup_probe.is_some() && proxy.readiness_probe.is_none());
+        assert_eq!(proxy.restart_policy.as_deref(), Some("Always"));
+        let sleep = proxy.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+        assert_eq!(sleep.sleep.as_ref().unwrap().seconds, 5);
+        let app = &spec.containers[0];
+        assert_eq!(app.env.as_ref().unwrap()[0].name, "TZ");
+        assert_eq!(app.volume_mounts.as_ref().unwrap()[0].mount_path, "/data");
+        assert!(app.resources.is_some());
+    }
+
+    #[test]
+    fn null_lists_are_empty_and_wrong_types_are_errors() {
+        let spec: PodSpec = serde_json::from_value(json!({"containers": null})).unwrap();
+        assert!(spec.containers.is_empty());
+        let spec: PodSpec = serde_json::from_value(json!({})).unwrap();
+        assert!(spec.containers.is_empty());
+        assert!(serde_json::from_value::<PodSpec>(json!({"containers": "app"})).is_err());
+        assert!(serde_json::from_value::<PodSpec>(json!({"containers": [{"name": 1}]})).is_err());
+    }
+}
