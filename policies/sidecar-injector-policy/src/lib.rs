@@ -106,7 +106,11 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     answer
         .warnings
         .extend(changes.iter().map(ToString::to_string));
-    let model = PodModel::reread(&mutated, &known).map_err(|e| e.to_string())?;
+    let model = if changes.is_empty() {
+        model
+    } else {
+        PodModel::reread(&mutated, &known).map_err(|e| e.to_string())?
+    };
     let outcomes = inject::inject(
         &mut mutated,
         &model,
