@@ -10,7 +10,9 @@ use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
 use kubewarden_policy_sdk::wapc_guest as guest;
 use policy_shell::Answer;
 use serde_json::Value;
-use sidecar_model::{OrderFinding, PodModel, WorkloadKind, graph, keys, ordering, surgery};
+use sidecar_model::{
+    ContainerList, OrderFinding, PodModel, WorkloadKind, graph, keys, ordering, surgery,
+};
 
 use settings::{Mode, Settings};
 
@@ -74,17 +76,27 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     }
     let start = plan.start.as_ref().ok_or("the start graph has no order")?;
 
-    if settings.mode == Mode::Mutate && *start != graph::spec_order(&model) {
+    // The orders Kubernetes will follow for the spec that is admitted. A rewrite keeps each
+    // container in its list, so the admitted order is the plan's, list by list, in the
+    // model's indices: no re-read of the rewritten object is needed.
+    let mut admitted = graph::spec_order(&model);
+    if settings.mode == Mode::Mutate && *start != admitted {
         let target = mutated.get_or_insert_with(|| object.clone());
         let moves = surgery::apply_start_order(target, &model, start).map_err(|e| e.to_string())?;
         answer
             .warnings
             .extend(moves.iter().map(ToString::to_string));
-        model = reread(target)?;
+        let containers = &model.containers;
+        admitted = [ContainerList::InitContainers, ContainerList::Containers]
+            .into_iter()
+            .flat_map(|list| {
+                start
+                    .iter()
+                    .copied()
+                    .filter(move |&i| containers[i].list == list)
+            })
+            .collect();
     }
-
-    // The orders Kubernetes will follow for the spec that is admitted.
-    let admitted = graph::spec_order(&model);
     answer.audit.insert(
         keys::START_ORDER.into(),
         graph::names(&model, &admitted).join(","),
