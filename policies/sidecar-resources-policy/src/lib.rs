@@ -100,6 +100,8 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
         }
     }
 
+    // The accounting after every edit, when the QoS fix already computed it.
+    let mut settled: Option<Accounting> = None;
     if v.on(Rule::Qos) {
         let current = accounting.with(&edits);
         if let Some(down) = budget::qos_downgrade(&model, &current) {
@@ -115,10 +117,9 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
             } else {
                 (Vec::new(), Vec::new())
             };
-            if fixable
-                && stuck.is_empty()
-                && current.with(&fix).pod.qos_class == QosClass::Guaranteed
-            {
+            let fixed = (fixable && stuck.is_empty()).then(|| current.with(&fix));
+            if let Some(fixed) = fixed.filter(|f| f.pod.qos_class == QosClass::Guaranteed) {
+                settled = Some(fixed.into_owned());
                 for e in &fix {
                     v.answer.warnings.push(format!(
                         "{}: set {}.{} of {:?} to {} to keep the pod Guaranteed",
@@ -166,7 +167,10 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
         }
     }
 
-    let result = accounting.with(&edits);
+    let result = match settled {
+        Some(all) => std::borrow::Cow::Owned(all),
+        None => accounting.with(&edits),
+    };
     if v.on(Rule::PodLevel) {
         for breach in budget::pod_level_breaches(&result) {
             v.file(Rule::PodLevel, breach.to_string());
