@@ -24,13 +24,17 @@ pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> C
 }
 
 /// `validate`: parses the request once, hands it with the settings to `evaluate`, and
-/// turns an error into a rejection (a policy never traps on what it is given).
+/// turns an error into a rejection (a policy never traps on what it is given). The request
+/// is lent mutably so a mutating policy can take `object` instead of copying it: the
+/// request is not read again once the policy has decided.
 pub fn validate_with<S: DeserializeOwned + Default>(
     payload: &[u8],
-    evaluate: impl Fn(&S, &KubernetesAdmissionRequest) -> Result<Answer, String>,
+    evaluate: impl Fn(&S, &mut KubernetesAdmissionRequest) -> Result<Answer, String>,
 ) -> CallResult {
     let answer = match ValidationRequest::<S>::new(payload) {
-        Ok(request) => evaluate(&request.settings, &request.request).unwrap_or_else(Answer::reject),
+        Ok(mut request) => {
+            evaluate(&request.settings, &mut request.request).unwrap_or_else(Answer::reject)
+        }
         Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
     };
     answer.into_response()

@@ -53,18 +53,25 @@ fn outdated_message(
     )
 }
 
-fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
-    let (object, operation) = (&request.object, request.operation.as_str());
+fn evaluate(
+    settings: &Settings,
+    request: &mut KubernetesAdmissionRequest,
+) -> Result<Answer, String> {
+    let operation = request.operation.as_str();
     let namespace = Some(request.namespace.as_str())
         .filter(|n| !n.is_empty())
         .or_else(|| {
-            object
+            request
+                .object
                 .pointer("/metadata/namespace")
                 .and_then(Value::as_str)
         })
-        .unwrap_or("default");
+        .unwrap_or("default")
+        .to_string();
+    let namespace = namespace.as_str();
     let known = settings.known_sidecars.resolve();
-    let Some(model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
+    let Some(model) = PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+    else {
         return Ok(Answer::accept());
     };
     // SidecarSets inject into pods, not into workload templates: a template injected
@@ -101,7 +108,8 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
 
     // Legacy sidecars become native first, as the other policies make them, so the
     // injected containers land where they would in any order of the policies.
-    let mut mutated = object.clone();
+    // The request is not read again: take its object rather than copy it.
+    let mut mutated = std::mem::take(&mut request.object);
     let changes = surgery::normalise(&mut mutated, &model).unwrap_or_default();
     answer
         .warnings

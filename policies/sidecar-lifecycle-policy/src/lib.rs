@@ -30,14 +30,19 @@ fn validate(payload: &[u8]) -> CallResult {
     policy_shell::validate_with::<Settings>(payload, evaluate)
 }
 
-fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
-    let (object, operation) = (&request.object, request.operation.as_str());
+fn evaluate(
+    settings: &Settings,
+    request: &mut KubernetesAdmissionRequest,
+) -> Result<Answer, String> {
+    let operation = request.operation.as_str();
     let known = settings.known_sidecars.resolve();
     let options = CheckOptions {
         kubernetes_version: settings.version()?,
     };
     let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
-    let Some(mut model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
+    let Some(mut model) =
+        PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+    else {
         return Ok(Answer::accept());
     };
     // A running pod's containers cannot be changed: its updates are not ours to judge.
@@ -46,14 +51,14 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     }
     let levels = &settings.rules;
     let mut answer = Answer::accept();
-    // The object is copied only when something is about to change.
+    // The request's object is taken (not copied) only when something is about to change.
     let mut mutated: Option<Value> = None;
 
     if settings.convert
         && levels.of(Rule::LegacySidecar) != Level::Off
         && model.legacy_sidecars().next().is_some()
     {
-        let mut target = object.clone();
+        let mut target = std::mem::take(&mut request.object);
         match surgery::normalise(&mut target, &model) {
             Ok(changes) if !changes.is_empty() => {
                 answer.warnings.extend(
@@ -64,8 +69,8 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
                 model = reread(&target)?;
                 mutated = Some(target);
             }
-            Ok(_) => {}
-            Err(NormaliseError::NoAppContainerLeft(_)) => {}
+            // Nothing was changed: the object goes back as it was.
+            Ok(_) | Err(NormaliseError::NoAppContainerLeft(_)) => request.object = target,
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -80,7 +85,7 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
             })
             .collect();
         for &i in &optional {
-            let target = mutated.get_or_insert_with(|| object.clone());
+            let target = mutated.get_or_insert_with(|| std::mem::take(&mut request.object));
             surgery::remove_container_field(target, &model, i, "readinessProbe")
                 .map_err(|e| e.to_string())?;
             answer.warnings.push(format!(

@@ -30,11 +30,16 @@ fn validate(payload: &[u8]) -> CallResult {
     policy_shell::validate_with::<Settings>(payload, evaluate)
 }
 
-fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
-    let (object, operation) = (&request.object, request.operation.as_str());
+fn evaluate(
+    settings: &Settings,
+    request: &mut KubernetesAdmissionRequest,
+) -> Result<Answer, String> {
+    let operation = request.operation.as_str();
     let known = settings.known_sidecars.resolve();
     let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
-    let Some(mut model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
+    let Some(mut model) =
+        PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+    else {
         return Ok(Answer::accept());
     };
     // A running pod's containers cannot be changed: nothing to order on its updates.
@@ -42,10 +47,10 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();
-    // The object is copied only when something is about to change.
+    // The request's object is taken (not copied) only when something is about to change.
     let mut mutated: Option<Value> = None;
     if settings.mode == Mode::Mutate && model.legacy_sidecars().next().is_some() {
-        let target = mutated.get_or_insert_with(|| object.clone());
+        let target = mutated.get_or_insert_with(|| std::mem::take(&mut request.object));
         let changes = surgery::normalise(target, &model).map_err(|e| e.to_string())?;
         answer
             .warnings
@@ -81,7 +86,7 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
     // model's indices: no re-read of the rewritten object is needed.
     let mut admitted = graph::spec_order(&model);
     if settings.mode == Mode::Mutate && *start != admitted {
-        let target = mutated.get_or_insert_with(|| object.clone());
+        let target = mutated.get_or_insert_with(|| std::mem::take(&mut request.object));
         let moves = surgery::apply_start_order(target, &model, start).map_err(|e| e.to_string())?;
         answer
             .warnings

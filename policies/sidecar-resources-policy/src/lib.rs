@@ -48,10 +48,14 @@ impl Verdicts<'_> {
     }
 }
 
-fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result<Answer, String> {
-    let (object, operation) = (&request.object, request.operation.as_str());
+fn evaluate(
+    settings: &Settings,
+    request: &mut KubernetesAdmissionRequest,
+) -> Result<Answer, String> {
+    let operation = request.operation.as_str();
     let known = settings.known_sidecars.resolve();
-    let Some(model) = PodModel::from_object(object, &known).map_err(|e| e.to_string())? else {
+    let Some(model) = PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+    else {
         return Ok(Answer::accept());
     };
     let accounting = Accounting::of(&model).map_err(|e| e.to_string())?;
@@ -254,7 +258,8 @@ fn evaluate(settings: &Settings, request: &KubernetesAdmissionRequest) -> Result
         .audit
         .insert(QOS_CLASS.into(), result.pod.qos_class.as_str().into());
     if !edits.is_empty() {
-        let mut mutated = object.clone();
+        // The request is not read again: take its object rather than copy it.
+        let mut mutated = std::mem::take(&mut request.object);
         surgery::apply_resource_edits(&mut mutated, &model, &edits).map_err(|e| e.to_string())?;
         answer.mutated = Some(mutated);
     }
