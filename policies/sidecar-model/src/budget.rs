@@ -110,7 +110,7 @@ impl Accounting {
         let containers = resources::accounted_containers(spec)?;
         let pod_level = resources::pod_level(spec)?;
         let overhead = ContainerResources::read(
-            "spec.overhead",
+            || "spec.overhead".into(),
             Some(&k8s_openapi::api::core::v1::ResourceRequirements {
                 requests: spec.overhead.clone(),
                 ..Default::default()

@@ -7,6 +7,48 @@
 //! nothing. Same semantics as wildmatch (a differential test keeps it so).
 
 pub fn matches(pattern: &str, text: &str) -> bool {
+    // One pass over the pattern: where its stars are, and whether it has a `?`.
+    let mut stars: Option<(usize, usize)> = None;
+    for (i, &b) in pattern.as_bytes().iter().enumerate() {
+        match b {
+            b'?' => return backtracking(pattern, text),
+            b'*' => stars = Some((stars.map_or(i, |(first, _)| first), i)),
+            _ => {}
+        }
+    }
+    match stars {
+        None => pattern == text,
+        Some((first, last)) => stars_only(pattern, text, first, last),
+    }
+}
+
+/// The usual shapes (`*/proxyv2`, `pay-*`, `*collector*`): the text must start with what
+/// precedes the first `*`, end with what follows the last, and hold the pieces between in
+/// order; finding each leftmost is enough when `*` is the only wildcard.
+fn stars_only(pattern: &str, text: &str, first_star: usize, last_star: usize) -> bool {
+    let (prefix, suffix) = (&pattern[..first_star], &pattern[last_star + 1..]);
+    let Some(rest) = text.strip_prefix(prefix) else {
+        return false;
+    };
+    let Some(mut rest) = rest.strip_suffix(suffix) else {
+        return false;
+    };
+    if first_star == last_star {
+        return true;
+    }
+    for piece in pattern[first_star + 1..last_star]
+        .split('*')
+        .filter(|p| !p.is_empty())
+    {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+fn backtracking(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     // The last `*` seen and the text position it is currently assumed to stretch to.

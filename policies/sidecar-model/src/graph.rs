@@ -142,16 +142,10 @@ impl StartGraph {
     /// is exact for chains and for independent groups).
     pub fn order(&self) -> Result<Vec<usize>, Cycle> {
         self.check_acyclic()?;
-        let mut predecessors = vec![Vec::new(); self.nodes];
-        for e in &self.edges {
-            predecessors[e.from].push(e.to);
-        }
-        // predecessors[to] = froms, sorted by spec position.
+        // preds[to] = froms, sorted by spec position.
         let mut preds = vec![Vec::new(); self.nodes];
-        for (from, tos) in predecessors.iter().enumerate() {
-            for &to in tos {
-                preds[to].push(from);
-            }
+        for e in &self.edges {
+            preds[e.to].push(e.from);
         }
         for p in &mut preds {
             p.sort_unstable();
@@ -168,10 +162,10 @@ impl StartGraph {
             }
             stack.push((root, 0));
             while let Some((node, next)) = stack.pop() {
-                if let Some(&p) = preds[node][next..].iter().find(|&&p| !placed[p]) {
-                    let skip = preds[node].iter().position(|&x| x == p).unwrap_or(next);
-                    stack.push((node, skip + 1));
-                    stack.push((p, 0));
+                if let Some(offset) = preds[node][next..].iter().position(|&p| !placed[p]) {
+                    let at = next + offset;
+                    stack.push((node, at + 1));
+                    stack.push((preds[node][at], 0));
                 } else if !placed[node] {
                     placed[node] = true;
                     order.push(node);

@@ -108,7 +108,7 @@ impl SetContainer {
             ));
         }
         ContainerResources::read(
-            &format!("container {:?}", container.name),
+            || format!("container {:?}", container.name),
             container.resources.as_ref(),
         )
         .map_err(|e| e.to_string())?;

@@ -103,7 +103,12 @@ pub struct ContainerResources {
 }
 
 impl ContainerResources {
-    pub fn read(owner: &str, resources: Option<&ResourceRequirements>) -> Result<Self, ModelError> {
+    /// `owner` names the container in errors; it is only built for one (a pod of 200
+    /// containers would otherwise format 200 labels for nothing).
+    pub fn read(
+        owner: impl Fn() -> String,
+        resources: Option<&ResourceRequirements>,
+    ) -> Result<Self, ModelError> {
         let parse = |field: &str, list: Option<&BTreeMap<String, K8sQuantity>>| {
             list.into_iter()
                 .flatten()
@@ -111,7 +116,7 @@ impl ContainerResources {
                     Quantity::parse(&q.0)
                         .map(|v| (name.clone(), v))
                         .map_err(|e| ModelError::Quantity {
-                            at: format!("{owner} resources.{field}.{name}"),
+                            at: format!("{} resources.{field}.{name}", owner()),
                             source: e,
                         })
                 })
@@ -181,7 +186,7 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
             name: c.name.clone(),
             role,
             resources: ContainerResources::read(
-                &format!("initContainers[{i}] ({})", c.name),
+                || format!("initContainers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
         });
@@ -191,7 +196,7 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
             name: c.name.clone(),
             role: Role::App,
             resources: ContainerResources::read(
-                &format!("containers[{i}] ({})", c.name),
+                || format!("containers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
         });
@@ -203,7 +208,7 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
 pub fn pod_level(spec: &PodSpec) -> Result<Option<ContainerResources>, ModelError> {
     spec.resources
         .as_ref()
-        .map(|r| ContainerResources::read("spec", Some(r)))
+        .map(|r| ContainerResources::read(|| "spec".into(), Some(r)))
         .transpose()
 }
 
@@ -217,7 +222,7 @@ pub fn compute(spec: &PodSpec) -> Result<PodResources, ModelError> {
     let containers = accounted_containers(spec)?;
     let pod_level = pod_level(spec)?;
     let overhead = ContainerResources::read(
-        "spec.overhead",
+        || "spec.overhead".into(),
         Some(&ResourceRequirements {
             requests: spec.overhead.clone(),
             ..Default::default()
