@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::ModelError;
 use crate::graph::StartGraph;
 use crate::keys;
+use crate::lazy::Lazy;
 use crate::lifecycle::{ContainerList, LifecycleType};
 use crate::ordering::EdgeRule;
 use crate::pod::PodModel;
@@ -166,13 +167,14 @@ pub struct SidecarSet {
     /// Namespace names or globs; empty means every namespace.
     #[serde(default)]
     pub namespaces: Vec<String>,
+    /// Container specs and volumes are parsed only for sets that select the pod.
     #[serde(default)]
-    pub init_containers: Vec<SetContainer>,
+    pub init_containers: Lazy<Vec<SetContainer>>,
     #[serde(default)]
-    pub containers: Vec<SetContainer>,
+    pub containers: Lazy<Vec<SetContainer>>,
     /// Merged into the pod's volumes; a pod volume of the same name wins.
     #[serde(default)]
-    pub volumes: Vec<Value>,
+    pub volumes: Lazy<Vec<Value>>,
     /// Mount the app containers' volume mounts into the injected containers.
     #[serde(default)]
     pub share_volumes: bool,
@@ -258,8 +260,29 @@ fn namespaces_overlap(a: &[String], b: &[String]) -> bool {
 }
 
 impl SidecarSet {
+    /// Parses the set's lazy parts; the first that does not parse is the error.
+    pub fn parsed(&self) -> Result<(), String> {
+        self.init_containers
+            .get()
+            .map_err(|e| format!("initContainers: {e}"))?;
+        self.containers
+            .get()
+            .map_err(|e| format!("containers: {e}"))?;
+        self.volumes.get().map_err(|e| format!("volumes: {e}"))?;
+        Ok(())
+    }
+
+    /// Init containers, then containers (none from a part that does not parse: `parsed`
+    /// reports it).
     pub fn all_containers(&self) -> impl Iterator<Item = &SetContainer> {
-        self.init_containers.iter().chain(&self.containers)
+        fn list(l: &Lazy<Vec<SetContainer>>) -> std::slice::Iter<'_, SetContainer> {
+            l.get().map(Vec::as_slice).unwrap_or_default().iter()
+        }
+        list(&self.init_containers).chain(list(&self.containers))
+    }
+
+    pub fn volumes(&self) -> &[Value] {
+        self.volumes.get().map(Vec::as_slice).unwrap_or_default()
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -276,6 +299,7 @@ impl SidecarSet {
             ));
         }
         validate_selector(&self.selector).map_err(|e| at(format!("selector: {e}")))?;
+        self.parsed().map_err(at)?;
         if self.all_containers().next().is_none() {
             return Err(at("injects no container".into()));
         }
@@ -287,7 +311,7 @@ impl SidecarSet {
             }
         }
         let mut volumes = BTreeSet::new();
-        for v in &self.volumes {
+        for v in self.volumes() {
             let volume: Volume =
                 serde_json::from_value(v.clone()).map_err(|e| at(format!("volume: {e}")))?;
             if !volumes.insert(volume.name.clone()) {
@@ -392,9 +416,9 @@ pub fn validate_sets(sets: &[SidecarSet]) -> Result<(), String> {
                     ));
                 }
             }
-            for va in &a.volumes {
+            for va in a.volumes() {
                 let name = va.get("name");
-                if let Some(vb) = b.volumes.iter().find(|vb| vb.get("name") == name)
+                if let Some(vb) = b.volumes().iter().find(|vb| vb.get("name") == name)
                     && canonical(va) != canonical(vb)
                 {
                     return Err(format!(
@@ -552,6 +576,8 @@ pub fn inject(
         let Some(set) = sets.iter().find(|s| s.name == *set_name) else {
             continue;
         };
+        set.parsed()
+            .map_err(|e| ModelError::Malformed(format!("sidecarSets {:?}: {e}", set.name)))?;
         let spec = object
             .pointer_mut(kind.pod_spec_pointer())
             .and_then(Value::as_object_mut)
@@ -621,7 +647,7 @@ pub fn inject(
             };
             push(spec, target.field(), Value::Object(container))?;
         }
-        for v in &set.volumes {
+        for v in set.volumes() {
             let name = v.get("name").cloned();
             let volumes = list_of(spec, "volumes")?;
             if !volumes.iter().any(|x| x.get("name") == name.as_ref()) {
@@ -819,7 +845,7 @@ mod tests {
         let mut object = pod(json!({"mesh": "on"}), json!({}));
         run(&mut object, &[mesh()], "shop");
         let mut upgraded = mesh();
-        upgraded.containers[0]
+        upgraded.containers.get_mut().unwrap()[0]
             .spec
             .insert("image".into(), json!("docker.io/istio/proxyv2:1.25.0"));
         let m = PodModel::from_object(&object, &KnownSidecars::default())
@@ -843,7 +869,7 @@ mod tests {
     #[test]
     fn canary_shares_are_close_and_stable() {
         let mut s = mesh();
-        s.containers[0].canary = Some(Canary {
+        s.containers.get_mut().unwrap()[0].canary = Some(Canary {
             image: "docker.io/istio/proxyv2:1.25.0".into(),
             percent: Some(20),
             selector: None,
@@ -873,13 +899,13 @@ mod tests {
                 .contains("both inject istio-init, istio-proxy")
         );
         b.selector = serde_json::from_value(json!({"matchLabels": {"mesh": "legacy"}})).unwrap();
-        b.volumes = vec![json!({"name": "istio-envoy", "emptyDir": {}})];
+        b.volumes = Lazy::new(vec![json!({"name": "istio-envoy", "emptyDir": {}})]);
         assert!(
             validate_sets(&[a.clone(), b.clone()])
                 .unwrap_err()
                 .contains("volume \"istio-envoy\" with different contents")
         );
-        b.volumes.clear();
+        b.volumes = Lazy::default();
         validate_sets(&[a, b]).unwrap();
         for (bad, part) in [
             (

@@ -13,6 +13,7 @@ pub mod glob;
 pub mod graph;
 pub mod inject;
 pub mod keys;
+pub mod lazy;
 pub mod lifecycle;
 pub mod ordering;
 pub mod pod;
