@@ -274,16 +274,32 @@ fn parse(text: &str) -> Result<Quantity, QuantityError> {
     };
 
     // mantissa = int_digits.frac_digits as an integer, scaled by 10^-len(frac)
-    let digits: String = [int_digits, frac_digits].concat();
-    let digits = digits.trim_start_matches('0');
-    if digits.len() > 36 {
-        return Err(range());
+    // Without building a string: a pod carries dozens of quantities, and in wasm every
+    // i128 multiplication is a call, so the first 18 digits are gathered in a u64.
+    let mut count = 0;
+    let (mut small, mut mantissa) = (0u64, 0i128);
+    for b in int_digits
+        .bytes()
+        .chain(frac_digits.bytes())
+        .skip_while(|&b| b == b'0')
+    {
+        count += 1;
+        if count > 36 {
+            return Err(range());
+        }
+        let digit = u64::from(b - b'0');
+        if count <= 18 {
+            small = small * 10 + digit;
+        } else {
+            if count == 19 {
+                mantissa = i128::from(small);
+            }
+            mantissa = mantissa * 10 + i128::from(digit);
+        }
     }
-    let mantissa: i128 = if digits.is_empty() {
-        0
-    } else {
-        digits.parse().map_err(|_| range())?
-    };
+    if count <= 18 {
+        mantissa = i128::from(small);
+    }
     let frac_len = frac_digits.len() as i32;
 
     // value in nanos = mantissa * 10^(9 - frac_len) * base^exponent (decimal: 10^exponent)
@@ -426,6 +442,28 @@ mod tests {
         for (text, nanos) in cases {
             assert_eq!(q(text).nanos(), *nanos, "{text}");
         }
+    }
+
+    #[test]
+    fn long_mantissas_are_exact_up_to_36_digits() {
+        // 18 digits fit the fast path, 19 and more go on in i128; leading zeros are free.
+        assert_eq!(q("123456789012345678n").nanos(), 123_456_789_012_345_678);
+        assert_eq!(q("1234567890123456789n").nanos(), 1_234_567_890_123_456_789);
+        assert_eq!(
+            q("0000000000.000000000000000000001234567890123456789012345678901234n").nanos(),
+            1,
+            "a fraction of a nano-unit rounds up, as Kubernetes does"
+        );
+        let max = "9".repeat(36);
+        assert_eq!(q(&format!("{max}n")).nanos(), max.parse::<i128>().unwrap());
+        assert!(matches!(
+            Quantity::parse(&format!("{max}9n")),
+            Err(QuantityError::OutOfRange(_))
+        ));
+        assert_eq!(
+            q(&format!("000{max}n")).nanos(),
+            max.parse::<i128>().unwrap()
+        );
     }
 
     #[test]
