@@ -130,19 +130,13 @@ pub fn bench_request(
     modes: &[InstanceMode],
     plan: &Plan,
 ) -> Result<Vec<Stats>, HostError> {
-    let subjects: Vec<Subject> = policies
-        .iter()
-        .map(|(name, policy, settings)| Subject {
-            name,
-            policy,
-            payload: admission::validate_payload(request, settings),
-        })
-        .collect();
-    let mut out = Vec::new();
-    for &mode in modes {
-        out.extend(measure(&subjects, request_name, "validate", mode, plan)?);
-    }
-    Ok(out)
+    bench_operation(
+        policies,
+        (request_name, "validate"),
+        modes,
+        plan,
+        |settings| admission::validate_payload(request, settings),
+    )
 }
 
 /// `validate_settings` of every policy, in every mode (it does not depend on a request).
@@ -151,17 +145,34 @@ pub fn bench_settings(
     modes: &[InstanceMode],
     plan: &Plan,
 ) -> Result<Vec<Stats>, HostError> {
+    bench_operation(
+        policies,
+        ("-", "validate_settings"),
+        modes,
+        plan,
+        |settings| serde_json::to_vec(settings).unwrap_or_default(),
+    )
+}
+
+/// One operation of every policy, its payload made from the policy's settings.
+fn bench_operation(
+    policies: &[(String, Policy, Value)],
+    (request, operation): (&str, &str),
+    modes: &[InstanceMode],
+    plan: &Plan,
+    payload: impl Fn(&Value) -> Vec<u8>,
+) -> Result<Vec<Stats>, HostError> {
     let subjects: Vec<Subject> = policies
         .iter()
         .map(|(name, policy, settings)| Subject {
             name,
             policy,
-            payload: serde_json::to_vec(settings).unwrap_or_default(),
+            payload: payload(settings),
         })
         .collect();
     let mut out = Vec::new();
     for &mode in modes {
-        out.extend(measure(&subjects, "-", "validate_settings", mode, plan)?);
+        out.extend(measure(&subjects, request, operation, mode, plan)?);
     }
     Ok(out)
 }

@@ -432,16 +432,9 @@ fn compiled_modules_are_cached_by_digest() {
 #[test]
 fn every_corpus_request_through_real_wasm() {
     let Some(dir) = corpus() else { return };
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.to_string_lossy().ends_with(".request.json") {
-            continue;
-        }
-        seen += 1;
-        let request: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let null = run(&["run", "-p", p(&null_policy()), "-r", p(&path)]);
+    let requests = corpus_requests(&dir);
+    for (path, request) in &requests {
+        let null = run(&["run", "-p", p(&null_policy()), "-r", p(path)]);
         assert!(
             null.status.success(),
             "{}: {}",
@@ -452,7 +445,7 @@ fn every_corpus_request_through_real_wasm() {
         assert_eq!(r["uid"], request["uid"]);
         assert_eq!(r["allowed"], true, "{}", path.display());
 
-        let out = run(&["run", "-p", p(&test_mutator()), "-r", p(&path)]);
+        let out = run(&["run", "-p", p(&test_mutator()), "-r", p(path)]);
         assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
         let r = response_of(&out);
         let patch: json_patch::Patch =
@@ -468,7 +461,11 @@ fn every_corpus_request_through_real_wasm() {
             .or_insert(json!({}))["sidecars.dev/test-mutator"] = json!("applied");
         assert_eq!(patched, expected, "{}", path.display());
     }
-    assert!(seen > 40, "only {seen} corpus requests");
+    assert!(
+        requests.len() > 40,
+        "only {} corpus requests",
+        requests.len()
+    );
 }
 
 #[test]

@@ -559,15 +559,7 @@ fn every_corpus_request_gets_an_answer_from_every_policy() {
     let Some(dir) = corpus() else { return };
     module("wasm/sidecar-ordering-policy.wasm");
     let server = Server::start_file(&example_policies());
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.to_string_lossy().ends_with(".request.json") {
-            continue;
-        }
-        seen += 1;
-        let document: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    for (path, document) in corpus_requests(&dir) {
         let review = if document["kind"] == "AdmissionReview" {
             document
         } else {
@@ -585,5 +577,4 @@ fn every_corpus_request_gets_an_answer_from_every_policy() {
             );
         }
     }
-    assert!(seen > 0);
 }

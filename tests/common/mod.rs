@@ -42,6 +42,23 @@ pub fn corpus() -> Option<PathBuf> {
     }
 }
 
+/// Every `*.request.json` of the corpus, read.
+pub fn corpus_requests(dir: &Path) -> Vec<(PathBuf, serde_json::Value)> {
+    let mut out: Vec<(PathBuf, serde_json::Value)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.to_string_lossy().ends_with(".request.json"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let value = serde_json::from_str(&text).unwrap();
+            (path, value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!out.is_empty(), "{} holds no requests", dir.display());
+    out
+}
+
 pub fn sidecarctl() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecarctl"));
     cmd.env(
