@@ -61,9 +61,18 @@ impl Runtime {
         access: &crate::oci::Access,
         timeout: Duration,
     ) -> anyhow::Result<Policy> {
-        let pulled = self.cache_dir.as_ref().map(|d| d.join("pulled"));
-        let (name, bytes) = crate::oci::fetch(module, access, pulled.as_deref())?;
+        let (name, bytes) = self.fetch(module, access)?;
         Ok(self.load_bytes(&name, &bytes, timeout)?)
+    }
+
+    /// A module's name and bytes, pulled ones kept in the cache.
+    pub fn fetch(
+        &self,
+        module: &crate::oci::ModuleRef,
+        access: &crate::oci::Access,
+    ) -> anyhow::Result<(String, Vec<u8>)> {
+        let pulled = self.cache_dir.as_ref().map(|d| d.join("pulled"));
+        crate::oci::fetch(module, access, pulled.as_deref())
     }
 
     pub fn load_bytes(

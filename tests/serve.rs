@@ -300,6 +300,16 @@ fn every_policy_answers_over_https_as_run_does() {
         patched >= 3,
         "the examples exercise mutation ({patched} patches)"
     );
+    // The built policies are annotated: loaded without a warning.
+    let log = server.log();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("loaded policy"))
+            .count(),
+        4,
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.starts_with("warning:")), "{log:?}");
 }
 
 #[test]
@@ -423,6 +433,16 @@ fn readiness_and_metrics_per_policy() {
     server.review("/audit/mutate", &rejected);
     let (status, text) = server.get("/metrics");
     assert_eq!(status, 200);
+    // The test mutator is not annotated: served, with the warning policy-server's refusal
+    // deserves.
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("carries no Kubewarden metadata: policy-server would refuse it")),
+        "{:?}",
+        server.log()
+    );
     let sample = |prefix: &str, labels: &[&str]| -> f64 {
         let line = text
             .lines()
@@ -492,6 +512,34 @@ fn bad_settings_or_modules_stop_the_start() {
         assert!(err.contains(expected), "{err}");
         assert_eq!(err.lines().filter(|l| l.starts_with("error:")).count(), 1);
     }
+}
+
+#[test]
+fn a_module_whose_metadata_policy_server_would_refuse_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata =
+        std::fs::read_to_string(root().join("policies/sidecar-ordering-policy/metadata.yml"))
+            .unwrap()
+            .replace("executionMode: kubewarden-wapc", "executionMode: opa");
+    std::fs::write(dir.path().join("metadata.yml"), metadata).unwrap();
+    let annotated = dir.path().join("opa.wasm");
+    let out = run(&[
+        "annotate",
+        "-m",
+        p(&dir.path().join("metadata.yml")),
+        "-o",
+        p(&annotated),
+        p(&null_policy()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (child, _dir, _) = spawn(&json!({"opa": {"module": p(&annotated)}}), &[]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("executionMode \"opa\"; sidecarctl serves kubewarden-wapc policies"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -70,9 +70,12 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
     let mut policies = HashMap::new();
     for entry in entries {
         let timeout = entry.timeout.unwrap_or(options.default_timeout);
+        let context = || format!("policy {:?}", entry.id);
+        let (name, bytes) = runtime.fetch(&entry.module, access).with_context(context)?;
+        check_metadata(&name, &bytes).with_context(context)?;
         let policy = runtime
-            .load_ref(&entry.module, access, timeout)
-            .with_context(|| format!("policy {:?}", entry.id))?;
+            .load_bytes(&name, &bytes, timeout)
+            .with_context(context)?;
         let evaluator = Evaluator::new(policy, entry.settings)
             .with_context(|| format!("policy {:?}", entry.id))?;
         eprintln!(
@@ -108,6 +111,32 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
         .build()
         .context("cannot start the server runtime")?
         .block_on(serve(app, options))
+}
+
+/// policy-server runs a waPC module only when its Kubewarden metadata says protocol v1.
+/// A module with other metadata is refused here too; one with none (a test build, a
+/// module not yet annotated) is served, with a warning that policy-server would not.
+fn check_metadata(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    match crate::metadata::read(bytes)? {
+        Some(meta) => {
+            if meta.execution_mode != "kubewarden-wapc" {
+                bail!(
+                    "{name}: executionMode {:?}; sidecarctl serves kubewarden-wapc policies",
+                    meta.execution_mode
+                );
+            }
+            if meta.protocol_version.as_deref() != Some("v1") {
+                bail!(
+                    "{name}: protocolVersion {:?} in its metadata; policy-server needs v1",
+                    meta.protocol_version
+                );
+            }
+        }
+        None => eprintln!(
+            "warning: {name} carries no Kubewarden metadata: policy-server would refuse it (sidecarctl annotate adds it)"
+        ),
+    }
+    Ok(())
 }
 
 fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
