@@ -2,25 +2,54 @@
 //! settings validation that answers instead of erroring, and answers that carry warnings
 //! and audit annotations (the SDK's helpers carry neither).
 
-use kubewarden_policy_sdk::request::{KubernetesAdmissionRequest, ValidationRequest};
+pub use kubewarden_policy_sdk::protocol_version_guest;
+pub use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
+use kubewarden_policy_sdk::request::ValidationRequest;
 use kubewarden_policy_sdk::response::ValidationResponse;
 use kubewarden_policy_sdk::settings::{SettingsValidationResponse, Validatable};
-use kubewarden_policy_sdk::wapc_guest::CallResult;
+pub use kubewarden_policy_sdk::wapc_guest::CallResult;
+pub use kubewarden_policy_sdk::wapc_guest::prelude::register_function;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 
+/// A policy's waPC exports: `wapc_init` registering `validate` (the request parsed once,
+/// handed to `$evaluate` with the settings), `validate_settings` and `protocol_version`.
+/// A macro because each policy cdylib must define its own `wapc_init` symbol.
+#[macro_export]
+macro_rules! export_policy {
+    ($settings:ty, $evaluate:path) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn wapc_init() {
+            fn validate(payload: &[u8]) -> $crate::CallResult {
+                $crate::validate_with::<$settings>(payload, $evaluate)
+            }
+            $crate::register_function("validate", validate);
+            $crate::register_function("validate_settings", $crate::validate_settings::<$settings>);
+            $crate::register_function("protocol_version", $crate::protocol_version_guest);
+        }
+    };
+}
+
 /// `validate_settings`: settings that do not even parse (a typo in a field name, a wrong
 /// type) are answered `valid: false` with serde's reason, like any other invalid setting.
 pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> CallResult {
-    let verdict = serde_json::from_slice::<T>(payload)
-        .map_err(|e| format!("invalid settings: {e}"))
-        .and_then(|s| s.validate());
+    let verdict = read_settings::<T>(payload);
     Ok(serde_json::to_vec(&SettingsValidationResponse {
         valid: verdict.is_ok(),
         message: verdict.err(),
     })?)
+}
+
+/// Settings as `validate_settings` reads them: parsed, then validated.
+pub fn read_settings<T: DeserializeOwned + Validatable>(
+    json: impl AsRef<[u8]>,
+) -> Result<T, String> {
+    let settings: T =
+        serde_json::from_slice(json.as_ref()).map_err(|e| format!("invalid settings: {e}"))?;
+    settings.validate()?;
+    Ok(settings)
 }
 
 /// `validate`: parses the request once, hands it with the settings to `evaluate`, and

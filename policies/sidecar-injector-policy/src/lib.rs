@@ -4,11 +4,8 @@
 
 mod settings;
 
-use guest::prelude::*;
-use kubewarden_policy_sdk::protocol_version_guest;
-use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
-use kubewarden_policy_sdk::wapc_guest as guest;
 use policy_shell::Answer;
+use policy_shell::KubernetesAdmissionRequest;
 use serde_json::Value;
 use sidecar_model::inject::{self, SetOutcome};
 use sidecar_model::{PodModel, WorkloadKind, surgery};
@@ -17,19 +14,7 @@ use settings::Settings;
 
 pub const INJECTED: &str = "sidecars.dev/injected";
 
-#[unsafe(no_mangle)]
-pub extern "C" fn wapc_init() {
-    register_function("validate", validate);
-    register_function(
-        "validate_settings",
-        policy_shell::validate_settings::<Settings>,
-    );
-    register_function("protocol_version", protocol_version_guest);
-}
-
-fn validate(payload: &[u8]) -> CallResult {
-    policy_shell::validate_with::<Settings>(payload, evaluate)
-}
+policy_shell::export_policy!(Settings, evaluate);
 
 fn outdated_message(
     set: &str,

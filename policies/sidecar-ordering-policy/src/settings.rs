@@ -36,9 +36,9 @@ impl Validatable for Settings {
 mod tests {
     use super::*;
 
+    /// The parse `validate_settings` does.
     fn parse(json: &str) -> Result<Settings, String> {
-        let s: Settings = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        s.validate().map(|_| s)
+        policy_shell::read_settings(json)
     }
 
     #[test]

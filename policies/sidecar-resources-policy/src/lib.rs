@@ -4,11 +4,8 @@
 
 mod settings;
 
-use guest::prelude::*;
-use kubewarden_policy_sdk::protocol_version_guest;
-use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
-use kubewarden_policy_sdk::wapc_guest as guest;
 use policy_shell::Answer;
+use policy_shell::KubernetesAdmissionRequest;
 use sidecar_model::budget::{self, Accounting, ResourceEdit};
 use sidecar_model::{PodModel, QosClass, WorkloadKind, surgery};
 
@@ -18,19 +15,7 @@ pub const EFFECTIVE_REQUESTS: &str = "sidecars.dev/effective-requests";
 pub const EFFECTIVE_LIMITS: &str = "sidecars.dev/effective-limits";
 pub const QOS_CLASS: &str = "sidecars.dev/qos-class";
 
-#[unsafe(no_mangle)]
-pub extern "C" fn wapc_init() {
-    register_function("validate", validate);
-    register_function(
-        "validate_settings",
-        policy_shell::validate_settings::<Settings>,
-    );
-    register_function("protocol_version", protocol_version_guest);
-}
-
-fn validate(payload: &[u8]) -> CallResult {
-    policy_shell::validate_with::<Settings>(payload, evaluate)
-}
+policy_shell::export_policy!(Settings, evaluate);
 
 struct Verdicts<'s> {
     settings: &'s Settings,
