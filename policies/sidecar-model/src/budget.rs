@@ -468,12 +468,10 @@ mod tests {
     use serde_json::{Value, json};
 
     fn model(spec: Value) -> PodModel {
-        PodModel::from_object(
+        PodModel::of(
             &json!({"kind": "Pod", "spec": spec}),
             &KnownSidecars::default(),
         )
-        .unwrap()
-        .unwrap()
     }
 
     fn q(s: &str) -> Quantity {

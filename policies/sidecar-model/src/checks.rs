@@ -465,9 +465,7 @@ mod tests {
     use serde_json::{Value, json};
 
     fn model(object: Value) -> PodModel {
-        PodModel::from_object(&object, &KnownSidecars::default())
-            .unwrap()
-            .unwrap()
+        PodModel::of(&object, &KnownSidecars::default())
     }
 
     fn rules(v: &[Violation]) -> Vec<&'static str> {

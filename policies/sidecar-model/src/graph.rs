@@ -283,13 +283,10 @@ mod tests {
     use serde_json::{Value, json};
 
     fn model(annotations: Value, init: Value, containers: Value) -> PodModel {
-        PodModel::from_object(
-            &json!({"kind": "Pod", "metadata": {"annotations": annotations},
-                    "spec": {"initContainers": init, "containers": containers}}),
+        PodModel::of(
+            &PodModel::pod(annotations, init, containers),
             &KnownSidecars::none(),
         )
-        .unwrap()
-        .unwrap()
     }
 
     fn sidecar(name: &str) -> Value {

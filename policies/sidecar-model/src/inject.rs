@@ -754,9 +754,7 @@ mod tests {
     }
 
     fn run(object: &mut Value, sets: &[SidecarSet], ns: &str) -> Vec<SetOutcome> {
-        let m = PodModel::from_object(object, &KnownSidecars::default())
-            .unwrap()
-            .unwrap();
+        let m = PodModel::of(object, &KnownSidecars::default());
         inject(object, &m, sets, ns, &KnownSidecars::default()).unwrap()
     }
 
@@ -848,9 +846,7 @@ mod tests {
         upgraded.containers.get_mut().unwrap()[0]
             .spec
             .insert("image".into(), json!("docker.io/istio/proxyv2:1.25.0"));
-        let m = PodModel::from_object(&object, &KnownSidecars::default())
-            .unwrap()
-            .unwrap();
+        let m = PodModel::of(&object, &KnownSidecars::default());
         let outcomes = survey(&m, &[upgraded.clone()], "shop");
         let SetOutcome::Outdated {
             images, current, ..

@@ -341,13 +341,10 @@ mod tests {
     use serde_json::{Value, json};
 
     fn model(annotations: Value, init: Value, containers: Value) -> PodModel {
-        PodModel::from_object(
-            &json!({"kind": "Pod", "metadata": {"annotations": annotations},
-                    "spec": {"initContainers": init, "containers": containers}}),
+        PodModel::of(
+            &PodModel::pod(annotations, init, containers),
             &KnownSidecars::default(),
         )
-        .unwrap()
-        .unwrap()
     }
 
     fn sidecar(name: &str) -> Value {

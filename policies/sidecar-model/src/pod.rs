@@ -195,6 +195,23 @@ impl PodModel {
     }
 }
 
+/// Models for the model's own tests.
+#[cfg(test)]
+impl PodModel {
+    /// The model of an object that must hold a pod.
+    pub(crate) fn of(object: &Value, known: &KnownSidecars) -> PodModel {
+        PodModel::from_object(object, known)
+            .expect("a well-formed pod")
+            .expect("an object that holds a pod")
+    }
+
+    /// A Pod with these annotations, init containers and containers.
+    pub(crate) fn pod(annotations: Value, init: Value, containers: Value) -> Value {
+        serde_json::json!({"kind": "Pod", "metadata": {"annotations": annotations},
+                           "spec": {"initContainers": init, "containers": containers}})
+    }
+}
+
 fn classify(
     pod: &PodView,
     list: ContainerList,
@@ -328,9 +345,7 @@ mod tests {
     use serde_json::json;
 
     fn model(object: Value) -> PodModel {
-        PodModel::from_object(&object, &KnownSidecars::default())
-            .unwrap()
-            .unwrap()
+        PodModel::of(&object, &KnownSidecars::default())
     }
 
     fn types(m: &PodModel) -> Vec<(&str, LifecycleType)> {

@@ -280,9 +280,7 @@ mod tests {
     use serde_json::json;
 
     fn model(object: &Value) -> PodModel {
-        PodModel::from_object(object, &KnownSidecars::default())
-            .unwrap()
-            .unwrap()
+        PodModel::of(object, &KnownSidecars::default())
     }
 
     fn istio_job() -> Value {
