@@ -55,13 +55,7 @@ fn null_policy_answer_is_byte_for_byte_policy_servers() {
 
 #[test]
 fn test_mutator_patch_is_byte_for_byte_policy_servers() {
-    let out = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&fixture("pod.yaml")),
-    ]);
+    let out = run_policy(&test_mutator(), &fixture("pod.yaml"), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     let response: Value = serde_json::from_str(&text).unwrap();
@@ -91,13 +85,7 @@ fn test_mutator_patch_is_byte_for_byte_policy_servers() {
 
 #[test]
 fn a_conforming_object_gets_no_patch() {
-    let out = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&fixture("pod-labelled.json")),
-    ]);
+    let out = run_policy(&test_mutator(), &fixture("pod-labelled.json"), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let r = response_of(&out);
     assert_eq!(r["allowed"], true);
@@ -109,13 +97,7 @@ fn a_conforming_object_gets_no_patch() {
 
 #[test]
 fn mutating_a_delete_is_rejected_as_policy_server_does() {
-    let out = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&fixture("delete-review.json")),
-    ]);
+    let out = run_policy(&test_mutator(), &fixture("delete-review.json"), &[]);
     // The mutator answers a DELETE (object null) with a mutated object anyway.
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -127,15 +109,11 @@ fn mutating_a_delete_is_rejected_as_policy_server_does() {
 #[test]
 fn settings_are_validated_before_the_first_evaluation() {
     let pod = fixture("pod.yaml");
-    let out = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&pod),
-        "--settings-json",
-        r#"{"label": "x"}"#,
-    ]);
+    let out = run_policy(
+        &test_mutator(),
+        &pod,
+        &["--settings-json", r#"{"label": "x"}"#],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stdout(&out).is_empty());
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
@@ -145,15 +123,11 @@ fn settings_are_validated_before_the_first_evaluation() {
         stderr(&out)
     );
 
-    let typo = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&pod),
-        "--settings-json",
-        r#"{"lable": "a=b"}"#,
-    ]);
+    let typo = run_policy(
+        &test_mutator(),
+        &pod,
+        &["--settings-json", r#"{"lable": "a=b"}"#],
+    );
     assert_eq!(typo.status.code(), Some(2));
     assert!(
         stderr(&typo).contains("unknown field `lable`"),
@@ -161,15 +135,11 @@ fn settings_are_validated_before_the_first_evaluation() {
         stderr(&typo)
     );
 
-    let custom = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&pod),
-        "--settings-json",
-        r#"{"label": "team=mesh"}"#,
-    ]);
+    let custom = run_policy(
+        &test_mutator(),
+        &pod,
+        &["--settings-json", r#"{"label": "team=mesh"}"#],
+    );
     assert!(custom.status.success());
     let patched = response_of(&custom);
     let patch =
@@ -182,41 +152,19 @@ fn input_shapes_and_stdin() {
     let pod = std::fs::read_to_string(fixture("pod.yaml")).unwrap();
     let from_stdin = run_with_stdin(&["run", "-p", p(&null_policy()), "-r", "-"], &pod);
     assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
-    let from_file = run(&[
-        "run",
-        "-p",
-        p(&null_policy()),
-        "-r",
-        p(&fixture("pod.yaml")),
-    ]);
+    let from_file = run_policy(&null_policy(), &fixture("pod.yaml"), &[]);
     assert_eq!(
         from_stdin.stdout, from_file.stdout,
         "the same object gives the same uid and answer"
     );
 
-    let yaml = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&fixture("pod.yaml")),
-        "-o",
-        "yaml",
-    ]);
+    let yaml = run_policy(&test_mutator(), &fixture("pod.yaml"), &["-o", "yaml"]);
     assert!(
         stdout(&yaml).contains("patchType: JSONPatch"),
         "{}",
         stdout(&yaml)
     );
-    let pretty = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&fixture("pod.yaml")),
-        "-o",
-        "pretty",
-    ]);
+    let pretty = run_policy(&test_mutator(), &fixture("pod.yaml"), &["-o", "pretty"]);
     let text = stdout(&pretty);
     assert!(text.starts_with("ALLOWED (mutated)\n"), "{text}");
     assert!(
@@ -327,13 +275,7 @@ fn bad_inputs_are_one_line_and_exit_2() {
 
 #[test]
 fn a_trap_answers_500_like_policy_server() {
-    let out = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&fixture("pod-trap.yaml")),
-    ]);
+    let out = run_policy(&test_mutator(), &fixture("pod-trap.yaml"), &[]);
     assert_eq!(out.status.code(), Some(2));
     let r = response_of(&out);
     assert_eq!(r["allowed"], false);
@@ -350,15 +292,11 @@ fn a_trap_answers_500_like_policy_server() {
 #[test]
 fn an_endless_policy_is_stopped_at_its_deadline() {
     let started = std::time::Instant::now();
-    let out = run(&[
-        "run",
-        "-p",
-        p(&test_mutator()),
-        "-r",
-        p(&fixture("pod-spin.yaml")),
-        "--timeout-ms",
-        "300",
-    ]);
+    let out = run_policy(
+        &test_mutator(),
+        &fixture("pod-spin.yaml"),
+        &["--timeout-ms", "300"],
+    );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("exceeded its 300ms deadline"),

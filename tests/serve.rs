@@ -272,15 +272,11 @@ fn every_policy_answers_over_https_as_run_does() {
             // The same module and settings through `run`: serve adds nothing in protect
             // mode with mutations allowed.
             let settings = root().join(format!("examples/settings/{crate_name}.yaml"));
-            let out = run(&[
-                "run",
-                "-p",
-                p(&module(&format!("wasm/{crate_name}.wasm"))),
-                "-r",
-                p(&review_file),
-                "-s",
-                p(&settings),
-            ]);
+            let out = run_policy(
+                &module(&format!("wasm/{crate_name}.wasm")),
+                &review_file,
+                &["-s", p(&settings)],
+            );
             let expected: Value = serde_json::from_str(&stdout(&out)).unwrap();
             assert_eq!(response, expected, "{policy} on {}", pod_file.display());
             if let Some(patch) = response["patch"].as_str() {

@@ -76,6 +76,13 @@ pub fn run(args: &[&str]) -> Output {
         .expect("sidecarctl runs")
 }
 
+/// `sidecarctl run -p POLICY -r REQUEST EXTRA...`
+pub fn run_policy(policy: &Path, request: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "-p", p(policy), "-r", p(request)];
+    args.extend(extra);
+    run(&args)
+}
+
 pub fn run_with_stdin(args: &[&str], input: &str) -> Output {
     use std::io::Write;
     let mut child = sidecarctl()
