@@ -368,7 +368,13 @@ pub fn review_response(response: &AdmissionResponse) -> Value {
 
 /// The payload of `validate`: `{"request": …, "settings": …}`.
 pub fn validate_payload(request: &Value, settings: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({"request": request, "settings": settings})).unwrap_or_default()
+    // Serialized from borrows: `json!` would copy the whole request into a new value first.
+    #[derive(Serialize)]
+    struct Payload<'a> {
+        request: &'a Value,
+        settings: &'a Value,
+    }
+    serde_json::to_vec(&Payload { request, settings }).unwrap_or_default()
 }
 
 /// The request's uid, or empty.

@@ -305,15 +305,15 @@ async fn answer(app: Arc<App>, policy_id: String, body: Bytes, origin: Origin) -
 
 /// The AdmissionRequest of an AdmissionReview body, or why it is not one.
 fn review_request(body: &[u8]) -> Result<Value, String> {
-    let review: Value = serde_json::from_slice(body)
+    let mut review: Value = serde_json::from_slice(body)
         .map_err(|e| format!("the body is not an AdmissionReview: invalid JSON: {e}"))?;
-    let Some(request) = review.get("request").filter(|r| r.is_object()) else {
+    let Some(request) = review.get_mut("request").filter(|r| r.is_object()) else {
         return Err("the body is not an AdmissionReview: it has no request".into());
     };
     if admission::uid_of(request).is_empty() {
         return Err("the AdmissionReview's request has no uid".into());
     }
-    Ok(request.clone())
+    Ok(request.take())
 }
 
 fn record(
