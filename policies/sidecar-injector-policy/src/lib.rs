@@ -104,11 +104,12 @@ fn evaluate(
     } else {
         PodModel::reread(&mutated, &known).map_err(|e| e.to_string())?
     };
-    let outcomes = inject::inject(
+    let outcomes = inject::inject_surveyed(
         &mut mutated,
         &model,
         &settings.sidecar_sets,
         namespace,
+        outcomes,
         &known,
     )
     .map_err(|e| e.to_string())?;

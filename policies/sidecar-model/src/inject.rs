@@ -551,7 +551,20 @@ pub fn inject(
     namespace: &str,
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
-    let mut outcomes = survey(model, sets, namespace);
+    let outcomes = survey(model, sets, namespace);
+    inject_surveyed(object, model, sets, namespace, outcomes, known)
+}
+
+/// [`inject`] with the survey the caller already made of the same pod (normalising
+/// legacy sidecars first changes nothing a survey reads: labels, annotations, names).
+pub fn inject_surveyed(
+    object: &mut Value,
+    model: &PodModel,
+    sets: &[SidecarSet],
+    namespace: &str,
+    mut outcomes: Vec<SetOutcome>,
+    known: &crate::KnownSidecars,
+) -> Result<Vec<SetOutcome>, ModelError> {
     let kind = model.pod.kind;
     let app_mounts: Vec<Value> = model
         .containers
