@@ -3,8 +3,6 @@
 //! and audit annotations (the SDK's helpers carry neither).
 
 pub use kubewarden_policy_sdk::protocol_version_guest;
-pub use kubewarden_policy_sdk::request::KubernetesAdmissionRequest;
-use kubewarden_policy_sdk::request::ValidationRequest;
 use kubewarden_policy_sdk::response::ValidationResponse;
 use kubewarden_policy_sdk::settings::{SettingsValidationResponse, Validatable};
 pub use kubewarden_policy_sdk::wapc_guest::CallResult;
@@ -12,6 +10,8 @@ pub use kubewarden_policy_sdk::wapc_guest::prelude::register_function;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// A policy's waPC exports: `wapc_init` registering `validate` (the request parsed once,
@@ -52,18 +52,66 @@ pub fn read_settings<T: DeserializeOwned + Validatable>(
     Ok(settings)
 }
 
-/// `validate`: parses the request once, hands it with the settings to `evaluate`, and
-/// turns an error into a rejection (a policy never traps on what it is given). The request
-/// is lent mutably so a mutating policy can take `object` instead of copying it: the
-/// request is not read again once the policy has decided.
+/// The part of the validation payload the policies read. The SDK's `ValidationRequest`
+/// parses every field, the object and `oldObject` into `serde_json::Value` trees; in the
+/// fresh instance policy-server gives each request, building and dropping those trees
+/// cost more than a policy's own work. Here the object stays the JSON text it came as,
+/// borrowed from the payload, and the model reads what it needs straight from it.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "S: DeserializeOwned + Default"))]
+struct Payload<'a, S> {
+    #[serde(default)]
+    settings: S,
+    #[serde(borrow)]
+    request: AdmissionRequest<'a>,
+}
+
+/// An AdmissionRequest as the policies see it: the operation, the namespace, and the
+/// object as its JSON text. Every other field is skipped unread.
+#[derive(Debug, Deserialize)]
+pub struct AdmissionRequest<'a> {
+    #[serde(default, borrow)]
+    pub operation: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub namespace: Cow<'a, str>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+impl AdmissionRequest<'_> {
+    /// The object's JSON text (`null` when the request has none, as for a DELETE).
+    pub fn object_json(&self) -> &str {
+        self.object.map_or("null", RawValue::get)
+    }
+
+    /// The object as a value, for a policy about to edit it: only mutations pay for it.
+    pub fn object_value(&self) -> Result<Value, String> {
+        serde_json::from_str(self.object_json())
+            .map_err(|e| format!("cannot read the request's object: {e}"))
+    }
+
+    /// The object a policy edits, read into `edited` on the first edit and the same value
+    /// on every later one.
+    pub fn object_to_edit<'e>(
+        &self,
+        edited: &'e mut Option<Value>,
+    ) -> Result<&'e mut Value, String> {
+        if edited.is_none() {
+            *edited = Some(self.object_value()?);
+        }
+        Ok(edited.get_or_insert(Value::Null))
+    }
+}
+
+/// `validate`: parses the payload once, hands the request with the settings to
+/// `evaluate`, and turns an error into a rejection (a policy never traps on what it is
+/// given).
 pub fn validate_with<S: DeserializeOwned + Default>(
     payload: &[u8],
-    evaluate: impl Fn(&S, &mut KubernetesAdmissionRequest) -> Result<Answer, String>,
+    evaluate: impl Fn(&S, &AdmissionRequest) -> Result<Answer, String>,
 ) -> CallResult {
-    let answer = match ValidationRequest::<S>::new(payload) {
-        Ok(mut request) => {
-            evaluate(&request.settings, &mut request.request).unwrap_or_else(Answer::reject)
-        }
+    let answer = match serde_json::from_slice::<Payload<S>>(payload) {
+        Ok(payload) => evaluate(&payload.settings, &payload.request).unwrap_or_else(Answer::reject),
         Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
     };
     answer.into_response()
@@ -123,5 +171,64 @@ impl Answer {
             audit_annotations: (!self.audit.is_empty()).then_some(self.audit),
             warnings: (!self.warnings.is_empty()).then_some(self.warnings),
         })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoSettings {}
+
+    fn read(payload: &str) -> Result<(String, String, String), String> {
+        let payload: Payload<NoSettings> =
+            serde_json::from_str(payload).map_err(|e| e.to_string())?;
+        let r = payload.request;
+        Ok((
+            r.operation.to_string(),
+            r.namespace.to_string(),
+            r.object_json().to_string(),
+        ))
+    }
+
+    #[test]
+    fn the_object_is_kept_as_the_text_it_came_as() {
+        let payload = r#"{"settings": {}, "request": {"uid": "1", "kind": {"kind": "Pod"},
+            "operation": "CREATE", "namespace": "shop", "userInfo": {"username": "me"},
+            "object": {"kind": "Pod", "metadata": {"name": "a\u0062c"}}, "oldObject": null}}"#;
+        let (operation, namespace, object) = read(payload).unwrap();
+        assert_eq!((operation.as_str(), namespace.as_str()), ("CREATE", "shop"));
+        assert_eq!(
+            object,
+            r#"{"kind": "Pod", "metadata": {"name": "a\u0062c"}}"#
+        );
+    }
+
+    #[test]
+    fn a_request_without_object_or_settings_reads_as_null() {
+        let (operation, namespace, object) =
+            read(r#"{"request": {"operation": "DELETE"}}"#).unwrap();
+        assert_eq!(
+            (operation.as_str(), namespace.as_str(), object.as_str()),
+            ("DELETE", "", "null")
+        );
+        assert!(read(r#"{"request": {"object": {"kind": "Pod"}"#).is_err());
+        assert!(read(r#"{"settings": {"typo": 1}, "request": {}}"#).is_err());
+    }
+
+    #[test]
+    fn an_unreadable_payload_is_a_rejection_not_a_trap() {
+        let answer =
+            validate_with::<NoSettings>(b"{not json", |_, _| Ok(Answer::accept())).unwrap();
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["accepted"], false);
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("cannot read the admission request")
+        );
     }
 }

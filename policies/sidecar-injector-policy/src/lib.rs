@@ -4,9 +4,8 @@
 
 mod settings;
 
+use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use policy_shell::KubernetesAdmissionRequest;
-use serde_json::Value;
 use sidecar_model::inject::{self, SetOutcome};
 use sidecar_model::{PodModel, WorkloadKind, surgery};
 
@@ -38,27 +37,20 @@ fn outdated_message(
     )
 }
 
-fn evaluate(
-    settings: &Settings,
-    request: &mut KubernetesAdmissionRequest,
-) -> Result<Answer, String> {
-    let operation = request.operation.as_str();
-    let namespace = Some(request.namespace.as_str())
-        .filter(|n| !n.is_empty())
-        .or_else(|| {
-            request
-                .object
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-        })
-        .unwrap_or("default")
-        .to_string();
-    let namespace = namespace.as_str();
+fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
+    let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
-    let Some(model) = PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+    let Some(model) =
+        PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
         return Ok(Answer::accept());
     };
+    let namespace = Some(request.namespace.as_ref())
+        .filter(|n| !n.is_empty())
+        .or(model.pod.namespace.as_deref())
+        .unwrap_or("default")
+        .to_string();
+    let namespace = namespace.as_str();
     // SidecarSets inject into pods, not into workload templates: a template injected
     // once would pin its sidecars' versions until the workload itself changes.
     if model.pod.kind != WorkloadKind::Pod {
@@ -93,8 +85,7 @@ fn evaluate(
 
     // Legacy sidecars become native first, as the other policies make them, so the
     // injected containers land where they would in any order of the policies.
-    // The request is not read again: take its object rather than copy it.
-    let mut mutated = std::mem::take(&mut request.object);
+    let mut mutated = request.object_value()?;
     let changes = surgery::normalise(&mut mutated, &model).unwrap_or_default();
     answer
         .warnings

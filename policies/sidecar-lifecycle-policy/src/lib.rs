@@ -4,8 +4,8 @@
 
 mod settings;
 
+use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use policy_shell::KubernetesAdmissionRequest;
 use serde_json::Value;
 use sidecar_model::checks::{self, CheckOptions, Rule};
 use sidecar_model::surgery::{self, NormaliseError};
@@ -15,18 +15,15 @@ use settings::{Level, Settings};
 
 policy_shell::export_policy!(Settings, evaluate);
 
-fn evaluate(
-    settings: &Settings,
-    request: &mut KubernetesAdmissionRequest,
-) -> Result<Answer, String> {
-    let operation = request.operation.as_str();
+fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
+    let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
     let options = CheckOptions {
         kubernetes_version: settings.version()?,
     };
     let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) =
-        PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+        PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
         return Ok(Answer::accept());
     };
@@ -36,14 +33,14 @@ fn evaluate(
     }
     let levels = &settings.rules;
     let mut answer = Answer::accept();
-    // The request's object is taken (not copied) only when something is about to change.
+    // The request's object is read into a value only when something is about to change.
     let mut mutated: Option<Value> = None;
 
     if settings.convert
         && levels.of(Rule::LegacySidecar) != Level::Off
         && model.legacy_sidecars().next().is_some()
     {
-        let mut target = std::mem::take(&mut request.object);
+        let mut target = request.object_value()?;
         match surgery::normalise(&mut target, &model) {
             Ok(changes) if !changes.is_empty() => {
                 answer.warnings.extend(
@@ -54,8 +51,8 @@ fn evaluate(
                 model = reread(&target)?;
                 mutated = Some(target);
             }
-            // Nothing was changed: the object goes back as it was.
-            Ok(_) | Err(NormaliseError::NoAppContainerLeft(_)) => request.object = target,
+            // Nothing was changed: the request is answered as it came.
+            Ok(_) | Err(NormaliseError::NoAppContainerLeft(_)) => {}
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -70,7 +67,7 @@ fn evaluate(
             })
             .collect();
         for &i in &optional {
-            let target = mutated.get_or_insert_with(|| std::mem::take(&mut request.object));
+            let target = request.object_to_edit(&mut mutated)?;
             surgery::remove_container_field(target, &model, i, "readinessProbe")
                 .map_err(|e| e.to_string())?;
             answer.warnings.push(format!(

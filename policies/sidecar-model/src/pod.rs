@@ -69,6 +69,12 @@ impl PodModel {
         Ok(PodView::from_object(object)?.map(|pod| Self::new(pod, known)))
     }
 
+    /// The model of the object whose JSON text is `text` (as an admission request carries
+    /// it), read in one pass without a `Value` in between.
+    pub fn from_json(text: &str, known: &KnownSidecars) -> Result<Option<Self>, ModelError> {
+        Ok(PodView::from_json(text)?.map(|pod| Self::new(pod, known)))
+    }
+
     /// The model of an object a policy rewrote (it must still hold its pod).
     pub fn reread(object: &Value, known: &KnownSidecars) -> Result<Self, ModelError> {
         Self::from_object(object, known)?

@@ -45,7 +45,7 @@ pub struct Container {
 }
 
 /// `null` reads as the empty value, as the API server treats it.
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(crate) fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,

@@ -1,7 +1,8 @@
 //! Where the pod spec lives in each kind of object, and reading it.
 
-use crate::spec::PodSpec;
-use serde::Deserialize;
+use crate::spec::{PodSpec, null_as_empty};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -92,57 +93,23 @@ impl PodView {
     /// Reads the pod of `object`. `Ok(None)` for kinds that hold no pod (they are accepted
     /// untouched); an error for a supported kind that is malformed.
     pub fn from_object(object: &Value) -> Result<Option<PodView>, ModelError> {
-        let Some(kind) = object.get("kind").and_then(Value::as_str) else {
-            return Ok(None);
-        };
-        let Some(kind) = WorkloadKind::from_kind(kind) else {
-            return Ok(None);
-        };
-        Self::from_object_of_kind(object, kind).map(Some)
+        match ObjectPod::deserialize(object) {
+            Ok(read) => Ok(read.0),
+            Err(e) => Err(malformed(e, serde_path_to_error::deserialize(object))),
+        }
     }
 
-    pub fn from_object_of_kind(object: &Value, kind: WorkloadKind) -> Result<PodView, ModelError> {
-        let spec_value = object.pointer(kind.pod_spec_pointer()).ok_or_else(|| {
-            ModelError::Malformed(format!(
-                "{} has no pod spec at {}",
-                kind.as_str(),
-                kind.pod_spec_pointer()
-            ))
-        })?;
-        // Deserialized from the borrowed value: no copy of the spec.
-        let spec = PodSpec::deserialize(spec_value).map_err(|e| {
-            ModelError::Malformed(format!(
-                "the pod spec at {} of this {} is not valid: {e}",
-                kind.pod_spec_pointer(),
-                kind.as_str()
-            ))
-        })?;
-        let metadata = object.pointer(kind.pod_metadata_pointer());
-        let string_map = |field: &str| -> Result<BTreeMap<String, String>, ModelError> {
-            match metadata.and_then(|m| m.get(field)) {
-                None | Some(Value::Null) => Ok(BTreeMap::new()),
-                Some(v) => BTreeMap::<String, String>::deserialize(v).map_err(|e| {
-                    ModelError::Malformed(format!(
-                        "{}/{field} must map strings to strings: {e}",
-                        kind.pod_metadata_pointer()
-                    ))
-                }),
-            }
-        };
-        let meta_str = |field: &str| {
-            object
-                .pointer(&format!("/metadata/{field}"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
-        Ok(PodView {
-            kind,
-            name: meta_str("name").or_else(|| meta_str("generateName")),
-            namespace: meta_str("namespace"),
-            annotations: string_map("annotations")?,
-            labels: string_map("labels")?,
-            spec,
-        })
+    /// [`PodView::from_object`] straight from the object's JSON text, as it came in the
+    /// admission request: one pass that builds only what the model reads, where parsing
+    /// the whole object into a `Value` first would cost more than the policy itself.
+    pub fn from_json(text: &str) -> Result<Option<PodView>, ModelError> {
+        match serde_json::from_str::<ObjectPod>(text) {
+            Ok(read) => Ok(read.0),
+            Err(e) => Err(malformed(
+                e,
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)),
+            )),
+        }
     }
 
     /// A pod whose containers are expected to finish: a Job's or CronJob's, or one with
@@ -161,6 +128,231 @@ impl PodView {
             Some(n) => format!("{}/{n}", self.kind.as_str()),
             None => self.kind.as_str().to_string(),
         }
+    }
+}
+
+/// Why a read failed, with where: the read is done again with the path tracked, so the
+/// common case (a valid object) pays nothing for it.
+fn malformed<E: std::fmt::Display>(
+    first: impl std::fmt::Display,
+    again: Result<ObjectPod, serde_path_to_error::Error<E>>,
+) -> ModelError {
+    ModelError::Malformed(match again {
+        Err(e) if e.path().iter().next().is_some() => format!("{}: {}", e.path(), e.inner()),
+        Err(e) => e.inner().to_string(),
+        Ok(_) => first.to_string(),
+    })
+}
+
+/// The pod an object holds, read in one pass over the object. The shapes are chosen by
+/// `kind`; an object whose `kind` comes after its `spec` (never from the API server) has
+/// its `metadata` and `spec` kept as values until the kind is known.
+struct ObjectPod(Option<PodView>);
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum ObjectField {
+    Kind,
+    Metadata,
+    Spec,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    name: Option<String>,
+    generate_name: Option<String>,
+    namespace: Option<String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    annotations: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    labels: BTreeMap<String, String>,
+}
+
+/// `spec.template` of the workloads, and `spec.jobTemplate.spec.template` of a CronJob.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkloadSpec {
+    template: Option<PodTemplate>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CronJobSpec {
+    job_template: Option<JobTemplate>,
+}
+
+#[derive(Deserialize)]
+struct JobTemplate {
+    spec: Option<WorkloadSpec>,
+}
+
+#[derive(Deserialize)]
+struct PodTemplate {
+    metadata: Option<Metadata>,
+    spec: Option<PodSpec>,
+}
+
+/// What a kind's `spec` yields: the pod template's metadata (workloads) and the pod spec.
+type SpecRead = (Option<Metadata>, Option<PodSpec>);
+
+struct SpecOf(WorkloadKind);
+
+impl<'de> DeserializeSeed<'de> for SpecOf {
+    type Value = SpecRead;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<SpecRead, D::Error> {
+        let template = match self.0 {
+            WorkloadKind::Pod => return Ok((None, Option::<PodSpec>::deserialize(d)?)),
+            WorkloadKind::CronJob => Option::<CronJobSpec>::deserialize(d)?
+                .and_then(|s| s.job_template)
+                .and_then(|j| j.spec)
+                .and_then(|s| s.template),
+            _ => Option::<WorkloadSpec>::deserialize(d)?.and_then(|s| s.template),
+        };
+        Ok(template.map_or((None, None), |t| (t.metadata, t.spec)))
+    }
+}
+
+/// An object's `kind`: one of ours, or anything else (including a kind that is not a
+/// string, which no pod has).
+struct KindName(Option<WorkloadKind>);
+
+impl<'de> Deserialize<'de> for KindName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KindVisitor;
+        impl<'de> Visitor<'de> for KindVisitor {
+            type Value = KindName;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a kind")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KindName, E> {
+                Ok(KindName(WorkloadKind::from_kind(v)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<KindName, E> {
+                Ok(KindName(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<KindName, E> {
+                Ok(KindName(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<KindName, E> {
+                Ok(KindName(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<KindName, E> {
+                Ok(KindName(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<KindName, E> {
+                Ok(KindName(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<KindName, A::Error> {
+                IgnoredAny.visit_seq(seq).map(|_| KindName(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KindName, A::Error> {
+                IgnoredAny.visit_map(map).map(|_| KindName(None))
+            }
+        }
+        d.deserialize_any(KindVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectPod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor)
+    }
+}
+
+struct ObjectVisitor;
+
+impl ObjectVisitor {
+    fn none<E>(self) -> Result<ObjectPod, E> {
+        Ok(ObjectPod(None))
+    }
+}
+
+/// Anything but a JSON object holds no pod.
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = ObjectPod;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<ObjectPod, E> {
+        self.none()
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<ObjectPod, E> {
+        self.none()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<ObjectPod, E> {
+        self.none()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<ObjectPod, E> {
+        self.none()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<ObjectPod, E> {
+        self.none()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<ObjectPod, E> {
+        self.none()
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ObjectPod, A::Error> {
+        IgnoredAny.visit_seq(seq).map(|_| ObjectPod(None))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectPod, A::Error> {
+        // `None` until the kind is read; `Some(None)` for a kind that holds no pod.
+        let mut kind: Option<Option<WorkloadKind>> = None;
+        let mut metadata = None;
+        let mut spec = None;
+        let (mut early_metadata, mut early_spec) = (None::<Value>, None::<Value>);
+        while let Some(field) = map.next_key::<ObjectField>()? {
+            match (field, kind) {
+                (ObjectField::Kind, _) => kind = Some(map.next_value::<KindName>()?.0),
+                (ObjectField::Metadata, Some(Some(_))) => metadata = map.next_value()?,
+                (ObjectField::Spec, Some(Some(k))) => spec = Some(map.next_value_seed(SpecOf(k))?),
+                (ObjectField::Metadata, None) => early_metadata = Some(map.next_value()?),
+                (ObjectField::Spec, None) => early_spec = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let Some(Some(kind)) = kind else {
+            return Ok(ObjectPod(None));
+        };
+        let late = |e: serde_json::Error| de::Error::custom(e);
+        if let Some(value) = early_metadata {
+            metadata = Option::<Metadata>::deserialize(&value).map_err(late)?;
+        }
+        if let Some(value) = early_spec {
+            spec = Some(SpecOf(kind).deserialize(&value).map_err(late)?);
+        }
+        let (template_metadata, pod_spec) = spec.unwrap_or_default();
+        let Some(pod_spec) = pod_spec else {
+            return Err(de::Error::custom(format_args!(
+                "{} has no pod spec at {}",
+                kind.as_str(),
+                kind.pod_spec_pointer()
+            )));
+        };
+        let metadata = metadata.unwrap_or_default();
+        let pod_metadata = match kind {
+            WorkloadKind::Pod => None,
+            _ => Some(template_metadata.unwrap_or_default()),
+        };
+        let (annotations, labels) = match pod_metadata {
+            Some(m) => (m.annotations, m.labels),
+            None => (metadata.annotations, metadata.labels),
+        };
+        Ok(ObjectPod(Some(PodView {
+            kind,
+            name: metadata.name.or(metadata.generate_name),
+            namespace: metadata.namespace,
+            annotations,
+            labels,
+            spec: pod_spec,
+        })))
     }
 }
 
@@ -222,6 +414,87 @@ mod tests {
         for case in cases {
             assert!(PodView::from_object(&case).is_err(), "{case}");
         }
+    }
+
+    /// The text reader and the value reader agree, whatever the key order.
+    fn read_both(object: &Value) -> Result<Option<PodView>, ModelError> {
+        let from_text = PodView::from_json(&object.to_string());
+        let from_value = PodView::from_object(object);
+        assert_eq!(
+            format!("{from_text:?}"),
+            format!("{from_value:?}"),
+            "{object}"
+        );
+        from_value
+    }
+
+    #[test]
+    fn text_and_value_read_the_same_pod() {
+        let objects = [
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "a"}, "annotations": {"a": "b"}}, "spec": pod_spec(), "status": {"phase": "Pending"}}),
+            json!({"kind": "Pod", "metadata": {"generateName": "p-", "annotations": null}, "spec": pod_spec()}),
+            json!({"kind": "CronJob", "metadata": {"name": "c", "annotations": {"top": "level"}}, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"metadata": {"labels": {"l": "v"}}, "spec": pod_spec()}}}}}),
+            json!({"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"replicas": 2, "template": {"spec": pod_spec()}}}),
+            json!({"kind": "ConfigMap", "metadata": {"annotations": {"a": 1}}, "spec": {"containers": 7}}),
+            json!({"kind": 7, "spec": {"containers": 7}}),
+            json!([{"kind": "Pod"}]),
+            json!("Pod"),
+        ];
+        for object in &objects {
+            read_both(object).unwrap();
+        }
+        let deployment = read_both(&objects[3]).unwrap().unwrap();
+        assert_eq!(deployment.name.as_deref(), Some("d"));
+        let cron = read_both(&objects[2]).unwrap().unwrap();
+        assert_eq!(
+            (cron.labels["l"].as_str(), cron.annotations.len()),
+            ("v", 0)
+        );
+        assert!(read_both(&objects[4]).unwrap().is_none());
+        assert!(read_both(&objects[5]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_kind_after_the_spec_is_still_read() {
+        let text = r#"{"spec": {"template": {"metadata": {"annotations": {"a": "b"}}, "spec": {"containers": [{"name": "app"}]}}}, "metadata": {"name": "late"}, "kind": "Job"}"#;
+        let view = PodView::from_json(text).unwrap().unwrap();
+        assert_eq!(
+            (view.kind, view.name.as_deref()),
+            (WorkloadKind::Job, Some("late"))
+        );
+        assert_eq!(view.annotations["a"], "b");
+        assert_eq!(view.spec.containers[0].name, "app");
+        let other = r#"{"spec": {"containers": "not a list"}, "kind": "Service"}"#;
+        assert!(PodView::from_json(other).unwrap().is_none());
+    }
+
+    #[test]
+    fn errors_say_where_the_object_is_wrong() {
+        let cases = [
+            (
+                json!({"kind": "Pod", "spec": {"containers": [{"name": "app"}, {"name": 1}]}}),
+                "spec.containers[1].name: invalid type: integer `1`",
+            ),
+            (
+                json!({"kind": "Deployment", "spec": {"template": {"metadata": {"labels": {"a": true}}, "spec": pod_spec()}}}),
+                "spec.template.metadata.labels.a: invalid type: boolean",
+            ),
+            (
+                json!({"kind": "Job", "spec": {"template": {}}}),
+                "Job has no pod spec at /spec/template/spec",
+            ),
+        ];
+        for (object, expected) in cases {
+            for error in [
+                PodView::from_object(&object).unwrap_err(),
+                PodView::from_json(&object.to_string()).unwrap_err(),
+            ] {
+                assert!(error.to_string().contains(expected), "{error} ∌ {expected}");
+            }
+        }
+        let truncated =
+            PodView::from_json(r#"{"kind": "Pod", "spec": {"containers": ["#).unwrap_err();
+        assert!(truncated.to_string().contains("EOF"), "{truncated}");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 mod settings;
 
+use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use policy_shell::KubernetesAdmissionRequest;
 use serde_json::Value;
 use sidecar_model::{
     ContainerList, OrderFinding, PodModel, WorkloadKind, graph, keys, ordering, surgery,
@@ -15,15 +15,12 @@ use settings::{Mode, Settings};
 
 policy_shell::export_policy!(Settings, evaluate);
 
-fn evaluate(
-    settings: &Settings,
-    request: &mut KubernetesAdmissionRequest,
-) -> Result<Answer, String> {
-    let operation = request.operation.as_str();
+fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
+    let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
     let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) =
-        PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+        PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
         return Ok(Answer::accept());
     };
@@ -32,10 +29,10 @@ fn evaluate(
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();
-    // The request's object is taken (not copied) only when something is about to change.
+    // The request's object is read into a value only when something is about to change.
     let mut mutated: Option<Value> = None;
     if settings.mode == Mode::Mutate && model.legacy_sidecars().next().is_some() {
-        let target = mutated.get_or_insert_with(|| std::mem::take(&mut request.object));
+        let target = request.object_to_edit(&mut mutated)?;
         let changes = surgery::normalise(target, &model).map_err(|e| e.to_string())?;
         answer
             .warnings
@@ -71,7 +68,7 @@ fn evaluate(
     // model's indices: no re-read of the rewritten object is needed.
     let mut admitted = graph::spec_order(&model);
     if settings.mode == Mode::Mutate && *start != admitted {
-        let target = mutated.get_or_insert_with(|| std::mem::take(&mut request.object));
+        let target = request.object_to_edit(&mut mutated)?;
         let moves = surgery::apply_start_order(target, &model, start).map_err(|e| e.to_string())?;
         answer
             .warnings

@@ -4,8 +4,8 @@
 
 mod settings;
 
+use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use policy_shell::KubernetesAdmissionRequest;
 use sidecar_model::budget::{self, Accounting, ResourceEdit};
 use sidecar_model::{PodModel, QosClass, WorkloadKind, surgery};
 
@@ -33,13 +33,11 @@ impl Verdicts<'_> {
     }
 }
 
-fn evaluate(
-    settings: &Settings,
-    request: &mut KubernetesAdmissionRequest,
-) -> Result<Answer, String> {
-    let operation = request.operation.as_str();
+fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
+    let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
-    let Some(model) = PodModel::from_object(&request.object, &known).map_err(|e| e.to_string())?
+    let Some(model) =
+        PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
         return Ok(Answer::accept());
     };
@@ -243,8 +241,7 @@ fn evaluate(
         .audit
         .insert(QOS_CLASS.into(), result.pod.qos_class.as_str().into());
     if !edits.is_empty() {
-        // The request is not read again: take its object rather than copy it.
-        let mut mutated = std::mem::take(&mut request.object);
+        let mut mutated = request.object_value()?;
         surgery::apply_resource_edits(&mut mutated, &model, &edits).map_err(|e| e.to_string())?;
         answer.mutated = Some(mutated);
     }
