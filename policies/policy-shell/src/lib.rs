@@ -3,13 +3,12 @@
 //! and audit annotations (the SDK's helpers carry neither).
 
 pub use kubewarden_policy_sdk::protocol_version_guest;
-use kubewarden_policy_sdk::response::ValidationResponse;
 use kubewarden_policy_sdk::settings::{SettingsValidationResponse, Validatable};
 pub use kubewarden_policy_sdk::wapc_guest::CallResult;
 pub use kubewarden_policy_sdk::wapc_guest::prelude::register_function;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -78,28 +77,15 @@ pub struct AdmissionRequest<'a> {
     object: Option<&'a RawValue>,
 }
 
-impl AdmissionRequest<'_> {
-    /// The object's JSON text (`null` when the request has none, as for a DELETE).
-    pub fn object_json(&self) -> &str {
-        self.object.map_or("null", RawValue::get)
+impl<'a> AdmissionRequest<'a> {
+    /// The object as the JSON text it came as (`null` when the request has none, as for
+    /// a DELETE). A mutating policy edits this text where it changes (`sidecar_model::doc`).
+    pub fn object(&self) -> &'a RawValue {
+        self.object.unwrap_or(RawValue::NULL)
     }
 
-    /// The object as a value, for a policy about to edit it: only mutations pay for it.
-    pub fn object_value(&self) -> Result<Value, String> {
-        serde_json::from_str(self.object_json())
-            .map_err(|e| format!("cannot read the request's object: {e}"))
-    }
-
-    /// The object a policy edits, read into `edited` on the first edit and the same value
-    /// on every later one.
-    pub fn object_to_edit<'e>(
-        &self,
-        edited: &'e mut Option<Value>,
-    ) -> Result<&'e mut Value, String> {
-        if edited.is_none() {
-            *edited = Some(self.object_value()?);
-        }
-        Ok(edited.get_or_insert(Value::Null))
+    pub fn object_json(&self) -> &'a str {
+        self.object().get()
     }
 }
 
@@ -135,7 +121,20 @@ pub struct Answer {
     pub rejections: Vec<String>,
     pub warnings: Vec<String>,
     pub audit: HashMap<String, String>,
-    pub mutated: Option<Value>,
+    /// The whole object as the policy changed it, as JSON text.
+    pub mutated: Option<Box<RawValue>>,
+}
+
+/// The SDK's `ValidationResponse`, field for field, with the mutated object written as the
+/// text the policy produced (the SDK's would take a `Value` of it).
+#[derive(Serialize)]
+struct ValidationResponse<'r> {
+    accepted: bool,
+    message: Option<String>,
+    code: Option<u16>,
+    mutated_object: Option<&'r RawValue>,
+    audit_annotations: Option<&'r HashMap<String, String>>,
+    warnings: Option<&'r Vec<String>>,
 }
 
 impl Answer {
@@ -167,9 +166,9 @@ impl Answer {
             accepted,
             message: (!accepted).then(|| self.rejections.join("; ")),
             code: None,
-            mutated_object: if accepted { self.mutated } else { None },
-            audit_annotations: (!self.audit.is_empty()).then_some(self.audit),
-            warnings: (!self.warnings.is_empty()).then_some(self.warnings),
+            mutated_object: self.mutated.as_deref().filter(|_| accepted),
+            audit_annotations: (!self.audit.is_empty()).then_some(&self.audit),
+            warnings: (!self.warnings.is_empty()).then_some(&self.warnings),
         })?)
     }
 }
@@ -219,10 +218,37 @@ mod tests {
     }
 
     #[test]
+    fn answers_read_as_the_sdks_validation_response() {
+        use kubewarden_policy_sdk::response::ValidationResponse as SdkResponse;
+        let mutated = serde_json::value::to_raw_value(&serde_json::json!({"kind": "Pod"})).unwrap();
+        let mut answer = Answer {
+            mutated: Some(mutated),
+            ..Answer::default()
+        };
+        answer.warnings.push("w".into());
+        answer.audit.insert("k".into(), "v".into());
+        let sdk: SdkResponse = serde_json::from_slice(&answer.into_response().unwrap()).unwrap();
+        assert!(sdk.accepted && sdk.message.is_none());
+        assert_eq!(sdk.mutated_object.unwrap()["kind"], "Pod");
+        assert_eq!(
+            (
+                sdk.warnings.unwrap(),
+                sdk.audit_annotations.unwrap()["k"].as_str()
+            ),
+            (vec!["w".to_string()], "v")
+        );
+        let mut rejected = Answer::reject("no");
+        rejected.mutated = serde_json::value::to_raw_value(&1).ok();
+        let sdk: SdkResponse = serde_json::from_slice(&rejected.into_response().unwrap()).unwrap();
+        assert_eq!((sdk.accepted, sdk.message.as_deref()), (false, Some("no")));
+        assert!(sdk.mutated_object.is_none() && sdk.warnings.is_none());
+    }
+
+    #[test]
     fn an_unreadable_payload_is_a_rejection_not_a_trap() {
         let answer =
             validate_with::<NoSettings>(b"{not json", |_, _| Ok(Answer::accept())).unwrap();
-        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
         assert_eq!(answer["accepted"], false);
         assert!(
             answer["message"]

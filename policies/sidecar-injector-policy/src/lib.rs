@@ -6,6 +6,7 @@ mod settings;
 
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
+use sidecar_model::doc::Node;
 use sidecar_model::inject::{self, SetOutcome};
 use sidecar_model::{PodModel, WorkloadKind, surgery};
 
@@ -85,7 +86,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
 
     // Legacy sidecars become native first, as the other policies make them, so the
     // injected containers land where they would in any order of the policies.
-    let mut mutated = request.object_value()?;
+    let mut mutated = Node::from(request.object());
     let changes = surgery::normalise(&mut mutated, &model).unwrap_or_default();
     answer
         .warnings
@@ -125,6 +126,6 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         }
     }
     answer.audit.insert(INJECTED.into(), injected.join(","));
-    answer.mutated = Some(mutated);
+    answer.mutated = Some(mutated.to_json().map_err(|e| e.to_string())?);
     Ok(answer)
 }

@@ -6,8 +6,8 @@ mod settings;
 
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use serde_json::Value;
 use sidecar_model::checks::{self, CheckOptions, Rule};
+use sidecar_model::doc::Node;
 use sidecar_model::surgery::{self, NormaliseError};
 use sidecar_model::{LifecycleType, PodModel, WorkloadKind};
 
@@ -21,7 +21,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let options = CheckOptions {
         kubernetes_version: settings.version()?,
     };
-    let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
+    let reread = |object: &Node| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) =
         PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
@@ -33,14 +33,14 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
     let levels = &settings.rules;
     let mut answer = Answer::accept();
-    // The request's object is read into a value only when something is about to change.
-    let mut mutated: Option<Value> = None;
+    // The object is opened for editing only when something is about to change.
+    let mut mutated: Option<Node> = None;
 
     if settings.convert
         && levels.of(Rule::LegacySidecar) != Level::Off
         && model.legacy_sidecars().next().is_some()
     {
-        let mut target = request.object_value()?;
+        let mut target = Node::from(request.object());
         match surgery::normalise(&mut target, &model) {
             Ok(changes) if !changes.is_empty() => {
                 answer.warnings.extend(
@@ -67,7 +67,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
             })
             .collect();
         for &i in &optional {
-            let target = request.object_to_edit(&mut mutated)?;
+            let target = mutated.get_or_insert_with(|| request.object().into());
             surgery::remove_container_field(target, &model, i, "readinessProbe")
                 .map_err(|e| e.to_string())?;
             answer.warnings.push(format!(
@@ -84,6 +84,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     for violation in checks::check(&model, &options) {
         answer.file(levels.of(violation.rule), violation.to_string());
     }
-    answer.mutated = mutated;
+    answer.mutated = mutated
+        .map(|doc| doc.to_json())
+        .transpose()
+        .map_err(|e| e.to_string())?;
     Ok(answer)
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::doc::{Node, Object};
 use crate::error::ModelError;
 use crate::graph::StartGraph;
 use crate::keys;
@@ -545,7 +546,7 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
 /// model's object, legacy sidecars already normalised; `known` is what typed it).
 /// Returns the outcomes; the object is changed only for `Injected` ones.
 pub fn inject(
-    object: &mut Value,
+    object: &mut Node,
     model: &PodModel,
     sets: &[SidecarSet],
     namespace: &str,
@@ -558,7 +559,7 @@ pub fn inject(
 /// [`inject`] with the survey the caller already made of the same pod (normalising
 /// legacy sidecars first changes nothing a survey reads: labels, annotations, names).
 pub fn inject_surveyed(
-    object: &mut Value,
+    object: &mut Node,
     model: &PodModel,
     sets: &[SidecarSet],
     namespace: &str,
@@ -591,12 +592,7 @@ pub fn inject_surveyed(
         };
         set.parsed()
             .map_err(|e| ModelError::Malformed(format!("sidecarSets {:?}: {e}", set.name)))?;
-        let spec = object
-            .pointer_mut(kind.pod_spec_pointer())
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| {
-                ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer()))
-            })?;
+        let spec = surgery::spec_mut(object, kind)?;
         for c in set.all_containers() {
             let mut container = c.spec.clone();
             if let Some(k) = &c.canary {
@@ -658,7 +654,7 @@ pub fn inject_surveyed(
                 LifecycleType::Init => ContainerList::InitContainers,
                 _ => ContainerList::Containers,
             };
-            push(spec, target.field(), Value::Object(container))?;
+            surgery::list_mut(spec, target)?.push(Node::Value(Value::Object(container)));
         }
         for v in set.volumes() {
             let name = v.get("name").cloned();
@@ -702,24 +698,12 @@ pub fn inject_surveyed(
     Ok(outcomes)
 }
 
-fn list_of<'a>(
-    spec: &'a mut Map<String, Value>,
-    field: &str,
-) -> Result<&'a mut Vec<Value>, ModelError> {
-    let entry = spec
-        .entry(field)
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if entry.is_null() {
-        *entry = Value::Array(Vec::new());
-    }
-    entry
+/// A small list of the pod spec (volumes, pull secrets), edited as a `Value`.
+fn list_of<'n>(spec: &'n mut Object, field: &str) -> Result<&'n mut Vec<Value>, ModelError> {
+    spec.entry_or(field, || Node::Value(Value::Array(Vec::new())))
+        .value_mut()?
         .as_array_mut()
         .ok_or_else(|| ModelError::Malformed(format!("{field} is not a list")))
-}
-
-fn push(spec: &mut Map<String, Value>, field: &str, value: Value) -> Result<(), ModelError> {
-    list_of(spec, field)?.push(value);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -768,7 +752,10 @@ mod tests {
 
     fn run(object: &mut Value, sets: &[SidecarSet], ns: &str) -> Vec<SetOutcome> {
         let m = PodModel::of(object, &KnownSidecars::default());
-        inject(object, &m, sets, ns, &KnownSidecars::default()).unwrap()
+        crate::doc::edit_value(object, |d| {
+            inject(d, &m, sets, ns, &KnownSidecars::default())
+        })
+        .unwrap()
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod budget;
 pub mod checks;
+pub mod doc;
 pub mod error;
 pub mod explain;
 pub mod finding;

@@ -75,9 +75,12 @@ impl PodModel {
         Ok(PodView::from_json(text)?.map(|pod| Self::new(pod, known)))
     }
 
-    /// The model of an object a policy rewrote (it must still hold its pod).
-    pub fn reread(object: &Value, known: &KnownSidecars) -> Result<Self, ModelError> {
-        Self::from_object(object, known)?
+    /// The model of an object a policy rewrote (it must still hold its pod), read from
+    /// the text it will be answered with.
+    pub fn reread(object: &impl Serialize, known: &KnownSidecars) -> Result<Self, ModelError> {
+        let text = serde_json::to_string(object)
+            .map_err(|e| ModelError::Malformed(format!("cannot write the object: {e}")))?;
+        Self::from_json(&text, known)?
             .ok_or_else(|| ModelError::Malformed("the rewritten object holds no pod".into()))
     }
 

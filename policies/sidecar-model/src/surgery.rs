@@ -2,9 +2,13 @@
 //! not touch stay as written, and nothing is defaulted, so the diff an admission engine
 //! computes from the original touches only what changed. (A typed round trip through
 //! k8s-openapi structs would add and drop fields and turn every policy into a mutating one.)
+//! The edits work on a [`Node`] document, which opens only the parts on the way to an edit
+//! and writes everything else back as the text it came as.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::doc::{Node, Object};
 
 use crate::error::ModelError;
 use crate::lifecycle::ContainerList;
@@ -71,33 +75,47 @@ pub enum NormaliseError {
     Model(#[from] ModelError),
 }
 
-fn spec_mut(object: &mut Value, kind: WorkloadKind) -> Result<&mut Map<String, Value>, ModelError> {
+pub(crate) fn spec_mut<'n, 'a>(
+    object: &'n mut Node<'a>,
+    kind: WorkloadKind,
+) -> Result<&'n mut Object<'a>, ModelError> {
+    let missing = || ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer()));
     object
-        .pointer_mut(kind.pod_spec_pointer())
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer())))
+        .pointer_mut(kind.pod_spec_pointer())?
+        .ok_or_else(missing)?
+        .as_object_mut()?
+        .ok_or_else(missing)
 }
 
-fn list_mut(
-    spec: &mut Map<String, Value>,
+pub(crate) fn list_mut<'n, 'a>(
+    spec: &'n mut Object<'a>,
     list: ContainerList,
-) -> Result<&mut Vec<Value>, ModelError> {
-    let entry = spec
-        .entry(list.field())
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if entry.is_null() {
-        *entry = Value::Array(Vec::new());
-    }
-    entry
-        .as_array_mut()
+) -> Result<&'n mut Vec<Node<'a>>, ModelError> {
+    spec.entry_or(list.field(), || Node::Value(Value::Array(Vec::new())))
+        .as_array_mut()?
         .ok_or_else(|| ModelError::Malformed(format!("{} is not a list", list.field())))
+}
+
+/// The object of `model.containers[i]` in the document.
+fn container_mut<'n, 'a>(
+    spec: &'n mut Object<'a>,
+    model: &PodModel,
+    i: usize,
+) -> Result<&'n mut Object<'a>, ModelError> {
+    let info = &model.containers[i];
+    let missing = || ModelError::Malformed(format!("{} is missing", info.location()));
+    list_mut(spec, info.list)?
+        .get_mut(info.index)
+        .ok_or_else(missing)?
+        .as_object_mut()?
+        .ok_or_else(missing)
 }
 
 /// The shared normalisation: every container typed `Sidecar` that sits in `containers`
 /// becomes a native sidecar, appended after the existing init containers (so it still
 /// starts after every init step and before the app, as it did, and now for sure), in
 /// the order the sidecars had. Returns what it moved; nothing when there is nothing to do.
-pub fn normalise(object: &mut Value, model: &PodModel) -> Result<Vec<Change>, NormaliseError> {
+pub fn normalise(object: &mut Node, model: &PodModel) -> Result<Vec<Change>, NormaliseError> {
     let legacy: Vec<(usize, String)> = model
         .legacy_sidecars()
         .map(|c| (c.index, c.name.clone()))
@@ -123,8 +141,8 @@ pub fn normalise(object: &mut Value, model: &PodModel) -> Result<Vec<Change>, No
     let init = list_mut(spec, ContainerList::InitContainers)?;
     let mut changes = Vec::new();
     for ((from_index, name), mut container) in legacy.into_iter().zip(moved) {
-        if let Some(fields) = container.as_object_mut() {
-            fields.insert("restartPolicy".into(), Value::String("Always".into()));
+        if let Some(fields) = container.as_object_mut()? {
+            fields.insert("restartPolicy", Node::Value(Value::String("Always".into())));
         }
         changes.push(Change::ConvertedToNativeSidecar {
             container: name,
@@ -140,7 +158,7 @@ pub fn normalise(object: &mut Value, model: &PodModel) -> Result<Vec<Change>, No
 /// moving the containers' JSON as it is. Containers stay in their lists. Returns one
 /// change per list that moved.
 pub fn apply_start_order(
-    object: &mut Value,
+    object: &mut Node,
     model: &PodModel,
     start: &[usize],
 ) -> Result<Vec<Change>, ModelError> {
@@ -172,7 +190,7 @@ pub fn apply_start_order(
                 .map(|c| c.name.clone())
                 .unwrap_or_default()
         };
-        let mut old: Vec<Option<Value>> = std::mem::take(items).into_iter().map(Some).collect();
+        let mut old: Vec<Option<Node>> = std::mem::take(items).into_iter().map(Some).collect();
         *items = wanted.iter().filter_map(|&i| old[i].take()).collect();
         changes.push(Change::Reordered {
             list,
@@ -185,53 +203,52 @@ pub fn apply_start_order(
 
 /// Removes `field` from `model.containers[i]` in the object. Returns whether it was there.
 pub fn remove_container_field(
-    object: &mut Value,
+    object: &mut Node,
     model: &PodModel,
     i: usize,
     field: &str,
 ) -> Result<bool, ModelError> {
-    let info = &model.containers[i];
     let spec = spec_mut(object, model.pod.kind)?;
-    let container = list_mut(spec, info.list)?
-        .get_mut(info.index)
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| ModelError::Malformed(format!("{} is missing", info.location())))?;
-    Ok(container.remove(field).is_some())
+    Ok(container_mut(spec, model, i)?.remove(field))
 }
 
 /// Applies resource edits to the containers' JSON: `resources.<requests|limits>.<name>`,
 /// creating the maps it needs and writing the quantity in Kubernetes' canonical form.
 pub fn apply_resource_edits(
-    object: &mut Value,
+    object: &mut Node,
     model: &PodModel,
     edits: &[crate::budget::ResourceEdit],
 ) -> Result<(), ModelError> {
     let spec = spec_mut(object, model.pod.kind)?;
     for edit in edits {
-        let info = &model.containers[edit.container];
-        let container = list_mut(spec, info.list)?
-            .get_mut(info.index)
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| ModelError::Malformed(format!("{} is missing", info.location())))?;
-        let mut node = container;
+        let mut node = container_mut(spec, model, edit.container)?;
         for key in ["resources", edit.field.as_str()] {
-            let child = node.entry(key).or_insert_with(|| Value::Object(Map::new()));
-            if child.is_null() {
-                *child = Value::Object(Map::new());
-            }
-            node = child.as_object_mut().ok_or_else(|| {
-                ModelError::Malformed(format!("{} {key} is not an object", info.location()))
-            })?;
+            node = node
+                .entry_or(key, empty_object)
+                .as_object_mut()?
+                .ok_or_else(|| {
+                    ModelError::Malformed(format!(
+                        "{} {key} is not an object",
+                        model.containers[edit.container].location()
+                    ))
+                })?;
         }
-        node.insert(edit.resource.clone(), Value::String(edit.value.to_string()));
+        node.insert(
+            &edit.resource,
+            Node::Value(Value::String(edit.value.to_string())),
+        );
     }
     Ok(())
+}
+
+fn empty_object<'a>() -> Node<'a> {
+    Node::Value(Value::Object(Map::new()))
 }
 
 /// Sets a pod annotation (the template's, for workloads), creating the maps it needs.
 /// Returns whether anything changed.
 pub fn set_pod_annotation(
-    object: &mut Value,
+    object: &mut Node,
     kind: WorkloadKind,
     key: &str,
     value: &str,
@@ -240,41 +257,30 @@ pub fn set_pod_annotation(
     let (parent_pointer, field) = metadata_pointer
         .rsplit_once('/')
         .unwrap_or(("", "metadata"));
-    let parent = if parent_pointer.is_empty() {
-        Some(&mut *object)
-    } else {
-        object.pointer_mut(parent_pointer)
-    }
-    .and_then(Value::as_object_mut)
-    .ok_or_else(|| ModelError::Malformed(format!("no object at {parent_pointer}")))?;
-    let metadata = parent
-        .entry(field)
-        .or_insert_with(|| Value::Object(Map::new()));
-    if metadata.is_null() {
-        *metadata = Value::Object(Map::new());
-    }
-    let metadata = metadata
-        .as_object_mut()
-        .ok_or_else(|| ModelError::Malformed(format!("{metadata_pointer} is not an object")))?;
+    let not_object = |at: &str| ModelError::Malformed(format!("{at} is not an object"));
+    let metadata = object
+        .pointer_mut(parent_pointer)?
+        .ok_or_else(|| ModelError::Malformed(format!("no object at {parent_pointer}")))?
+        .as_object_mut()?
+        .ok_or_else(|| not_object(parent_pointer))?
+        .entry_or(field, empty_object)
+        .as_object_mut()?
+        .ok_or_else(|| not_object(metadata_pointer))?;
     let annotations = metadata
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if annotations.is_null() {
-        *annotations = Value::Object(Map::new());
-    }
-    let annotations = annotations.as_object_mut().ok_or_else(|| {
-        ModelError::Malformed(format!("{metadata_pointer}/annotations is not an object"))
-    })?;
-    if annotations.get(key).and_then(Value::as_str) == Some(value) {
+        .entry_or("annotations", empty_object)
+        .as_object_mut()?
+        .ok_or_else(|| not_object(&format!("{metadata_pointer}/annotations")))?;
+    if annotations.get(key).and_then(Node::as_string).as_deref() == Some(value) {
         return Ok(false);
     }
-    annotations.insert(key.into(), Value::String(value.into()));
+    annotations.insert(key, Node::Value(Value::String(value.into())));
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doc::edit_value;
     use crate::graph::StartGraph;
     use crate::lifecycle::{KnownSidecars, LifecycleType};
     use serde_json::json;
@@ -309,7 +315,7 @@ mod tests {
         let original = istio_job();
         let mut object = original.clone();
         let m = model(&object);
-        let changes = normalise(&mut object, &m).unwrap();
+        let changes = edit_value(&mut object, |d| normalise(d, &m)).unwrap();
         assert_eq!(changes.len(), 1);
         assert_eq!(
             changes[0].to_string(),
@@ -335,8 +341,31 @@ mod tests {
         assert_eq!(again.containers[1].lifecycle, LifecycleType::Sidecar);
         assert!(again.containers[1].is_native_sidecar());
         let mut twice = object.clone();
-        assert!(normalise(&mut twice, &again).unwrap().is_empty());
+        assert!(
+            edit_value(&mut twice, |d| normalise(d, &again))
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(twice, object);
+    }
+
+    #[test]
+    fn edits_leave_the_rest_of_the_text_as_it_came() {
+        let app =
+            r#"{"name": "app", "resources": {"limits": {"cpu": "1.50"}}, "args": ["\u0041"]}"#;
+        let text = format!(
+            r#"{{"kind": "Pod", "metadata": {{"name": "p"}}, "spec": {{"containers": [{app}, {{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24"}}]}}}}"#
+        );
+        let m = model(&serde_json::from_str(&text).unwrap());
+        let mut doc = Node::parse(&text).unwrap();
+        assert_eq!(normalise(&mut doc, &m).unwrap().len(), 1);
+        let out = doc.to_json().unwrap();
+        assert_eq!(
+            out.get(),
+            format!(
+                r#"{{"kind":"Pod","metadata":{{"name": "p"}},"spec":{{"containers":[{app}],"initContainers":[{{"name":"istio-proxy","image":"docker.io/istio/proxyv2:1.24","restartPolicy":"Always"}}]}}}}"#
+            )
+        );
     }
 
     #[test]
@@ -347,7 +376,7 @@ mod tests {
             {"name": "fluent-bit", "image": "fluent/fluent-bit:3"}
         ]}});
         let m = model(&object);
-        let changes = normalise(&mut object, &m).unwrap();
+        let changes = edit_value(&mut object, |d| normalise(d, &m)).unwrap();
         assert_eq!(changes.len(), 2);
         let names: Vec<&str> = object["spec"]["initContainers"]
             .as_array()
@@ -367,7 +396,7 @@ mod tests {
         let mut object = json!({"kind": "Pod", "metadata": {"annotations": {"lifecycle.sidecars.dev/envoy": "Sidecar"}},
             "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1"}]}});
         let before = object.clone();
-        let err = normalise(&mut object, &model(&before)).unwrap_err();
+        let err = edit_value(&mut object, |d| normalise(d, &model(&before))).unwrap_err();
         assert!(err.to_string().contains("envoy"));
         assert_eq!(object, before);
     }
@@ -381,7 +410,7 @@ mod tests {
             ], "containers": [{"name": "app"}]}});
         let m = model(&object);
         let order = StartGraph::build(&m, []).order().unwrap();
-        let changes = apply_start_order(&mut object, &m, &order).unwrap();
+        let changes = edit_value(&mut object, |d| apply_start_order(d, &m, &order)).unwrap();
         assert_eq!(changes.len(), 1);
         assert_eq!(
             object["spec"]["initContainers"][0],
@@ -391,7 +420,7 @@ mod tests {
         let order2 = StartGraph::build(&m2, []).order().unwrap();
         let mut again = object.clone();
         assert!(
-            apply_start_order(&mut again, &m2, &order2)
+            edit_value(&mut again, |d| apply_start_order(d, &m2, &order2))
                 .unwrap()
                 .is_empty()
         );
@@ -404,22 +433,62 @@ mod tests {
             {"name": "logs", "restartPolicy": "Always", "readinessProbe": {"exec": {"command": ["true"]}}, "image": "x"}
         ], "containers": [{"name": "app"}]}});
         let m = model(&object);
-        assert!(remove_container_field(&mut object, &m, 0, "readinessProbe").unwrap());
+        assert!(
+            edit_value(&mut object, |d| remove_container_field(
+                d,
+                &m,
+                0,
+                "readinessProbe"
+            ))
+            .unwrap()
+        );
         assert_eq!(
             object["spec"]["initContainers"][0],
             json!({"name": "logs", "restartPolicy": "Always", "image": "x"})
         );
-        assert!(!remove_container_field(&mut object, &m, 0, "readinessProbe").unwrap());
+        assert!(
+            !edit_value(&mut object, |d| remove_container_field(
+                d,
+                &m,
+                0,
+                "readinessProbe"
+            ))
+            .unwrap()
+        );
     }
 
     #[test]
     fn annotations_are_created_where_missing() {
         let mut pod = json!({"kind": "Pod", "spec": {"containers": []}});
-        assert!(set_pod_annotation(&mut pod, WorkloadKind::Pod, "a/b", "c").unwrap());
+        assert!(
+            edit_value(&mut pod, |d| set_pod_annotation(
+                d,
+                WorkloadKind::Pod,
+                "a/b",
+                "c"
+            ))
+            .unwrap()
+        );
         assert_eq!(pod["metadata"]["annotations"]["a/b"], "c");
-        assert!(!set_pod_annotation(&mut pod, WorkloadKind::Pod, "a/b", "c").unwrap());
+        assert!(
+            !edit_value(&mut pod, |d| set_pod_annotation(
+                d,
+                WorkloadKind::Pod,
+                "a/b",
+                "c"
+            ))
+            .unwrap()
+        );
         let mut cron = json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}});
-        assert!(set_pod_annotation(&mut cron, WorkloadKind::CronJob, "k", "v").unwrap());
+        assert!(
+            edit_value(&mut cron, |d| set_pod_annotation(
+                d,
+                WorkloadKind::CronJob,
+                "k",
+                "v"
+            ))
+            .unwrap()
+        );
         assert_eq!(
             cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]["k"],
             "v"

@@ -6,7 +6,7 @@ mod settings;
 
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use serde_json::Value;
+use sidecar_model::doc::Node;
 use sidecar_model::{
     ContainerList, OrderFinding, PodModel, WorkloadKind, graph, keys, ordering, surgery,
 };
@@ -18,7 +18,7 @@ policy_shell::export_policy!(Settings, evaluate);
 fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
     let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
-    let reread = |object: &Value| PodModel::reread(object, &known).map_err(|e| e.to_string());
+    let reread = |object: &Node| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) =
         PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
@@ -29,10 +29,10 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();
-    // The request's object is read into a value only when something is about to change.
-    let mut mutated: Option<Value> = None;
+    // The object is opened for editing only when something is about to change.
+    let mut mutated: Option<Node> = None;
     if settings.mode == Mode::Mutate && model.legacy_sidecars().next().is_some() {
-        let target = request.object_to_edit(&mut mutated)?;
+        let target = mutated.get_or_insert_with(|| request.object().into());
         let changes = surgery::normalise(target, &model).map_err(|e| e.to_string())?;
         answer
             .warnings
@@ -68,7 +68,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     // model's indices: no re-read of the rewritten object is needed.
     let mut admitted = graph::spec_order(&model);
     if settings.mode == Mode::Mutate && *start != admitted {
-        let target = request.object_to_edit(&mut mutated)?;
+        let target = mutated.get_or_insert_with(|| request.object().into());
         let moves = surgery::apply_start_order(target, &model, start).map_err(|e| e.to_string())?;
         answer
             .warnings
@@ -92,6 +92,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         keys::STOP_ORDER.into(),
         graph::names(&model, &graph::stop_order(&model, &admitted)).join(","),
     );
-    answer.mutated = mutated;
+    answer.mutated = mutated
+        .map(|doc| doc.to_json())
+        .transpose()
+        .map_err(|e| e.to_string())?;
     Ok(answer)
 }

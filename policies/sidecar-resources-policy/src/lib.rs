@@ -7,6 +7,7 @@ mod settings;
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
 use sidecar_model::budget::{self, Accounting, ResourceEdit};
+use sidecar_model::doc::Node;
 use sidecar_model::{PodModel, QosClass, WorkloadKind, surgery};
 
 use settings::{Level, Rule, Settings};
@@ -241,9 +242,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         .audit
         .insert(QOS_CLASS.into(), result.pod.qos_class.as_str().into());
     if !edits.is_empty() {
-        let mut mutated = request.object_value()?;
+        let mut mutated = Node::from(request.object());
         surgery::apply_resource_edits(&mut mutated, &model, &edits).map_err(|e| e.to_string())?;
-        answer.mutated = Some(mutated);
+        answer.mutated = Some(mutated.to_json().map_err(|e| e.to_string())?);
     }
     Ok(answer)
 }
