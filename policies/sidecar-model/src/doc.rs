@@ -9,6 +9,7 @@
 //! has no such partially parsed value (its `RawValue` is the leaf this builds on), so it
 //! is written here.
 
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
@@ -110,10 +111,21 @@ impl<'a> Node<'a> {
     }
 
     /// The node at a JSON pointer made of object keys (`/spec/template/spec`), opening
-    /// the objects on the way.
+    /// the objects on the way. Text is opened along the whole path in one pass, so the
+    /// pod spec is not scanned once per level above it.
     pub fn pointer_mut(&mut self, pointer: &str) -> Result<Option<&mut Node<'a>>, ModelError> {
+        let keys: Vec<&str> = pointer.split('/').skip(1).collect();
+        if let Node::Text(raw) = *self
+            && !keys.is_empty()
+        {
+            // Something on the path that is not an object: opened level by level below,
+            // which finds where the path stops.
+            if let Ok(opened) = open_path(raw.get(), &keys) {
+                *self = opened;
+            }
+        }
         let mut node = self;
-        for key in pointer.split('/').skip(1) {
+        for key in keys {
             let Some(object) = node.as_object_mut()? else {
                 return Ok(None);
             };
@@ -220,6 +232,50 @@ impl Serialize for Node<'_> {
     }
 }
 
+/// `text` with the objects along `keys` opened, everything else left as text; an error
+/// when something on the path is not an object.
+fn open_path<'a>(text: &'a str, keys: &[&str]) -> Result<Node<'a>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let node = OpenPath(keys).deserialize(&mut de)?;
+    de.end()?;
+    Ok(node)
+}
+
+struct OpenPath<'p>(&'p [&'p str]);
+
+impl<'de, 'p> DeserializeSeed<'de> for OpenPath<'p> {
+    type Value = Node<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
+        if self.0.is_empty() {
+            return <&RawValue>::deserialize(d).map(Node::Text);
+        }
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, 'p> Visitor<'de> for OpenPath<'p> {
+    type Value = Node<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
+        let (first, rest) = self.0.split_first().unwrap_or((&"", &[]));
+        let mut members = Vec::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let node = if key == *first {
+                map.next_value_seed(OpenPath(rest))?
+            } else {
+                Node::Text(map.next_value()?)
+            };
+            members.push((key, node));
+        }
+        Ok(Node::Object(Object(members)))
+    }
+}
+
 /// An object's members as text, in order (serde_json's maps would sort or need a
 /// feature that changes every map in the policy).
 struct Members<'a>(Vec<(String, Node<'a>)>);
@@ -282,6 +338,23 @@ mod tests {
     }
 
     #[test]
+    fn a_path_is_opened_in_one_pass_and_the_rest_stays_text() {
+        let text =
+            r#"{"a": {"x": 1}, "spec": {"template": {"spec": {"k": [ 1 ]}, "o": { }}}, "z": [ ]}"#;
+        let mut doc = Node::parse(text).unwrap();
+        let spec = doc.pointer_mut("/spec/template/spec").unwrap().unwrap();
+        assert!(matches!(spec, Node::Text(_)));
+        spec.as_object_mut()
+            .unwrap()
+            .unwrap()
+            .insert("new", Node::Value(json!(true)));
+        assert_eq!(
+            doc.to_json().unwrap().get(),
+            r#"{"a":{"x": 1},"spec":{"template":{"spec":{"k":[ 1 ],"new":true},"o":{ }}},"z":[ ]}"#
+        );
+    }
+
+    #[test]
     fn members_are_edited_in_place_and_added_last() {
         let mut doc = Node::parse(r#"{"a": 1, "b": null, "c": 3}"#).unwrap();
         let o = doc.as_object_mut().unwrap().unwrap();
@@ -318,6 +391,14 @@ mod tests {
             json!({"spec": {"volumes": [{"name": "v"}, {"name": "w"}], "n": 5}})
         );
         assert!(Node::parse("{nope").is_err());
+        // A path through something that is not an object stops there.
+        let mut doc = Node::parse(r#"{"spec": [1], "metadata": null}"#).unwrap();
+        assert!(doc.pointer_mut("/spec/template").unwrap().is_none());
+        assert!(doc.pointer_mut("/metadata/name").unwrap().is_none());
+        assert_eq!(
+            doc.to_json().unwrap().get(),
+            r#"{"spec":[1],"metadata":null}"#
+        );
         assert!(Node::parse("null").unwrap().is_null());
     }
 }
