@@ -238,17 +238,16 @@ pub fn qos_downgrade(model: &PodModel, acc: &Accounting) -> Option<QosDowngrade>
     if acc.pod_level.is_some() {
         return None;
     }
-    let apps: Vec<Accounted> = model
-        .containers
-        .iter()
-        .zip(&acc.containers)
-        .filter(|(c, _)| is_app(c))
-        .map(|(_, a)| a.clone())
-        .collect();
-    if apps.is_empty() {
-        return None;
-    }
-    let app_class = resources::compute_from(&apps, None, &BTreeMap::new()).qos_class;
+    let apps = || {
+        model
+            .containers
+            .iter()
+            .zip(&acc.containers)
+            .filter(|(c, _)| is_app(c))
+            .map(|(_, a)| &a.resources)
+    };
+    apps().next()?;
+    let app_class = resources::qos_of(apps());
     let pod_class = acc.pod.qos_class;
     if app_class == pod_class || app_class == QosClass::Burstable {
         return None;

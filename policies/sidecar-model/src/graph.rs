@@ -1,6 +1,7 @@
 //! The start graph: who must be started before whom, and the spec order that honours it.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::lifecycle::{ContainerList, LifecycleType};
@@ -77,7 +78,53 @@ impl Cycle {
 #[derive(Debug, Clone)]
 pub struct StartGraph {
     nodes: usize,
-    pub edges: Vec<Edge>,
+    /// Edges someone declared: annotations and settings.
+    declared: Vec<Edge>,
+    /// What the lifecycle types imply, by group: every `from` before every `to`. Kept as
+    /// groups, not edges: a pod of 200 containers implies thousands of them, and a fresh
+    /// wasm instance pays for every page they would fill.
+    implied: Vec<Implied>,
+}
+
+#[derive(Debug, Clone)]
+struct Implied {
+    from: Vec<usize>,
+    to: Vec<usize>,
+    reason: ImplicitEdge,
+}
+
+/// Each node's neighbours in one allocation (compressed rows): a pod of 200 containers
+/// has thousands of implicit edges, and a `Vec` per node cost more than the walk itself.
+struct Adjacency {
+    offsets: Vec<usize>,
+    targets: Vec<usize>,
+}
+
+impl Adjacency {
+    fn new(nodes: usize, pairs: impl Iterator<Item = (usize, usize)> + Clone) -> Self {
+        let mut offsets = vec![0; nodes + 1];
+        for (row, _) in pairs.clone() {
+            offsets[row + 1] += 1;
+        }
+        for i in 0..nodes {
+            offsets[i + 1] += offsets[i];
+        }
+        let mut next = offsets.clone();
+        let mut targets = vec![0; offsets[nodes]];
+        for (row, target) in pairs {
+            targets[next[row]] = target;
+            next[row] += 1;
+        }
+        Adjacency { offsets, targets }
+    }
+
+    fn row(&self, node: usize) -> &[usize] {
+        &self.targets[self.offsets[node]..self.offsets[node + 1]]
+    }
+
+    fn row_mut(&mut self, node: usize) -> &mut [usize] {
+        &mut self.targets[self.offsets[node]..self.offsets[node + 1]]
+    }
 }
 
 impl StartGraph {
@@ -113,25 +160,64 @@ impl StartGraph {
             of(LifecycleType::Standard),
             of(LifecycleType::PostSidecar),
         );
-        let mut implicit = |from: &[usize], to: &[usize], reason: ImplicitEdge| {
-            for &f in from {
-                for &t in to {
-                    edges.push(Edge {
-                        from: f,
-                        to: t,
-                        origin: EdgeOrigin::Implicit { reason },
-                    });
-                }
-            }
-        };
         let app_and_post: Vec<usize> = apps.iter().chain(&posts).copied().collect();
-        implicit(&sidecars, &app_and_post, ImplicitEdge::SidecarBeforeApp);
-        implicit(&inits, &app_and_post, ImplicitEdge::InitBeforeApp);
-        implicit(&apps, &posts, ImplicitEdge::AppBeforePostSidecar);
+        let implied = vec![
+            Implied {
+                from: sidecars,
+                to: app_and_post.clone(),
+                reason: ImplicitEdge::SidecarBeforeApp,
+            },
+            Implied {
+                from: inits,
+                to: app_and_post,
+                reason: ImplicitEdge::InitBeforeApp,
+            },
+            Implied {
+                from: apps,
+                to: posts,
+                reason: ImplicitEdge::AppBeforePostSidecar,
+            },
+        ];
         StartGraph {
             nodes: model.containers.len(),
-            edges,
+            declared: edges,
+            implied,
         }
+    }
+
+    /// The edges someone declared (annotations, settings).
+    pub fn declared(&self) -> &[Edge] {
+        &self.declared
+    }
+
+    /// Every edge: the declared ones, then the implied ones.
+    pub fn edges(&self) -> impl Iterator<Item = Cow<'_, Edge>> + Clone {
+        self.declared
+            .iter()
+            .map(Cow::Borrowed)
+            .chain(self.implied.iter().flat_map(|g| {
+                g.from.iter().flat_map(move |&from| {
+                    g.to.iter().map(move |&to| {
+                        Cow::Owned(Edge {
+                            from,
+                            to,
+                            origin: EdgeOrigin::Implicit { reason: g.reason },
+                        })
+                    })
+                })
+            }))
+    }
+
+    /// Every edge as `(from, to)`.
+    fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + Clone {
+        self.declared
+            .iter()
+            .map(|e| (e.from, e.to))
+            .chain(self.implied.iter().flat_map(|g| {
+                g.from
+                    .iter()
+                    .flat_map(move |&f| g.to.iter().map(move |&t| (f, t)))
+            }))
     }
 
     /// The start order: a topological order that keeps the spec's order wherever no edge
@@ -142,14 +228,11 @@ impl StartGraph {
     /// is exact for chains and for independent groups).
     pub fn order(&self) -> Result<Vec<usize>, Cycle> {
         self.check_acyclic()?;
-        // preds[to] = froms, sorted by spec position.
-        let mut preds = vec![Vec::new(); self.nodes];
-        for e in &self.edges {
-            preds[e.to].push(e.from);
-        }
-        for p in &mut preds {
-            p.sort_unstable();
-            p.dedup();
+        // preds.row(to) = froms, sorted by spec position. A stable sort: each row is a few
+        // already sorted runs (one per kind of edge), which it merges in linear time.
+        let mut preds = Adjacency::new(self.nodes, self.pairs().map(|(from, to)| (to, from)));
+        for node in 0..self.nodes {
+            preds.row_mut(node).sort();
         }
         let mut placed = vec![false; self.nodes];
         let mut order = Vec::with_capacity(self.nodes);
@@ -162,10 +245,11 @@ impl StartGraph {
             }
             stack.push((root, 0));
             while let Some((node, next)) = stack.pop() {
-                if let Some(offset) = preds[node][next..].iter().position(|&p| !placed[p]) {
+                let row = preds.row(node);
+                if let Some(offset) = row[next..].iter().position(|&p| !placed[p]) {
                     let at = next + offset;
                     stack.push((node, at + 1));
-                    stack.push((preds[node][at], 0));
+                    stack.push((row[at], 0));
                 } else if !placed[node] {
                     placed[node] = true;
                     order.push(node);
@@ -177,16 +261,15 @@ impl StartGraph {
 
     fn check_acyclic(&self) -> Result<(), Cycle> {
         let mut indegree = vec![0usize; self.nodes];
-        let mut successors = vec![Vec::new(); self.nodes];
-        for e in &self.edges {
-            indegree[e.to] += 1;
-            successors[e.from].push(e.to);
+        for (_, to) in self.pairs() {
+            indegree[to] += 1;
         }
+        let successors = Adjacency::new(self.nodes, self.pairs());
         let mut ready: Vec<usize> = (0..self.nodes).filter(|&i| indegree[i] == 0).collect();
         let mut done = 0;
         while let Some(next) = ready.pop() {
             done += 1;
-            for &s in &successors[next] {
+            for &s in successors.row(next) {
                 indegree[s] -= 1;
                 if indegree[s] == 0 {
                     ready.push(s);
@@ -207,7 +290,7 @@ impl StartGraph {
         let start = (0..self.nodes).find(|&i| stuck(i)).unwrap_or(0);
         let predecessor = |node: usize| {
             // Prefer a declared edge so the message shows what the user wrote.
-            let mut preds = self.edges.iter().filter(|e| e.to == node && stuck(e.from));
+            let mut preds = self.edges().filter(|e| e.to == node && stuck(e.from));
             let first = preds.clone().find(|e| e.origin.is_explicit());
             first.or_else(|| preds.next()).map(|e| e.from)
         };
@@ -229,13 +312,12 @@ impl StartGraph {
     }
 
     /// The edges `order` breaks: `from` placed after `to`.
-    pub fn violations<'a>(&'a self, order: &[usize]) -> Vec<&'a Edge> {
+    pub fn violations(&self, order: &[usize]) -> Vec<Cow<'_, Edge>> {
         let mut position = vec![usize::MAX; self.nodes];
         for (p, &i) in order.iter().enumerate() {
             position[i] = p;
         }
-        self.edges
-            .iter()
+        self.edges()
             .filter(|e| position[e.from] > position[e.to])
             .collect()
     }

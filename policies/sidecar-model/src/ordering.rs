@@ -252,15 +252,11 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
         .collect();
 
     let graph = StartGraph::build(model, rules.iter().flat_map(|r| r.edges(model)));
-    let explicit: Vec<&Edge> = graph
-        .edges
-        .iter()
-        .filter(|e| e.origin.is_explicit())
-        .collect();
+    let explicit: &[Edge] = graph.declared();
     let name = |i: usize| model.containers[i].name.clone();
     let kind = |i: usize| model.containers[i].lifecycle;
 
-    for e in &explicit {
+    for e in explicit {
         if phase(kind(e.from)) > phase(kind(e.to)) {
             errors.push(OrderFinding::ImpossibleEdge {
                 before: name(e.from),
@@ -292,7 +288,7 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
 
     let mut readiness = Vec::new();
     let mut seen = Vec::new();
-    for e in &explicit {
+    for e in explicit {
         let from = e.from;
         if kind(from) == LifecycleType::Sidecar
             && model.container(from).startup_probe.is_none()

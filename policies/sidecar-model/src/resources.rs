@@ -343,12 +343,17 @@ fn aggregate(
 /// `ComputePodQOS`: pod-level resources alone decide when set; otherwise every
 /// container, init and sidecar included.
 fn qos(containers: &[Accounted], pod_level: Option<&ContainerResources>) -> QosClass {
-    if let Some(p) = pod_level {
-        return p.qos_class();
+    match pod_level {
+        Some(p) => p.qos_class(),
+        None => qos_of(containers.iter().map(|c| &c.resources)),
     }
+}
+
+/// The QoS class of these containers together (no pod-level resources).
+pub fn qos_of<'c>(containers: impl IntoIterator<Item = &'c ContainerResources>) -> QosClass {
     let mut class = None;
     for c in containers {
-        let this = c.resources.qos_class();
+        let this = c.qos_class();
         if this == QosClass::Burstable {
             return QosClass::Burstable;
         }
