@@ -301,27 +301,49 @@ fn parse(text: &str) -> Result<Quantity, QuantityError> {
         mantissa = i128::from(small);
     }
     let frac_len = frac_digits.len() as i32;
+    let sign = |nanos: i128| if negative { -nanos } else { nanos };
 
-    // value in nanos = mantissa * 10^(9 - frac_len) * base^exponent (decimal: 10^exponent)
-    let nanos = if base == 1024 {
-        let factor = 1024i128.checked_pow(exponent as u32).ok_or_else(range)?;
-        scale_pow10(
-            mantissa.checked_mul(factor).ok_or_else(range)?,
-            9 - frac_len,
-        )
-        .ok_or_else(range)?
-    } else {
-        scale_pow10(
-            mantissa,
-            exponent.checked_add(9 - frac_len).ok_or_else(range)?,
-        )
-        .ok_or_else(range)?
-    };
+    if count <= 18
+        && let Some(nanos) = small_nanos(small, base, exponent, frac_len)
+    {
+        return Ok(Quantity {
+            nanos: sign(i128::from(nanos)),
+            format,
+        });
+    }
 
+    let nanos = nanos_of(mantissa, base, exponent, frac_len).ok_or_else(range)?;
     Ok(Quantity {
-        nanos: if negative { -nanos } else { nanos },
+        nanos: sign(nanos),
         format,
     })
+}
+
+/// The nanos of `mantissa * 10^-frac_len * base^exponent` when they fit a u64 (`100m`,
+/// `128Mi`, `2`: nearly every quantity a pod has), with 64-bit operations only: in wasm,
+/// i128 multiplications and even u64 overflow checks are calls. `None` sends the value
+/// to the general i128 path.
+fn small_nanos(mantissa: u64, base: i128, exponent: i32, frac_len: i32) -> Option<u64> {
+    let times = |value: u64, factor: u64| (value <= u64::MAX / factor).then(|| value * factor);
+    let pow10 = |k: i32| (0..=19).contains(&k).then(|| 10u64.pow(k as u32));
+    if base == 1024 {
+        let factor = (0..=6)
+            .contains(&exponent)
+            .then(|| 1u64 << (10 * exponent))?;
+        times(times(mantissa, factor)?, pow10(9 - frac_len)?)
+    } else {
+        times(mantissa, pow10(exponent.checked_add(9 - frac_len)?)?)
+    }
+}
+
+/// value in nanos = mantissa * 10^(9 - frac_len) * base^exponent (decimal: 10^exponent)
+fn nanos_of(mantissa: i128, base: i128, exponent: i32, frac_len: i32) -> Option<i128> {
+    if base == 1024 {
+        let factor = 1024i128.checked_pow(exponent as u32)?;
+        scale_pow10(mantissa.checked_mul(factor)?, 9 - frac_len)
+    } else {
+        scale_pow10(mantissa, exponent.checked_add(9 - frac_len)?)
+    }
 }
 
 /// `value * 10^exp`, rounding a fractional result up (Kubernetes rounds sub-nano values up).
@@ -401,6 +423,40 @@ impl fmt::Display for Quantity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_u64_path_agrees_with_the_i128_path() {
+        let mantissas = [
+            0,
+            1,
+            7,
+            100,
+            999_999,
+            18_446_744_073,
+            999_999_999_999_999_999,
+        ];
+        for m in mantissas {
+            for (base, exponents) in [(10, -12..=21), (1024, 0..=7)] {
+                for exponent in exponents {
+                    for frac_len in 0..=20 {
+                        if let Some(fast) = small_nanos(m, base, exponent, frac_len) {
+                            assert_eq!(
+                                Some(i128::from(fast)),
+                                nanos_of(i128::from(m), base, exponent, frac_len),
+                                "{m} {base}^{exponent} /10^{frac_len}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Too big for a u64: the general path answers.
+        assert_eq!(small_nanos(999_999_999_999_999_999, 1024, 6, 0), None);
+        assert_eq!(
+            q("999999999Ei").nanos(),
+            999_999_999 * (1i128 << 60) * 1_000_000_000
+        );
+    }
 
     fn q(s: &str) -> Quantity {
         Quantity::parse(s).unwrap_or_else(|e| panic!("{e}"))

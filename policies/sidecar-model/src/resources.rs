@@ -125,7 +125,9 @@ impl ContainerResources {
         let limits = parse("limits", resources.and_then(|r| r.limits.as_ref()))?;
         let mut requests = parse("requests", resources.and_then(|r| r.requests.as_ref()))?;
         for (name, limit) in &limits {
-            requests.entry(name.clone()).or_insert(*limit);
+            if !requests.contains_key(name) {
+                requests.insert(name.clone(), *limit);
+            }
         }
         Ok(ContainerResources { requests, limits })
     }
@@ -293,7 +295,7 @@ fn aggregate(
     let mut out: BTreeMap<String, Breakdown> = BTreeMap::new();
     for c in containers.iter().filter(|c| c.role == Role::App) {
         for (name, q) in list(&c.resources) {
-            out.entry(name.clone()).or_default().app_sum += *q;
+            slot(&mut out, name).app_sum += *q;
         }
     }
     // Sidecars started so far, per resource, while walking init containers in order.
@@ -302,19 +304,20 @@ fn aggregate(
         let own = list(&c.resources);
         if c.role == Role::Sidecar {
             for (name, q) in own {
-                out.entry(name.clone()).or_default().sidecar_sum += *q;
-                *started.entry(name.clone()).or_default() += *q;
+                slot(&mut out, name).sidecar_sum += *q;
+                *slot(&mut started, name) += *q;
             }
             for (name, q) in &started {
-                let b = out.entry(name.clone()).or_default();
+                let b = slot(&mut out, name);
                 b.init_peak = b.init_peak.max(*q);
             }
         } else {
-            let names: BTreeSet<&String> = own.keys().chain(started.keys()).collect();
-            for name in names {
+            // Each resource the init container or a started sidecar uses (a name in both
+            // is counted once: the max is the same).
+            for name in own.keys().chain(started.keys()) {
                 let use_now = own.get(name).copied().unwrap_or_default()
                     + started.get(name).copied().unwrap_or_default();
-                let b = out.entry(name.clone()).or_default();
+                let b = slot(&mut out, name);
                 b.init_peak = b.init_peak.max(use_now);
             }
         }
@@ -324,7 +327,7 @@ fn aggregate(
     }
     for (name, q) in pod_level.into_iter().flatten() {
         if is_pod_level_resource(name) {
-            let b = out.entry(name.clone()).or_default();
+            let b = slot(&mut out, name);
             b.pod_level = Some(*q);
             b.effective = *q;
         }
@@ -332,12 +335,21 @@ fn aggregate(
     for (name, q) in overhead {
         // PodLimits adds overhead only to limits that are set.
         if is_requests || out.contains_key(name) {
-            let b = out.entry(name.clone()).or_default();
+            let b = slot(&mut out, name);
             b.overhead = *q;
             b.effective += *q;
         }
     }
     out
+}
+
+/// The entry for `name`, added empty when missing: the key is copied only then (a pod of
+/// 200 containers looks the same few names up thousands of times).
+fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, name: &str) -> &'m mut V {
+    if !map.contains_key(name) {
+        map.insert(name.to_string(), V::default());
+    }
+    map.get_mut(name).expect("inserted above")
 }
 
 /// `ComputePodQOS`: pod-level resources alone decide when set; otherwise every
