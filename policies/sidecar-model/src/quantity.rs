@@ -375,49 +375,69 @@ impl fmt::Display for Quantity {
         }
         let sign = if nanos < 0 { "-" } else { "" };
         let abs = nanos.unsigned_abs();
-
-        if self.format == QuantityFormat::BinarySI
-            && abs.is_multiple_of(NANOS_PER_UNIT as u128)
-            && abs >= 1024 * NANOS_PER_UNIT as u128
-        {
-            let mut units = abs / NANOS_PER_UNIT as u128;
-            let mut power = 0;
-            while units.is_multiple_of(1024) && power < 6 {
-                units /= 1024;
-                power += 1;
-            }
-            let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power];
-            return write!(f, "{sign}{units}{suffix}");
+        // u64 arithmetic whenever the value allows: u128 divisions are calls (in wasm and
+        // natively alike), and the audit summaries format quantities on every request.
+        match u64::try_from(abs) {
+            Ok(abs) => write_canonical(f, sign, abs, self.format),
+            Err(_) => write_canonical(f, sign, abs, self.format),
         }
-
-        // Decimal: value = abs * 10^-9; strip zeros in steps of three.
-        let mut mantissa = abs;
-        let mut exp: i32 = -9;
-        while mantissa.is_multiple_of(1000) && exp < 18 {
-            mantissa /= 1000;
-            exp += 3;
-        }
-        if self.format == QuantityFormat::DecimalExponent {
-            return if exp == 0 {
-                write!(f, "{sign}{mantissa}")
-            } else {
-                write!(f, "{sign}{mantissa}e{exp}")
-            };
-        }
-        let suffix = match exp {
-            -9 => "n",
-            -6 => "u",
-            -3 => "m",
-            0 => "",
-            3 => "k",
-            6 => "M",
-            9 => "G",
-            12 => "T",
-            15 => "P",
-            _ => "E",
-        };
-        write!(f, "{sign}{mantissa}{suffix}")
     }
+}
+
+/// `sign` and `abs` nanos in Kubernetes' canonical form (see `Display`).
+fn write_canonical<N>(
+    f: &mut fmt::Formatter<'_>,
+    sign: &str,
+    abs: N,
+    format: QuantityFormat,
+) -> fmt::Result
+where
+    N: Copy + fmt::Display + PartialOrd + From<u32> + From<u64>,
+    N: std::ops::Div<Output = N> + std::ops::Rem<Output = N>,
+{
+    let multiple_of = |n: N, k: u32| n % N::from(k) == N::from(0u32);
+    let nanos_per_unit = N::from(NANOS_PER_UNIT as u32);
+    if format == QuantityFormat::BinarySI
+        && multiple_of(abs, NANOS_PER_UNIT as u32)
+        && abs >= N::from(1024 * NANOS_PER_UNIT as u64)
+    {
+        let mut units = abs / nanos_per_unit;
+        let mut power = 0;
+        while multiple_of(units, 1024) && power < 6 {
+            units = units / N::from(1024u32);
+            power += 1;
+        }
+        let suffix = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power];
+        return write!(f, "{sign}{units}{suffix}");
+    }
+
+    // Decimal: value = abs * 10^-9; strip zeros in steps of three.
+    let mut mantissa = abs;
+    let mut exp: i32 = -9;
+    while multiple_of(mantissa, 1000) && exp < 18 {
+        mantissa = mantissa / N::from(1000u32);
+        exp += 3;
+    }
+    if format == QuantityFormat::DecimalExponent {
+        return if exp == 0 {
+            write!(f, "{sign}{mantissa}")
+        } else {
+            write!(f, "{sign}{mantissa}e{exp}")
+        };
+    }
+    let suffix = match exp {
+        -9 => "n",
+        -6 => "u",
+        -3 => "m",
+        0 => "",
+        3 => "k",
+        6 => "M",
+        9 => "G",
+        12 => "T",
+        15 => "P",
+        _ => "E",
+    };
+    write!(f, "{sign}{mantissa}{suffix}")
 }
 
 #[cfg(test)]
