@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::ModelError;
@@ -446,18 +446,26 @@ pub fn summary(
     figures: &BTreeMap<String, Breakdown>,
     unbounded: &[crate::resources::Unbounded],
 ) -> String {
-    let mut parts: BTreeMap<&str, String> = figures
-        .iter()
-        .map(|(k, b)| (k.as_str(), b.effective.to_string()))
+    use std::fmt::Write;
+    let unbounded: Vec<&str> = unbounded.iter().map(|u| u.resource.as_str()).collect();
+    let names: BTreeSet<&str> = figures
+        .keys()
+        .map(String::as_str)
+        .chain(unbounded.iter().copied())
         .collect();
-    for u in unbounded {
-        parts.insert(u.resource.as_str(), "unbounded".into());
+    // Written into one string: this runs on every request, for the audit annotations.
+    let mut out = String::new();
+    for name in names {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        // Writing to a String cannot fail.
+        let _ = match figures.get(name) {
+            Some(b) if !unbounded.contains(&name) => write!(out, "{name}={}", b.effective),
+            _ => write!(out, "{name}=unbounded"),
+        };
     }
-    parts
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    out
 }
 
 #[cfg(test)]

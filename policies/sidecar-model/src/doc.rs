@@ -114,13 +114,35 @@ impl<'a> Node<'a> {
     /// the objects on the way. Text is opened along the whole path in one pass, so the
     /// pod spec is not scanned once per level above it.
     pub fn pointer_mut(&mut self, pointer: &str) -> Result<Option<&mut Node<'a>>, ModelError> {
+        self.open_along(pointer, &[])
+    }
+
+    /// The object at `pointer`, opened, with its members named in `lists` opened as lists
+    /// in the same pass (a pod spec and its container lists: the lists are most of a
+    /// pod's text). `None` when there is no object there.
+    pub fn object_at(
+        &mut self,
+        pointer: &str,
+        lists: &[&str],
+    ) -> Result<Option<&mut Object<'a>>, ModelError> {
+        match self.open_along(pointer, lists)? {
+            Some(node) => node.as_object_mut(),
+            None => Ok(None),
+        }
+    }
+
+    fn open_along(
+        &mut self,
+        pointer: &str,
+        lists: &[&str],
+    ) -> Result<Option<&mut Node<'a>>, ModelError> {
         let keys: Vec<&str> = pointer.split('/').skip(1).collect();
         if let Node::Text(raw) = *self
-            && !keys.is_empty()
+            && (!keys.is_empty() || !lists.is_empty())
         {
             // Something on the path that is not an object: opened level by level below,
             // which finds where the path stops.
-            if let Ok(opened) = open_path(raw.get(), &keys) {
+            if let Ok(opened) = open_path(raw.get(), &keys, lists) {
                 *self = opened;
             }
         }
@@ -232,22 +254,30 @@ impl Serialize for Node<'_> {
     }
 }
 
-/// `text` with the objects along `keys` opened, everything else left as text; an error
-/// when something on the path is not an object.
-fn open_path<'a>(text: &'a str, keys: &[&str]) -> Result<Node<'a>, serde_json::Error> {
+/// `text` with the objects along `keys` opened, and the lists named `lists` in the last
+/// one, everything else left as text; an error when something on the path is not an
+/// object or a named list is not a list.
+fn open_path<'a>(
+    text: &'a str,
+    keys: &[&str],
+    lists: &[&str],
+) -> Result<Node<'a>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let node = OpenPath(keys).deserialize(&mut de)?;
+    let node = OpenPath { keys, lists }.deserialize(&mut de)?;
     de.end()?;
     Ok(node)
 }
 
-struct OpenPath<'p>(&'p [&'p str]);
+struct OpenPath<'p> {
+    keys: &'p [&'p str],
+    lists: &'p [&'p str],
+}
 
 impl<'de, 'p> DeserializeSeed<'de> for OpenPath<'p> {
     type Value = Node<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
-        if self.0.is_empty() {
+        if self.keys.is_empty() && self.lists.is_empty() {
             return <&RawValue>::deserialize(d).map(Node::Text);
         }
         d.deserialize_map(self)
@@ -262,13 +292,20 @@ impl<'de, 'p> Visitor<'de> for OpenPath<'p> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-        let (first, rest) = self.0.split_first().unwrap_or((&"", &[]));
         let mut members = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
-            let node = if key == *first {
-                map.next_value_seed(OpenPath(rest))?
-            } else {
-                Node::Text(map.next_value()?)
+            let node = match self.keys.split_first() {
+                Some((first, rest)) if key == *first => map.next_value_seed(OpenPath {
+                    keys: rest,
+                    lists: self.lists,
+                })?,
+                None if self.lists.contains(&key.as_str()) => {
+                    match map.next_value::<Option<Vec<&'de RawValue>>>()? {
+                        Some(items) => Node::Array(items.into_iter().map(Node::Text).collect()),
+                        None => Node::Value(Value::Null),
+                    }
+                }
+                _ => Node::Text(map.next_value()?),
             };
             members.push((key, node));
         }
@@ -351,6 +388,39 @@ mod tests {
         assert_eq!(
             doc.to_json().unwrap().get(),
             r#"{"a":{"x": 1},"spec":{"template":{"spec":{"k":[ 1 ],"new":true},"o":{ }}},"z":[ ]}"#
+        );
+    }
+
+    #[test]
+    fn lists_at_the_end_of_a_path_open_in_the_same_pass() {
+        let text = r#"{"spec": {"containers": [ {"name": "a"}, {"name": "b"} ], "initContainers": null, "x": 1}}"#;
+        let mut doc = Node::parse(text).unwrap();
+        let spec = doc
+            .object_at("/spec", &["containers", "initContainers"])
+            .unwrap()
+            .unwrap();
+        assert!(matches!(spec.get("containers"), Some(Node::Array(items)) if items.len() == 2));
+        assert!(spec.get("initContainers").unwrap().is_null());
+        assert_eq!(
+            doc.to_json().unwrap().get(),
+            r#"{"spec":{"containers":[{"name": "a"},{"name": "b"}],"initContainers":null,"x":1}}"#
+        );
+        // A named member that is not a list: opened level by level instead.
+        let mut odd = Node::parse(r#"{"spec": {"containers": 5}}"#).unwrap();
+        let spec = odd.object_at("/spec", &["containers"]).unwrap().unwrap();
+        assert!(
+            spec.get_mut("containers")
+                .unwrap()
+                .as_array_mut()
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            Node::parse("[1]")
+                .unwrap()
+                .object_at("", &["containers"])
+                .unwrap()
+                .is_none()
         );
     }
 

@@ -79,12 +79,10 @@ pub(crate) fn spec_mut<'n, 'a>(
     object: &'n mut Node<'a>,
     kind: WorkloadKind,
 ) -> Result<&'n mut Object<'a>, ModelError> {
-    let missing = || ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer()));
+    let lists = [ContainerList::Containers, ContainerList::InitContainers].map(|l| l.field());
     object
-        .pointer_mut(kind.pod_spec_pointer())?
-        .ok_or_else(missing)?
-        .as_object_mut()?
-        .ok_or_else(missing)
+        .object_at(kind.pod_spec_pointer(), &lists)?
+        .ok_or_else(|| ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer())))
 }
 
 pub(crate) fn list_mut<'n, 'a>(
