@@ -90,6 +90,8 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
 
     // The accounting after every edit, when the QoS fix already computed it.
     let mut settled: Option<Accounting> = None;
+    // The accounting after the sidecar edits, when the QoS check computed it.
+    let mut after_edits = None;
     if v.on(Rule::Qos) {
         let current = accounting.with(&edits);
         if let Some(down) = budget::qos_downgrade(&model, &current) {
@@ -153,11 +155,13 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
                 ));
             }
         }
+        after_edits = Some(current);
     }
 
-    let result = match settled {
-        Some(all) => std::borrow::Cow::Owned(all),
-        None => accounting.with(&edits),
+    let result = match (settled, after_edits) {
+        (Some(all), _) => std::borrow::Cow::Owned(all),
+        (None, Some(current)) => current,
+        (None, None) => accounting.with(&edits),
     };
     if v.on(Rule::PodLevel) {
         for breach in budget::pod_level_breaches(&result) {
