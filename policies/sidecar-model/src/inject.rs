@@ -572,7 +572,7 @@ pub fn inject_surveyed(
         .iter()
         .enumerate()
         .filter(|(_, c)| c.lifecycle == LifecycleType::Standard)
-        .flat_map(|(i, _)| model.container(i).volume_mounts.clone().unwrap_or_default())
+        .flat_map(|(i, _)| model.container(i).volume_mounts())
         .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
         .collect();
     let mut injected_any = false;
@@ -612,9 +612,8 @@ pub fn inject_surveyed(
                 };
                 let Some(var) = model
                     .container(source)
-                    .env
+                    .env()
                     .iter()
-                    .flatten()
                     .find(|e| e.name == t.env_name)
                 else {
                     continue;

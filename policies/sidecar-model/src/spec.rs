@@ -8,6 +8,7 @@
 //! edit the request's own JSON (`surgery`), never these types, so nothing is lost on the
 //! way out: fields not read here are kept as they were.
 
+use crate::lazy::Lazy;
 use k8s_openapi::api::core::v1::{EnvVar, Lifecycle, ResourceRequirements, VolumeMount};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::de::IgnoredAny;
@@ -40,8 +41,28 @@ pub struct Container {
     pub liveness_probe: Option<IgnoredAny>,
     pub lifecycle: Option<Lifecycle>,
     pub resources: Option<ResourceRequirements>,
-    pub volume_mounts: Option<Vec<VolumeMount>>,
-    pub env: Option<Vec<EnvVar>>,
+    /// Only the injector reads mounts and variables (real pods carry dozens of each):
+    /// kept as text until then.
+    pub volume_mounts: Option<Lazy<Vec<VolumeMount>>>,
+    pub env: Option<Lazy<Vec<EnvVar>>>,
+}
+
+impl Container {
+    /// The container's volume mounts (none when absent or unreadable).
+    pub fn volume_mounts(&self) -> &[VolumeMount] {
+        lazy_list(&self.volume_mounts)
+    }
+
+    /// The container's environment variables (none when absent or unreadable).
+    pub fn env(&self) -> &[EnvVar] {
+        lazy_list(&self.env)
+    }
+}
+
+fn lazy_list<T: serde::de::DeserializeOwned>(list: &Option<Lazy<Vec<T>>>) -> &[T] {
+    list.as_ref()
+        .and_then(|l| l.get().ok())
+        .map_or(&[], Vec::as_slice)
 }
 
 /// `null` reads as the empty value, as the API server treats it.
@@ -87,8 +108,9 @@ mod tests {
         let sleep = proxy.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
         assert_eq!(sleep.sleep.as_ref().unwrap().seconds, 5);
         let app = &spec.containers[0];
-        assert_eq!(app.env.as_ref().unwrap()[0].name, "TZ");
-        assert_eq!(app.volume_mounts.as_ref().unwrap()[0].mount_path, "/data");
+        assert_eq!(app.env()[0].name, "TZ");
+        assert_eq!(app.volume_mounts()[0].mount_path, "/data");
+        assert!(proxy.env().is_empty() && proxy.volume_mounts().is_empty());
         assert!(app.resources.is_some());
     }
 
