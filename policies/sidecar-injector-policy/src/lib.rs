@@ -94,7 +94,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let model = if changes.is_empty() {
         model
     } else {
-        PodModel::reread(&mutated, &known).map_err(|e| e.to_string())?
+        surgery::normalised(&model, &known)
     };
     let outcomes = inject::inject_surveyed(
         &mut mutated,

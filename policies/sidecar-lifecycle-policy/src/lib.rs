@@ -21,7 +21,6 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let options = CheckOptions {
         kubernetes_version: settings.version()?,
     };
-    let reread = |object: &Node| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) =
         PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
@@ -48,7 +47,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
                         .iter()
                         .map(|c| format!("{}: {c}", Rule::LegacySidecar)),
                 );
-                model = reread(&target)?;
+                model = surgery::normalised(&model, &known);
                 mutated = Some(target);
             }
             // Nothing was changed: the request is answered as it came.
@@ -76,8 +75,8 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
                 model.containers[i].name
             ));
         }
-        if let Some(target) = mutated.as_ref().filter(|_| !optional.is_empty()) {
-            model = reread(target)?;
+        if !optional.is_empty() {
+            model = surgery::without_readiness_probes(&model, &optional, &known);
         }
     }
 

@@ -577,6 +577,9 @@ pub fn inject_surveyed(
         .collect();
     let mut injected_any = false;
     let mut rules: Vec<EdgeRule> = Vec::new();
+    // What the object gains, for the model of the injected pod (no re-read of the object).
+    let mut added: Vec<(ContainerList, crate::spec::Container)> = Vec::new();
+    let mut added_annotations: Vec<(String, String)> = Vec::new();
     for outcome in &mut outcomes {
         let SetOutcome::Injected {
             set: set_name,
@@ -653,7 +656,16 @@ pub fn inject_surveyed(
                 LifecycleType::Init => ContainerList::InitContainers,
                 _ => ContainerList::Containers,
             };
-            surgery::list_mut(spec, target)?.push(Node::Value(Value::Object(container)));
+            let container = Value::Object(container);
+            let lean = crate::spec::Container::deserialize(&container).map_err(|e| {
+                ModelError::Malformed(format!(
+                    "sidecarSets {:?}: container {:?}: {e}",
+                    set.name,
+                    c.name()
+                ))
+            })?;
+            added.push((target, lean));
+            surgery::list_mut(spec, target)?.push(Node::Value(container));
         }
         for v in set.volumes() {
             let name = v.get("name").cloned();
@@ -674,21 +686,24 @@ pub fn inject_surveyed(
         for (k, v) in &set.pod_annotations {
             if !model.pod.annotations.contains_key(k) {
                 surgery::set_pod_annotation(object, kind, k, v)?;
+                added_annotations.push((k.clone(), v.clone()));
             }
         }
-        surgery::set_pod_annotation(
-            object,
-            kind,
-            &format!("{}{}", keys::INJECTED_PREFIX, set.name),
-            revision,
-        )?;
+        let key = format!("{}{}", keys::INJECTED_PREFIX, set.name);
+        surgery::set_pod_annotation(object, kind, &key, revision)?;
+        added_annotations.push((key, revision.clone()));
         rules.extend(set.after.iter().cloned());
         injected_any = true;
     }
     if injected_any {
         // The injected containers take their place in the start graph, as the ordering
         // policy would place them.
-        let injected = PodModel::reread(object, known)?;
+        let injected = model.with_view(known, |view| {
+            for (list, container) in added {
+                view.list_mut(list).push(container);
+            }
+            view.annotations.extend(added_annotations);
+        });
         let graph = StartGraph::build(&injected, rules.iter().flat_map(|r| r.edges(&injected)));
         if let Ok(order) = graph.order() {
             surgery::apply_start_order(object, &injected, &order)?;

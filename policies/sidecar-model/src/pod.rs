@@ -75,13 +75,13 @@ impl PodModel {
         Ok(PodView::from_json(text)?.map(|pod| Self::new(pod, known)))
     }
 
-    /// The model of an object a policy rewrote (it must still hold its pod), read from
-    /// the text it will be answered with.
-    pub fn reread(object: &impl Serialize, known: &KnownSidecars) -> Result<Self, ModelError> {
-        let text = serde_json::to_string(object)
-            .map_err(|e| ModelError::Malformed(format!("cannot write the object: {e}")))?;
-        Self::from_json(&text, known)?
-            .ok_or_else(|| ModelError::Malformed("the rewritten object holds no pod".into()))
+    /// The model after `edit` changes the pod the way a policy changed the object: no
+    /// re-read of the whole object (the edit functions in `surgery` and `inject` keep the
+    /// two in step, and their tests compare them with a re-read).
+    pub fn with_view(&self, known: &KnownSidecars, edit: impl FnOnce(&mut PodView)) -> Self {
+        let mut pod = self.pod.clone();
+        edit(&mut pod);
+        Self::new(pod, known)
     }
 
     pub fn new(pod: PodView, known: &KnownSidecars) -> Self {

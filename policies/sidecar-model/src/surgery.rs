@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 use crate::doc::{Node, Object};
 
 use crate::error::ModelError;
-use crate::lifecycle::ContainerList;
+use crate::lifecycle::{ContainerList, KnownSidecars};
 use crate::pod::PodModel;
+use crate::spec::Container;
 use crate::workload::WorkloadKind;
 
 /// What a mutation did, for messages and audit.
@@ -150,6 +151,46 @@ pub fn normalise(object: &mut Node, model: &PodModel) -> Result<Vec<Change>, Nor
         init.push(container);
     }
     Ok(changes)
+}
+
+/// What [`normalise`] does to the object, done to the model's view of the pod: the model
+/// of the normalised pod, without reading the object again.
+pub fn normalised(model: &PodModel, known: &KnownSidecars) -> PodModel {
+    let legacy: Vec<usize> = model.legacy_sidecars().map(|c| c.index).collect();
+    model.with_view(known, |view| {
+        let containers = view.list_mut(ContainerList::Containers);
+        let mut moved: Vec<Container> = Vec::with_capacity(legacy.len());
+        for &i in legacy.iter().rev() {
+            if i < containers.len() {
+                moved.push(containers.remove(i));
+            }
+        }
+        moved.reverse();
+        for c in &mut moved {
+            c.restart_policy = Some("Always".into());
+        }
+        view.list_mut(ContainerList::InitContainers).extend(moved);
+    })
+}
+
+/// The model of the pod once `remove_container_field(.., i, "readinessProbe")` has run
+/// for each of `indices`, without reading the object again.
+pub fn without_readiness_probes(
+    model: &PodModel,
+    indices: &[usize],
+    known: &KnownSidecars,
+) -> PodModel {
+    let at: Vec<(ContainerList, usize)> = indices
+        .iter()
+        .map(|&i| (model.containers[i].list, model.containers[i].index))
+        .collect();
+    model.with_view(known, |view| {
+        for (list, index) in at {
+            if let Some(c) = view.list_mut(list).get_mut(index) {
+                c.readiness_probe = None;
+            }
+        }
+    })
 }
 
 /// Puts each list into the order `start` gives (indices into `model.containers`),
@@ -367,6 +408,34 @@ mod tests {
     }
 
     #[test]
+    fn the_normalised_model_is_the_model_of_the_normalised_object() {
+        let known = KnownSidecars::default();
+        let objects = [
+            istio_job(),
+            json!({"kind": "Pod", "metadata": {"annotations": {"after.sidecars.dev/app": "envoy"}},
+                "spec": {"initContainers": [{"name": "setup"}], "containers": [
+                {"name": "envoy", "image": "envoyproxy/envoy:v1", "env": [{"name": "A", "value": "1"}]},
+                {"name": "app", "image": "nginx", "resources": {"limits": {"cpu": "1"}}},
+                {"name": "fluent-bit", "image": "fluent/fluent-bit:3", "restartPolicy": "Never"}
+            ]}}),
+        ];
+        for object in objects {
+            let m = model(&object);
+            let mut edited = object.clone();
+            assert!(
+                !edit_value(&mut edited, |d| normalise(d, &m))
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(
+                format!("{:?}", normalised(&m, &known)),
+                format!("{:?}", PodModel::of(&edited, &known)),
+                "{object}"
+            );
+        }
+    }
+
+    #[test]
     fn normalise_creates_init_containers_and_keeps_sidecar_order() {
         let mut object = json!({"kind": "Pod", "spec": {"containers": [
             {"name": "envoy", "image": "envoyproxy/envoy:v1"},
@@ -452,6 +521,32 @@ mod tests {
                 "readinessProbe"
             ))
             .unwrap()
+        );
+    }
+
+    #[test]
+    fn a_model_without_probes_is_the_model_of_the_edited_object() {
+        let known = KnownSidecars::default();
+        let object = json!({"kind": "Pod", "spec": {"initContainers": [
+            {"name": "logs", "restartPolicy": "Always", "readinessProbe": {"exec": {"command": ["true"]}}},
+            {"name": "proxy", "restartPolicy": "Always", "readinessProbe": {"exec": {"command": ["true"]}}}
+        ], "containers": [{"name": "app", "readinessProbe": {"exec": {"command": ["true"]}}}]}});
+        let m = model(&object);
+        let mut edited = object.clone();
+        for i in [0, 2] {
+            assert!(
+                edit_value(&mut edited, |d| remove_container_field(
+                    d,
+                    &m,
+                    i,
+                    "readinessProbe"
+                ))
+                .unwrap()
+            );
+        }
+        assert_eq!(
+            format!("{:?}", without_readiness_probes(&m, &[0, 2], &known)),
+            format!("{:?}", PodModel::of(&edited, &known))
         );
     }
 

@@ -1,6 +1,7 @@
 //! Where the pod spec lives in each kind of object, and reading it.
 
-use crate::spec::{PodSpec, null_as_empty};
+use crate::lifecycle::ContainerList;
+use crate::spec::{Container, PodSpec, null_as_empty};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -109,6 +110,14 @@ impl PodView {
                 e,
                 serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text)),
             )),
+        }
+    }
+
+    /// One of the pod's container lists, to edit (an absent `initContainers` is created).
+    pub fn list_mut(&mut self, list: ContainerList) -> &mut Vec<Container> {
+        match list {
+            ContainerList::InitContainers => self.spec.init_containers.get_or_insert_default(),
+            ContainerList::Containers => &mut self.spec.containers,
         }
     }
 

@@ -18,7 +18,6 @@ policy_shell::export_policy!(Settings, evaluate);
 fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
     let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
-    let reread = |object: &Node| PodModel::reread(object, &known).map_err(|e| e.to_string());
     let Some(mut model) =
         PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
@@ -37,7 +36,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         answer
             .warnings
             .extend(changes.iter().map(ToString::to_string));
-        model = reread(target)?;
+        model = surgery::normalised(&model, &known);
     }
 
     let plan = ordering::plan(&model, &settings.edges);
