@@ -494,34 +494,26 @@ mod tests {
         assert_eq!(again, object);
     }
 
+    /// Removes `readinessProbe` from container `i` of `object`: whether it was there.
+    fn remove_probe(object: &mut Value, m: &PodModel, i: usize) -> bool {
+        edit_value(object, |d| {
+            remove_container_field(d, m, i, "readinessProbe")
+        })
+        .unwrap()
+    }
+
     #[test]
     fn removing_a_field_touches_only_that_field() {
         let mut object = json!({"kind": "Pod", "spec": {"initContainers": [
             {"name": "logs", "restartPolicy": "Always", "readinessProbe": {"exec": {"command": ["true"]}}, "image": "x"}
         ], "containers": [{"name": "app"}]}});
         let m = model(&object);
-        assert!(
-            edit_value(&mut object, |d| remove_container_field(
-                d,
-                &m,
-                0,
-                "readinessProbe"
-            ))
-            .unwrap()
-        );
+        assert!(remove_probe(&mut object, &m, 0));
         assert_eq!(
             object["spec"]["initContainers"][0],
             json!({"name": "logs", "restartPolicy": "Always", "image": "x"})
         );
-        assert!(
-            !edit_value(&mut object, |d| remove_container_field(
-                d,
-                &m,
-                0,
-                "readinessProbe"
-            ))
-            .unwrap()
-        );
+        assert!(!remove_probe(&mut object, &m, 0));
     }
 
     #[test]
@@ -534,15 +526,7 @@ mod tests {
         let m = model(&object);
         let mut edited = object.clone();
         for i in [0, 2] {
-            assert!(
-                edit_value(&mut edited, |d| remove_container_field(
-                    d,
-                    &m,
-                    i,
-                    "readinessProbe"
-                ))
-                .unwrap()
-            );
+            assert!(remove_probe(&mut edited, &m, i));
         }
         assert_eq!(
             format!("{:?}", without_readiness_probes(&m, &[0, 2], &known)),
@@ -552,36 +536,15 @@ mod tests {
 
     #[test]
     fn annotations_are_created_where_missing() {
+        let annotate = |object: &mut Value, kind, key, value| {
+            edit_value(object, |d| set_pod_annotation(d, kind, key, value)).unwrap()
+        };
         let mut pod = json!({"kind": "Pod", "spec": {"containers": []}});
-        assert!(
-            edit_value(&mut pod, |d| set_pod_annotation(
-                d,
-                WorkloadKind::Pod,
-                "a/b",
-                "c"
-            ))
-            .unwrap()
-        );
+        assert!(annotate(&mut pod, WorkloadKind::Pod, "a/b", "c"));
         assert_eq!(pod["metadata"]["annotations"]["a/b"], "c");
-        assert!(
-            !edit_value(&mut pod, |d| set_pod_annotation(
-                d,
-                WorkloadKind::Pod,
-                "a/b",
-                "c"
-            ))
-            .unwrap()
-        );
+        assert!(!annotate(&mut pod, WorkloadKind::Pod, "a/b", "c"));
         let mut cron = json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}});
-        assert!(
-            edit_value(&mut cron, |d| set_pod_annotation(
-                d,
-                WorkloadKind::CronJob,
-                "k",
-                "v"
-            ))
-            .unwrap()
-        );
+        assert!(annotate(&mut cron, WorkloadKind::CronJob, "k", "v"));
         assert_eq!(
             cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]["k"],
             "v"
