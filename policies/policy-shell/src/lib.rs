@@ -149,6 +149,14 @@ impl Answer {
         }
     }
 
+    /// Answers with `object` as the mutated object (written as JSON now).
+    pub fn set_mutated(&mut self, object: &impl Serialize) -> Result<(), String> {
+        let text = serde_json::value::to_raw_value(object)
+            .map_err(|e| format!("cannot write the mutated object: {e}"))?;
+        self.mutated = Some(text);
+        Ok(())
+    }
+
     /// Files `message` as `level` says: a rejection, a warning, or nothing.
     pub fn file(&mut self, level: Level, message: String) {
         match level {

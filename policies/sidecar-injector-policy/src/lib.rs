@@ -126,6 +126,6 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         }
     }
     answer.audit.insert(INJECTED.into(), injected.join(","));
-    answer.mutated = Some(mutated.to_json().map_err(|e| e.to_string())?);
+    answer.set_mutated(&mutated)?;
     Ok(answer)
 }

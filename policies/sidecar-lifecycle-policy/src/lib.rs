@@ -83,9 +83,8 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     for violation in checks::check(&model, &options) {
         answer.file(levels.of(violation.rule), violation.to_string());
     }
-    answer.mutated = mutated
-        .map(|doc| doc.to_json())
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    if let Some(doc) = &mutated {
+        answer.set_mutated(doc)?;
+    }
     Ok(answer)
 }

@@ -91,9 +91,8 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         keys::STOP_ORDER.into(),
         graph::names(&model, &graph::stop_order(&model, &admitted)).join(","),
     );
-    answer.mutated = mutated
-        .map(|doc| doc.to_json())
-        .transpose()
-        .map_err(|e| e.to_string())?;
+    if let Some(doc) = &mutated {
+        answer.set_mutated(doc)?;
+    }
     Ok(answer)
 }

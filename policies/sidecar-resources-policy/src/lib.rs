@@ -248,7 +248,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     if !edits.is_empty() {
         let mut mutated = Node::from(request.object());
         surgery::apply_resource_edits(&mut mutated, &model, &edits).map_err(|e| e.to_string())?;
-        answer.mutated = Some(mutated.to_json().map_err(|e| e.to_string())?);
+        answer.set_mutated(&mutated)?;
     }
     Ok(answer)
 }
