@@ -19,7 +19,7 @@ all: wasm host
 targets:
 	rustup target add $(WASM_TARGET) wasm32-unknown-unknown
 
-# Every policy crate to wasm32-wasip1 with the size-optimised profile; the policies are
+# Every policy crate to wasm32-wasip1 with the wasm profile (LTO, stripped); the policies are
 # then annotated with their metadata and README (as kwctl annotate does) into build/wasm/.
 wasm: targets host
 	$(CARGO) build --target $(WASM_TARGET) --profile wasm $(foreach p,$(POLICIES) $(TEST_POLICIES),-p $(p))
