@@ -2,9 +2,9 @@
 //!
 //! k8s-openapi's `PodSpec` deserializes every field of every container (probes, env
 //! sources, security contexts, ports…) into large typed trees; in the fresh wasm instance
-//! policy-server gives each request, building and dropping them (twice when a policy
-//! re-reads what it rewrote) was most of a policy's cost. The model reads only what it
-//! uses, with k8s-openapi's types for those parts; probes only need to be present. Policies
+//! policy-server gives each request, building and dropping them was most of a policy's
+//! cost. The model reads only what it uses, with k8s-openapi's types for those parts;
+//! probes only need to be present, mounts and variables stay text until read. Policies
 //! edit the request's own JSON (`surgery`), never these types, so nothing is lost on the
 //! way out: fields not read here are kept as they were.
 
