@@ -170,14 +170,21 @@ impl Answer {
     /// rejections joined into one message.
     pub fn into_response(self) -> CallResult {
         let accepted = self.rejections.is_empty();
-        Ok(serde_json::to_vec(&ValidationResponse {
-            accepted,
-            message: (!accepted).then(|| self.rejections.join("; ")),
-            code: None,
-            mutated_object: self.mutated.as_deref().filter(|_| accepted),
-            audit_annotations: (!self.audit.is_empty()).then_some(&self.audit),
-            warnings: (!self.warnings.is_empty()).then_some(&self.warnings),
-        })?)
+        let mutated_object = self.mutated.as_deref().filter(|_| accepted);
+        // Sized for the mutated object up front: growing by doubling would copy it again.
+        let mut out = Vec::with_capacity(mutated_object.map_or(0, |m| m.get().len()) + 1024);
+        serde_json::to_writer(
+            &mut out,
+            &ValidationResponse {
+                accepted,
+                message: (!accepted).then(|| self.rejections.join("; ")),
+                code: None,
+                mutated_object,
+                audit_annotations: (!self.audit.is_empty()).then_some(&self.audit),
+                warnings: (!self.warnings.is_empty()).then_some(&self.warnings),
+            },
+        )?;
+        Ok(out)
     }
 }
 
