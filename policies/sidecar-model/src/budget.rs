@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -64,7 +65,9 @@ impl ResourceDefault {
         defaults: &'d [ResourceDefault],
         c: &ContainerInfo,
     ) -> Option<&'d ResourceDefault> {
-        defaults.iter().find(|d| d.selector().matches(c))
+        defaults.iter().find(|d| {
+            crate::selector::matches_fields(d.name.as_deref(), d.image.as_deref(), None, c)
+        })
     }
 }
 
@@ -101,7 +104,9 @@ pub struct Accounting {
     pub containers: Vec<Accounted>,
     pub pod_level: Option<ContainerResources>,
     pub overhead: BTreeMap<String, Quantity>,
-    pub pod: PodResources,
+    /// The pod's figures, computed when first asked for: a policy that edits resources
+    /// asks only after its edits.
+    settled: OnceCell<PodResources>,
 }
 
 impl Accounting {
@@ -117,17 +122,22 @@ impl Accounting {
             }),
         )?
         .requests;
-        let pod = resources::compute_from(&containers, pod_level.as_ref(), &overhead);
         Ok(Accounting {
             containers,
             pod_level,
             overhead,
-            pod,
+            settled: OnceCell::new(),
         })
     }
 
-    /// The accounting after `edits`, without touching any JSON.
-    /// The accounting after `edits`; no edits, no recomputation.
+    /// The pod's effective requests and limits and its QoS class.
+    pub fn pod(&self) -> &PodResources {
+        self.settled.get_or_init(|| {
+            resources::compute_from(&self.containers, self.pod_level.as_ref(), &self.overhead)
+        })
+    }
+
+    /// The accounting after `edits`, without touching any JSON; no edits, no copy.
     pub fn with(&self, edits: &[ResourceEdit]) -> Cow<'_, Accounting> {
         if edits.is_empty() {
             return Cow::Borrowed(self);
@@ -143,12 +153,11 @@ impl Accounting {
                 }
             };
         }
-        let pod = resources::compute_from(&containers, self.pod_level.as_ref(), &self.overhead);
         Cow::Owned(Accounting {
             containers,
             pod_level: self.pod_level.clone(),
             overhead: self.overhead.clone(),
-            pod,
+            settled: OnceCell::new(),
         })
     }
 }
@@ -248,7 +257,7 @@ pub fn qos_downgrade(model: &PodModel, acc: &Accounting) -> Option<QosDowngrade>
     };
     apps().next()?;
     let app_class = resources::qos_of(apps());
-    let pod_class = acc.pod.qos_class;
+    let pod_class = acc.pod().qos_class;
     if app_class == pod_class || app_class == QosClass::Burstable {
         return None;
     }
@@ -361,7 +370,7 @@ pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
     };
     let mut out = Vec::new();
     for (resource, limit) in &pod.requests {
-        let Some(b) = acc.pod.requests.get(resource) else {
+        let Some(b) = acc.pod().requests.get(resource) else {
             continue;
         };
         if b.aggregate() > *limit {
@@ -390,7 +399,7 @@ pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
             out.push(PodLevelBreach {
                 resource: resource.clone(),
                 field: Field::Limits,
-                breakdown: acc.pod.limits.get(resource).cloned().unwrap_or_default(),
+                breakdown: acc.pod().limits.get(resource).cloned().unwrap_or_default(),
                 containers: over,
                 pod_level: *limit,
             });
@@ -406,7 +415,7 @@ pub fn sidecar_share_over(
     max: &BTreeMap<String, u32>,
 ) -> Vec<(String, Quantity, Quantity, f64)> {
     let mut out = Vec::new();
-    for (resource, b) in &acc.pod.requests {
+    for (resource, b) in &acc.pod().requests {
         let Some(limit) = max.get(resource).or_else(|| max.get("*")) else {
             continue;
         };
@@ -532,7 +541,7 @@ mod tests {
         );
         let (edits, stuck) = guarantee(&m, &acc, &d.offenders, &[]);
         assert!(stuck.is_empty());
-        assert_eq!(acc.with(&edits).pod.qos_class, QosClass::Guaranteed);
+        assert_eq!(acc.with(&edits).pod().qos_class, QosClass::Guaranteed);
         assert_eq!(
             acc.with(&edits).containers[0].resources.limits["cpu"],
             q("100m")
@@ -549,7 +558,7 @@ mod tests {
         let (edits, stuck) = guarantee(&m, &acc, &d.offenders, &[istio_default()]);
         assert!(stuck.is_empty());
         let after = acc.with(&edits);
-        assert_eq!(after.pod.qos_class, QosClass::Guaranteed);
+        assert_eq!(after.pod().qos_class, QosClass::Guaranteed);
         assert_eq!(after.containers[0].resources.requests["memory"], q("128Mi"));
     }
 
@@ -582,7 +591,7 @@ mod tests {
         let over = sidecar_share_over(&acc, &BTreeMap::from([("*".to_string(), 30)]));
         assert_eq!(over, [("cpu".to_string(), q("500m"), q("1500m"), 33.33)]);
         let unbounded: Vec<String> = acc
-            .pod
+            .pod()
             .unbounded_limits
             .iter()
             .map(|u| u.resource.clone())
@@ -592,10 +601,10 @@ mod tests {
             ("memory".to_string(), q("4Gi")),
         ]);
         assert_eq!(
-            over_max(&acc.pod.requests, &[], &max),
+            over_max(&acc.pod().requests, &[], &max),
             [("cpu".to_string(), Some(q("1500m")), q("1"))]
         );
-        assert_eq!(over_max(&acc.pod.limits, &unbounded, &max).len(), 2);
+        assert_eq!(over_max(&acc.pod().limits, &unbounded, &max).len(), 2);
     }
 
     #[test]

@@ -39,18 +39,31 @@ impl ContainerSelector {
     }
 
     pub fn matches(&self, c: &ContainerInfo) -> bool {
-        let name_ok = self
-            .name
-            .as_deref()
-            .is_none_or(|p| crate::glob::matches(p, &c.name));
-        let image_ok = self.image.as_deref().is_none_or(|p| {
-            c.image
-                .as_deref()
-                .is_some_and(|i| crate::glob::matches(p, image_repository(i)))
-        });
-        let type_ok = self.lifecycle.is_none_or(|t| t == c.lifecycle);
-        name_ok && image_ok && type_ok
+        matches_fields(
+            self.name.as_deref(),
+            self.image.as_deref(),
+            self.lifecycle,
+            c,
+        )
     }
+}
+
+/// [`ContainerSelector::matches`] for fields held elsewhere (a resource default's own
+/// `name` and `image`), without building a selector for each container.
+pub fn matches_fields(
+    name: Option<&str>,
+    image: Option<&str>,
+    lifecycle: Option<LifecycleType>,
+    c: &ContainerInfo,
+) -> bool {
+    let name_ok = name.is_none_or(|p| crate::glob::matches(p, &c.name));
+    let image_ok = image.is_none_or(|p| {
+        c.image
+            .as_deref()
+            .is_some_and(|i| crate::glob::matches(p, image_repository(i)))
+    });
+    let type_ok = lifecycle.is_none_or(|t| t == c.lifecycle);
+    name_ok && image_ok && type_ok
 }
 
 fn validate_pattern(field: &str, pattern: &str) -> Result<(), String> {

@@ -108,7 +108,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
                 (Vec::new(), Vec::new())
             };
             let fixed = (fixable && stuck.is_empty()).then(|| current.with(&fix));
-            if let Some(fixed) = fixed.filter(|f| f.pod.qos_class == QosClass::Guaranteed) {
+            if let Some(fixed) = fixed.filter(|f| f.pod().qos_class == QosClass::Guaranteed) {
                 settled = Some(fixed.into_owned());
                 for e in &fix {
                     v.answer.warnings.push(format!(
@@ -186,7 +186,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
     if v.on(Rule::PodMax) {
         let unbounded: Vec<String> = result
-            .pod
+            .pod()
             .unbounded_limits
             .iter()
             .map(|u| u.resource.clone())
@@ -194,13 +194,13 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         for (field, figures, max, none) in [
             (
                 "requests",
-                &result.pod.requests,
+                &result.pod().requests,
                 &settings.max_effective_requests,
                 &Vec::new(),
             ),
             (
                 "limits",
-                &result.pod.limits,
+                &result.pod().limits,
                 &settings.max_effective_limits,
                 &unbounded,
             ),
@@ -217,7 +217,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
                     ),
                     None => {
                         let who = result
-                            .pod
+                            .pod()
                             .unbounded_limits
                             .iter()
                             .find(|u| u.resource == resource)
@@ -236,15 +236,15 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let mut answer = v.answer;
     answer.audit.insert(
         EFFECTIVE_REQUESTS.into(),
-        budget::summary(&result.pod.requests, &[]),
+        budget::summary(&result.pod().requests, &[]),
     );
     answer.audit.insert(
         EFFECTIVE_LIMITS.into(),
-        budget::summary(&result.pod.limits, &result.pod.unbounded_limits),
+        budget::summary(&result.pod().limits, &result.pod().unbounded_limits),
     );
     answer
         .audit
-        .insert(QOS_CLASS.into(), result.pod.qos_class.as_str().into());
+        .insert(QOS_CLASS.into(), result.pod().qos_class.as_str().into());
     if !edits.is_empty() {
         let mut mutated = Node::from(request.object());
         surgery::apply_resource_edits(&mut mutated, &model, &edits).map_err(|e| e.to_string())?;
