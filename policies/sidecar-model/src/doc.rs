@@ -53,11 +53,8 @@ impl<'a> Node<'a> {
             Node::Text(raw) => {
                 let text = raw.get();
                 match text.trim_start().as_bytes().first() {
-                    Some(b'{') => Node::Object(Object(
-                        serde_json::from_str::<Members>(text)
-                            .map_err(|e| ModelError::Malformed(e.to_string()))?
-                            .0,
-                    )),
+                    Some(b'{') => open_path(text, &[], &[])
+                        .map_err(|e| ModelError::Malformed(e.to_string()))?,
                     Some(b'[') => Node::Array(
                         serde_json::from_str::<Vec<&RawValue>>(text)
                             .map_err(|e| ModelError::Malformed(e.to_string()))?
@@ -137,9 +134,7 @@ impl<'a> Node<'a> {
         lists: &[&str],
     ) -> Result<Option<&mut Node<'a>>, ModelError> {
         let keys: Vec<&str> = pointer.split('/').skip(1).collect();
-        if let Node::Text(raw) = *self
-            && (!keys.is_empty() || !lists.is_empty())
-        {
+        if let Node::Text(raw) = *self {
             // Something on the path that is not an object: opened level by level below,
             // which finds where the path stops.
             if let Ok(opened) = open_path(raw.get(), &keys, lists) {
@@ -171,18 +166,6 @@ impl<'a> Node<'a> {
             Node::Value(v) => Ok(v),
             _ => unreachable!("set to a value above"),
         }
-    }
-
-    /// The document's JSON text.
-    pub fn to_json(&self) -> Result<Box<RawValue>, ModelError> {
-        serde_json::value::to_raw_value(self)
-            .map_err(|e| ModelError::Malformed(format!("cannot write the object: {e}")))
-    }
-
-    /// The document as a `Value` (for tests and small documents).
-    pub fn to_value(&self) -> Result<Value, ModelError> {
-        serde_json::to_value(self)
-            .map_err(|e| ModelError::Malformed(format!("cannot write the object: {e}")))
     }
 }
 
@@ -254,16 +237,17 @@ impl Serialize for Node<'_> {
     }
 }
 
-/// `text` with the objects along `keys` opened, and the lists named `lists` in the last
-/// one, everything else left as text; an error when something on the path is not an
-/// object or a named list is not a list.
+/// The object `text` opened, with the objects along `keys` opened too, and the lists
+/// named `lists` in the last one; everything else left as text. An error when something
+/// on the path is not an object or a named list is not a list. (serde_json's own maps
+/// would sort the members, or need a feature that changes every map in the policy.)
 fn open_path<'a>(
     text: &'a str,
     keys: &[&str],
     lists: &[&str],
 ) -> Result<Node<'a>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let node = OpenPath { keys, lists }.deserialize(&mut de)?;
+    let node = (&mut de).deserialize_map(OpenPath { keys, lists })?;
     de.end()?;
     Ok(node)
 }
@@ -313,33 +297,6 @@ impl<'de, 'p> Visitor<'de> for OpenPath<'p> {
     }
 }
 
-/// An object's members as text, in order (serde_json's maps would sort or need a
-/// feature that changes every map in the policy).
-struct Members<'a>(Vec<(String, Node<'a>)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct MembersVisitor<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for MembersVisitor<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Members<'a>, A::Error> {
-                let mut members = Vec::new();
-                while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push((k, Node::Text(v)));
-                }
-                Ok(Members(members))
-            }
-        }
-        d.deserialize_map(MembersVisitor(std::marker::PhantomData))
-    }
-}
-
 /// Runs `edit` on the document of `object` and puts the result back in `object`: the
 /// model's tests write their objects as `Value`s.
 #[cfg(test)]
@@ -347,7 +304,7 @@ pub(crate) fn edit_value<R>(object: &mut Value, edit: impl FnOnce(&mut Node) -> 
     let text = object.to_string();
     let mut doc = Node::parse(&text).expect("a JSON object");
     let result = edit(&mut doc);
-    *object = doc.to_value().expect("a document that writes");
+    *object = serde_json::to_value(&doc).expect("a document that writes");
     result
 }
 
@@ -360,7 +317,7 @@ mod tests {
     fn untouched_parts_keep_their_text() {
         let text = r#"{"b": 1.50, "a": {"z": "\u0041", "y": [1, 2]}, "c": [ {"n": 1} ]}"#;
         let mut doc = Node::parse(text).unwrap();
-        assert_eq!(doc.to_json().unwrap().get(), text);
+        assert_eq!(serde_json::to_string(&doc).unwrap(), text);
         let c = doc.pointer_mut("/c").unwrap().unwrap();
         c.as_array_mut().unwrap().unwrap()[0]
             .as_object_mut()
@@ -369,7 +326,7 @@ mod tests {
             .insert("m", Node::Value(json!(2)));
         // Only the edited object is rewritten; `1.50` and the escape stay as written.
         assert_eq!(
-            doc.to_json().unwrap().get(),
+            serde_json::to_string(&doc).unwrap(),
             r#"{"b":1.50,"a":{"z": "\u0041", "y": [1, 2]},"c":[{"n":1,"m":2}]}"#
         );
     }
@@ -386,7 +343,7 @@ mod tests {
             .unwrap()
             .insert("new", Node::Value(json!(true)));
         assert_eq!(
-            doc.to_json().unwrap().get(),
+            serde_json::to_string(&doc).unwrap(),
             r#"{"a":{"x": 1},"spec":{"template":{"spec":{"k":[ 1 ],"new":true},"o":{ }}},"z":[ ]}"#
         );
     }
@@ -402,7 +359,7 @@ mod tests {
         assert!(matches!(spec.get("containers"), Some(Node::Array(items)) if items.len() == 2));
         assert!(spec.get("initContainers").unwrap().is_null());
         assert_eq!(
-            doc.to_json().unwrap().get(),
+            serde_json::to_string(&doc).unwrap(),
             r#"{"spec":{"containers":[{"name": "a"},{"name": "b"}],"initContainers":null,"x":1}}"#
         );
         // A named member that is not a list: opened level by level instead.
@@ -432,9 +389,12 @@ mod tests {
         o.entry_or("b", || Node::Value(json!({})));
         o.entry_or("d", || Node::Value(json!([])));
         assert!(o.remove("c") && !o.remove("c"));
-        assert_eq!(doc.to_json().unwrap().get(), r#"{"a":"one","b":{},"d":[]}"#);
         assert_eq!(
-            doc.to_value().unwrap(),
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"a":"one","b":{},"d":[]}"#
+        );
+        assert_eq!(
+            serde_json::to_value(&doc).unwrap(),
             json!({"a": "one", "b": {}, "d": []})
         );
     }
@@ -457,7 +417,7 @@ mod tests {
         let list = volumes.as_array_mut().unwrap().unwrap();
         assert_eq!(list.len(), 2);
         assert_eq!(
-            doc.to_value().unwrap(),
+            serde_json::to_value(&doc).unwrap(),
             json!({"spec": {"volumes": [{"name": "v"}, {"name": "w"}], "n": 5}})
         );
         assert!(Node::parse("{nope").is_err());
@@ -466,7 +426,7 @@ mod tests {
         assert!(doc.pointer_mut("/spec/template").unwrap().is_none());
         assert!(doc.pointer_mut("/metadata/name").unwrap().is_none());
         assert_eq!(
-            doc.to_json().unwrap().get(),
+            serde_json::to_string(&doc).unwrap(),
             r#"{"spec":[1],"metadata":null}"#
         );
         assert!(Node::parse("null").unwrap().is_null());
