@@ -225,6 +225,31 @@ impl<'de> DeserializeSeed<'de> for SpecOf {
     }
 }
 
+/// The visitor methods for the JSON values a visitor does not read (scalars, `null`,
+/// lists, consumed and skipped): each answers `$none`.
+macro_rules! any_other_value_is {
+    ($none:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($none)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            IgnoredAny.visit_seq(seq).map(|_| $none)
+        }
+    };
+}
+
 /// An object's `kind`: one of ours, or anything else (including a kind that is not a
 /// string, which no pod has).
 struct KindName(Option<WorkloadKind>);
@@ -240,27 +265,10 @@ impl<'de> Deserialize<'de> for KindName {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<KindName, E> {
                 Ok(KindName(WorkloadKind::from_kind(v)))
             }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<KindName, E> {
-                Ok(KindName(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<KindName, E> {
-                Ok(KindName(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<KindName, E> {
-                Ok(KindName(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<KindName, E> {
-                Ok(KindName(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<KindName, E> {
-                Ok(KindName(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<KindName, A::Error> {
-                IgnoredAny.visit_seq(seq).map(|_| KindName(None))
-            }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<KindName, A::Error> {
                 IgnoredAny.visit_map(map).map(|_| KindName(None))
             }
+            any_other_value_is!(KindName(None));
         }
         d.deserialize_any(KindVisitor)
     }
@@ -274,12 +282,6 @@ impl<'de> Deserialize<'de> for ObjectPod {
 
 struct ObjectVisitor;
 
-impl ObjectVisitor {
-    fn none<E>(self) -> Result<ObjectPod, E> {
-        Ok(ObjectPod(None))
-    }
-}
-
 /// Anything but a JSON object holds no pod.
 impl<'de> Visitor<'de> for ObjectVisitor {
     type Value = ObjectPod;
@@ -287,27 +289,10 @@ impl<'de> Visitor<'de> for ObjectVisitor {
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a Kubernetes object")
     }
-    fn visit_unit<E: de::Error>(self) -> Result<ObjectPod, E> {
-        self.none()
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<ObjectPod, E> {
-        self.none()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<ObjectPod, E> {
-        self.none()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<ObjectPod, E> {
-        self.none()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<ObjectPod, E> {
-        self.none()
-    }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<ObjectPod, E> {
-        self.none()
+        Ok(ObjectPod(None))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<ObjectPod, A::Error> {
-        IgnoredAny.visit_seq(seq).map(|_| ObjectPod(None))
-    }
+    any_other_value_is!(ObjectPod(None));
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ObjectPod, A::Error> {
         // `None` until the kind is read; `Some(None)` for a kind that holds no pod.
