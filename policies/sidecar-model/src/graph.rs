@@ -208,7 +208,9 @@ impl StartGraph {
             }))
     }
 
-    /// Every edge as `(from, to)`.
+    /// Every edge as `(from, to)`: what the order walks. Not `edges()` mapped: building
+    /// and dropping an `Edge` per implied pair cost the order 40% more on a 200-container
+    /// pod (callgrind).
     fn pairs(&self) -> impl Iterator<Item = (usize, usize)> + Clone {
         self.declared
             .iter()
