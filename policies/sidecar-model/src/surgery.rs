@@ -9,11 +9,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::doc::{Node, Object};
-
 use crate::error::ModelError;
 use crate::lifecycle::{ContainerList, KnownSidecars};
 use crate::pod::PodModel;
-use crate::spec::Container;
 use crate::workload::WorkloadKind;
 
 /// What a mutation did, for messages and audit.
@@ -129,14 +127,11 @@ pub fn normalise(object: &mut Node, model: &PodModel) -> Result<Vec<Change>, Nor
     }
     let spec = spec_mut(object, model.pod.kind)?;
     let containers = list_mut(spec, ContainerList::Containers)?;
-    let mut moved = Vec::with_capacity(legacy.len());
-    for (index, _) in legacy.iter().rev() {
-        if *index >= containers.len() {
-            return Err(ModelError::Malformed(format!("containers[{index}] is missing")).into());
-        }
-        moved.push(containers.remove(*index));
-    }
-    moved.reverse();
+    let indices: Vec<usize> = legacy.iter().map(|(i, _)| *i).collect();
+    let moved = take_at(containers, &indices).ok_or_else(|| {
+        let last = indices.last().copied().unwrap_or_default();
+        ModelError::Malformed(format!("containers[{last}] is missing"))
+    })?;
     let init = list_mut(spec, ContainerList::InitContainers)?;
     let mut changes = Vec::new();
     for ((from_index, name), mut container) in legacy.into_iter().zip(moved) {
@@ -153,19 +148,25 @@ pub fn normalise(object: &mut Node, model: &PodModel) -> Result<Vec<Change>, Nor
     Ok(changes)
 }
 
+/// Removes the items at `indices` (ascending) from `list` and returns them in that
+/// order; `None`, with `list` untouched, when an index is past its end.
+fn take_at<T>(list: &mut Vec<T>, indices: &[usize]) -> Option<Vec<T>> {
+    if indices.iter().any(|&i| i >= list.len()) {
+        return None;
+    }
+    let mut taken: Vec<T> = indices.iter().rev().map(|&i| list.remove(i)).collect();
+    taken.reverse();
+    Some(taken)
+}
+
 /// What [`normalise`] does to the object, done to the model's view of the pod: the model
 /// of the normalised pod, without reading the object again.
 pub fn normalised(model: &PodModel, known: &KnownSidecars) -> PodModel {
     let legacy: Vec<usize> = model.legacy_sidecars().map(|c| c.index).collect();
     model.with_view(known, |view| {
         let containers = view.list_mut(ContainerList::Containers);
-        let mut moved: Vec<Container> = Vec::with_capacity(legacy.len());
-        for &i in legacy.iter().rev() {
-            if i < containers.len() {
-                moved.push(containers.remove(i));
-            }
-        }
-        moved.reverse();
+        // The indices come from this very view: they are all there.
+        let mut moved = take_at(containers, &legacy).unwrap_or_default();
         for c in &mut moved {
             c.restart_policy = Some("Always".into());
         }
