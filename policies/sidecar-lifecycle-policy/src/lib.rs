@@ -9,7 +9,7 @@ use policy_shell::Answer;
 use sidecar_model::checks::{self, CheckOptions, Rule};
 use sidecar_model::doc::Node;
 use sidecar_model::surgery::{self, NormaliseError};
-use sidecar_model::{LifecycleType, PodModel, WorkloadKind};
+use sidecar_model::{PodModel, WorkloadKind};
 
 use settings::{Level, Settings};
 
@@ -56,14 +56,10 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         }
     }
     if settings.convert && levels.of(Rule::OptionalSidecar) != Level::Off {
-        let optional: Vec<usize> = (0..model.containers.len())
-            .filter(|&i| {
-                let c = &model.containers[i];
-                c.lifecycle == LifecycleType::Sidecar
-                    && c.is_native_sidecar()
-                    && model.is_optional(&c.name)
-                    && model.container(i).readiness_probe.is_some()
-            })
+        // Only native sidecars: a legacy one left unconverted keeps its probe.
+        let optional: Vec<usize> = model
+            .optional_sidecars_gating_readiness()
+            .filter(|&i| model.containers[i].is_native_sidecar())
             .collect();
         for &i in &optional {
             let target = mutated.get_or_insert_with(|| request.object().into());

@@ -327,18 +327,13 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
         push(Rule::TerminationBudget, problem);
     }
 
-    for (i, info) in model.containers.iter().enumerate() {
-        if info.lifecycle == LifecycleType::Sidecar
-            && model.is_optional(&info.name)
-            && model.container(i).readiness_probe.is_some()
-        {
-            push(
-                Rule::OptionalSidecar,
-                Problem::OptionalGatesReadiness {
-                    container: info.name.clone(),
-                },
-            );
-        }
+    for i in model.optional_sidecars_gating_readiness() {
+        push(
+            Rule::OptionalSidecar,
+            Problem::OptionalGatesReadiness {
+                container: model.containers[i].name.clone(),
+            },
+        );
     }
 
     if model.runs_to_completion() {

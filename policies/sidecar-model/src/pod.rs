@@ -198,6 +198,17 @@ impl PodModel {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     }
 
+    /// Sidecars marked optional whose readiness probe still gates the pod's readiness
+    /// (indices into `containers`).
+    pub fn optional_sidecars_gating_readiness(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.containers.len()).filter(|&i| {
+            let c = &self.containers[i];
+            c.lifecycle == LifecycleType::Sidecar
+                && self.is_optional(&c.name)
+                && self.container(i).readiness_probe.is_some()
+        })
+    }
+
     /// The run-to-completion flag of the pod (Job, CronJob, restartPolicy Never/OnFailure).
     pub fn runs_to_completion(&self) -> bool {
         self.pod.runs_to_completion()
