@@ -1,6 +1,7 @@
 //! The glue between a policy's decision and the Kubewarden SDK, the same for every policy:
-//! settings validation that answers instead of erroring, and answers that carry warnings
-//! and audit annotations (the SDK's helpers carry neither).
+//! the request read once with its object kept as text, settings validation that answers
+//! instead of erroring, and answers that carry warnings and audit annotations (the SDK's
+//! helpers carry neither).
 
 pub use kubewarden_policy_sdk::protocol_version_guest;
 use kubewarden_policy_sdk::settings::{SettingsValidationResponse, Validatable};
@@ -8,7 +9,6 @@ pub use kubewarden_policy_sdk::wapc_guest::CallResult;
 pub use kubewarden_policy_sdk::wapc_guest::prelude::register_function;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
