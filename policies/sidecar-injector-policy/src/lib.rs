@@ -94,11 +94,11 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let model = if changes.is_empty() {
         model
     } else {
-        surgery::normalised(&model, &known)
+        surgery::normalised(model, &known)
     };
     let outcomes = inject::inject_surveyed(
         &mut mutated,
-        &model,
+        model,
         &settings.sidecar_sets,
         namespace,
         outcomes,

@@ -47,7 +47,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
                         .iter()
                         .map(|c| format!("{}: {c}", Rule::LegacySidecar)),
                 );
-                model = surgery::normalised(&model, &known);
+                model = surgery::normalised(model, &known);
                 mutated = Some(target);
             }
             // Nothing was changed: the request is answered as it came.
@@ -72,7 +72,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
             ));
         }
         if !optional.is_empty() {
-            model = surgery::without_readiness_probes(&model, &optional, &known);
+            model = surgery::without_readiness_probes(model, &optional, &known);
         }
     }
 

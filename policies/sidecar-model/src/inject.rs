@@ -327,10 +327,8 @@ impl SidecarSet {
 
     /// The set's revision: a hash of its spec, in a form that does not depend on key order.
     pub fn revision(&self) -> String {
-        let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        let mut hasher = Sha256::new();
-        write_canonical(&value, &mut hasher);
-        hasher.finalize()[..5]
+        let text = crate::canonical::to_vec(self).unwrap_or_default();
+        Sha256::digest(&text)[..5]
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect()
@@ -348,44 +346,10 @@ impl SidecarSet {
 
 /// JSON with object keys sorted, at every depth.
 pub fn canonical(value: &Value) -> String {
-    let mut out = Vec::new();
-    write_canonical(value, &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
-
-/// Writes `value` as compact JSON with sorted keys, straight into `out` (a hasher, for a
-/// revision): no sorted copy of the value is built.
-fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
-    // Writing to a Vec or a hasher cannot fail; a failure would only change a hash.
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let _ = out.write_all(b"{");
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    let _ = out.write_all(b",");
-                }
-                let _ = serde_json::to_writer(&mut *out, key);
-                let _ = out.write_all(b":");
-                write_canonical(item, out);
-            }
-            let _ = out.write_all(b"}");
-        }
-        Value::Array(items) => {
-            let _ = out.write_all(b"[");
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    let _ = out.write_all(b",");
-                }
-                write_canonical(item, out);
-            }
-            let _ = out.write_all(b"]");
-        }
-        scalar => {
-            let _ = serde_json::to_writer(&mut *out, scalar);
-        }
-    }
+    crate::canonical::to_vec(value)
+        .ok()
+        .and_then(|text| String::from_utf8(text).ok())
+        .unwrap_or_default()
 }
 
 /// Checks across sets: the same container name injected into pods two sets may both
@@ -511,13 +475,13 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
             });
             continue;
         }
-        let current = set.revision();
-        match model
+        let recorded = model
             .pod
             .annotations
-            .get(&format!("{}{}", keys::INJECTED_PREFIX, set.name))
-        {
-            Some(recorded) if *recorded != current => {
+            .get(&format!("{}{}", keys::INJECTED_PREFIX, set.name));
+        // Hashing the set costs more than the rest of a survey: only for a recorded revision.
+        match recorded.map(|r| (r, set.revision())) {
+            Some((recorded, current)) if *recorded != current => {
                 let images = present
                     .iter()
                     .filter_map(|c| {
@@ -547,12 +511,12 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
 /// Returns the outcomes; the object is changed only for `Injected` ones.
 pub fn inject(
     object: &mut Node,
-    model: &PodModel,
+    model: PodModel,
     sets: &[SidecarSet],
     namespace: &str,
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
-    let outcomes = survey(model, sets, namespace);
+    let outcomes = survey(&model, sets, namespace);
     inject_surveyed(object, model, sets, namespace, outcomes, known)
 }
 
@@ -560,7 +524,7 @@ pub fn inject(
 /// legacy sidecars first changes nothing a survey reads: labels, annotations, names).
 pub fn inject_surveyed(
     object: &mut Node,
-    model: &PodModel,
+    model: PodModel,
     sets: &[SidecarSet],
     namespace: &str,
     mut outcomes: Vec<SetOutcome>,
@@ -600,7 +564,9 @@ pub fn inject_surveyed(
             let mut container = c.spec.clone();
             if let Some(k) = &c.canary {
                 let chosen = match (&k.percent, &k.selector) {
-                    (Some(p), _) => bucket(&canary_key(model, namespace, &set.name, c.name())) < *p,
+                    (Some(p), _) => {
+                        bucket(&canary_key(&model, namespace, &set.name, c.name())) < *p
+                    }
                     (None, Some(s)) => selector_matches(s, &model.pod.labels),
                     (None, None) => false,
                 };
@@ -724,14 +690,6 @@ fn list_of<'n>(spec: &'n mut Object, field: &str) -> Result<&'n mut Vec<Value>, 
 mod tests {
     use super::*;
 
-    #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let value = json!({"b": [{"z": 1, "a": "\"q\""}, null], "a": {"d": true, "c": 1.5}});
-        assert_eq!(
-            canonical(&value),
-            r#"{"a":{"c":1.5,"d":true},"b":[{"a":"\"q\"","z":1},null]}"#
-        );
-    }
     use crate::lifecycle::KnownSidecars;
     use serde_json::json;
 
@@ -756,6 +714,33 @@ mod tests {
         }))
     }
 
+    /// A set with every field, odd strings and numbers: what a revision hashes.
+    fn rich() -> SidecarSet {
+        set(json!({
+            "name": "rich",
+            "selector": {"matchLabels": {"b": "2", "a": "1"},
+                         "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["x", "é\u{1F600}"]}]},
+            "containers": [{"name": "proxy", "image": "p:1", "type": "Sidecar",
+                            "canary": {"image": "p:2", "percent": 10},
+                            "args": ["quote \" back \\ tab \t nl \n ctl \u{1} del \u{7f}"],
+                            "ports": [{"containerPort": 15090, "name": "metrics"}],
+                            "securityContext": {"runAsUser": 1337, "runAsNonRoot": true},
+                            "resources": {"requests": {"cpu": "100m"}, "limits": {"memory": "1Gi"}},
+                            "env": [{"name": "Z", "value": "z"}, {"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}],
+            "volumes": [{"name": "v", "emptyDir": {"sizeLimit": "1Gi", "medium": "Memory"}}],
+            "podAnnotations": {"z": "last", "a/b": "first"},
+            "after": [{"name": "r", "before": {"name": "proxy"}, "after": {"type": "Standard"}}]
+        }))
+    }
+
+    /// Pods record their set's revision: the bytes hashed must never change, or every
+    /// running pod would read as outdated.
+    #[test]
+    fn revisions_are_stable() {
+        assert_eq!(mesh().revision(), "78853c8b65");
+        assert_eq!(rich().revision(), "fc6fc5da35");
+    }
+
     fn pod(labels: Value, annotations: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "shop", "labels": labels, "annotations": annotations},
             "spec": {"initContainers": [{"name": "setup", "image": "busybox"}],
@@ -767,7 +752,7 @@ mod tests {
     fn run(object: &mut Value, sets: &[SidecarSet], ns: &str) -> Vec<SetOutcome> {
         let m = PodModel::of(object, &KnownSidecars::default());
         crate::doc::edit_value(object, |d| {
-            inject(d, &m, sets, ns, &KnownSidecars::default())
+            inject(d, m, sets, ns, &KnownSidecars::default())
         })
         .unwrap()
     }

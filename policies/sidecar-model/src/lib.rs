@@ -5,6 +5,7 @@
 //! waPC or wasmtime and builds for wasm32 and native alike.
 
 pub mod budget;
+pub mod canonical;
 pub mod checks;
 pub mod doc;
 pub mod error;

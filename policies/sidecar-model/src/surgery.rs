@@ -161,7 +161,7 @@ fn take_at<T>(list: &mut Vec<T>, indices: &[usize]) -> Option<Vec<T>> {
 
 /// What [`normalise`] does to the object, done to the model's view of the pod: the model
 /// of the normalised pod, without reading the object again.
-pub fn normalised(model: &PodModel, known: &KnownSidecars) -> PodModel {
+pub fn normalised(model: PodModel, known: &KnownSidecars) -> PodModel {
     let legacy: Vec<usize> = model.legacy_sidecars().map(|c| c.index).collect();
     model.with_view(known, |view| {
         let containers = view.list_mut(ContainerList::Containers);
@@ -177,7 +177,7 @@ pub fn normalised(model: &PodModel, known: &KnownSidecars) -> PodModel {
 /// The model of the pod once `remove_container_field(.., i, "readinessProbe")` has run
 /// for each of `indices`, without reading the object again.
 pub fn without_readiness_probes(
-    model: &PodModel,
+    model: PodModel,
     indices: &[usize],
     known: &KnownSidecars,
 ) -> PodModel {
@@ -429,7 +429,7 @@ mod tests {
                     .is_empty()
             );
             assert_eq!(
-                format!("{:?}", normalised(&m, &known)),
+                format!("{:?}", normalised(m.clone(), &known)),
                 format!("{:?}", PodModel::of(&edited, &known)),
                 "{object}"
             );
@@ -530,7 +530,7 @@ mod tests {
             assert!(remove_probe(&mut edited, &m, i));
         }
         assert_eq!(
-            format!("{:?}", without_readiness_probes(&m, &[0, 2], &known)),
+            format!("{:?}", without_readiness_probes(m.clone(), &[0, 2], &known)),
             format!("{:?}", PodModel::of(&edited, &known))
         );
     }

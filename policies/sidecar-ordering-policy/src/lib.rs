@@ -36,7 +36,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         answer
             .warnings
             .extend(changes.iter().map(ToString::to_string));
-        model = surgery::normalised(&model, &known);
+        model = surgery::normalised(model, &known);
     }
 
     let plan = ordering::plan(&model, &settings.edges);
