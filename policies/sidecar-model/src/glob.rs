@@ -7,18 +7,58 @@
 //! nothing. Same semantics as wildmatch (a differential test keeps it so).
 
 pub fn matches(pattern: &str, text: &str) -> bool {
-    // One pass over the pattern: where its stars are, and whether it has a `?`.
-    let mut stars: Option<(usize, usize)> = None;
-    for (i, &b) in pattern.as_bytes().iter().enumerate() {
-        match b {
-            b'?' => return backtracking(pattern, text),
-            b'*' => stars = Some((stars.map_or(i, |(first, _)| first), i)),
-            _ => {}
+    Glob::new(pattern).matches(text)
+}
+
+/// A pattern with its shape worked out: where its stars are, whether it has a `?`. The
+/// known-sidecar defaults are analysed at compile time, so classifying a container of a
+/// 200-container pod against them does not read each pattern again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Glob<'p> {
+    pattern: &'p str,
+    shape: Shape,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Exact,
+    /// Positions of the first and the last `*`.
+    Stars(usize, usize),
+    Question,
+}
+
+impl<'p> Glob<'p> {
+    pub const fn new(pattern: &'p str) -> Self {
+        let bytes = pattern.as_bytes();
+        let mut shape = Shape::Exact;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'?' => {
+                    return Glob {
+                        pattern,
+                        shape: Shape::Question,
+                    };
+                }
+                b'*' => {
+                    shape = match shape {
+                        Shape::Stars(first, _) => Shape::Stars(first, i),
+                        _ => Shape::Stars(i, i),
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
         }
+        Glob { pattern, shape }
     }
-    match stars {
-        None => pattern == text,
-        Some((first, last)) => stars_only(pattern, text, first, last),
+
+    pub fn matches(&self, text: &str) -> bool {
+        match self.shape {
+            Shape::Exact => self.pattern == text,
+            Shape::Stars(first, last) => stars_only(self.pattern, text, first, last),
+            Shape::Question => backtracking(self.pattern, text),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Lifecycle types, and how a container gets one (DESIGN.md, "The sidecar vocabulary").
 
+use crate::glob::Glob;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -219,11 +220,12 @@ pub struct KnownRule<'a> {
 impl KnownRule<'_> {
     /// All given patterns match; an image pattern matches the image's repository.
     fn matches(&self, name: &str, repository: Option<&str>) -> bool {
-        (self.name.is_some() || self.image.is_some())
-            && self.name.is_none_or(|p| crate::glob::matches(p, name))
-            && self
-                .image
-                .is_none_or(|p| repository.is_some_and(|r| crate::glob::matches(p, r)))
+        rule_matches(
+            self.name.map(Glob::new),
+            self.image.map(Glob::new),
+            name,
+            repository,
+        )
     }
 
     /// How the rule reads in messages: `image */istio/proxyv2`.
@@ -285,6 +287,35 @@ const DEFAULT_RULES: &[KnownRule<'static>] = &[
     by_name("daprd"),
 ];
 
+/// DEFAULT_RULES' patterns (name, image), analysed at compile time.
+const DEFAULT_GLOBS: [(Option<Glob<'static>>, Option<Glob<'static>>); DEFAULT_RULES.len()] = {
+    const fn glob(pattern: Option<&'static str>) -> Option<Glob<'static>> {
+        match pattern {
+            Some(p) => Some(Glob::new(p)),
+            None => None,
+        }
+    }
+    let mut globs = [(None, None); DEFAULT_RULES.len()];
+    let mut i = 0;
+    while i < DEFAULT_RULES.len() {
+        globs[i] = (glob(DEFAULT_RULES[i].name), glob(DEFAULT_RULES[i].image));
+        i += 1;
+    }
+    globs
+};
+
+/// A rule with at least one pattern, every one of which matches.
+fn rule_matches(
+    name_glob: Option<Glob>,
+    image_glob: Option<Glob>,
+    name: &str,
+    repository: Option<&str>,
+) -> bool {
+    (name_glob.is_some() || image_glob.is_some())
+        && name_glob.is_none_or(|g| g.matches(name))
+        && image_glob.is_none_or(|g| repository.is_some_and(|r| g.matches(r)))
+}
+
 /// The rules policies classify with: the defaults (unless replaced), then the settings'.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownSidecars {
@@ -341,7 +372,21 @@ impl KnownSidecars {
     /// The first rule that recognises a container.
     pub fn find(&self, name: &str, image: Option<&str>) -> Option<KnownRule<'_>> {
         let repository = image.map(image_repository);
-        self.rules().find(|r| r.matches(name, repository))
+        if self.defaults
+            && let Some(i) = DEFAULT_GLOBS
+                .iter()
+                .position(|(n, i)| rule_matches(*n, *i, name, repository))
+        {
+            return Some(DEFAULT_RULES[i]);
+        }
+        self.custom
+            .iter()
+            .map(|r| KnownRule {
+                name: r.name.as_deref(),
+                image: r.image.as_deref(),
+                lifecycle: r.lifecycle,
+            })
+            .find(|r| r.matches(name, repository))
     }
 }
 
@@ -372,6 +417,31 @@ mod tests {
             image_repository("registry:5000/org/app"),
             "registry:5000/org/app"
         );
+    }
+
+    #[test]
+    fn the_precompiled_defaults_find_what_the_rules_find() {
+        let known = KnownSidecars::default();
+        let names = ["istio-proxy", "app", "envoy", "vault-agent", "daprd", "x"];
+        let images = [
+            None,
+            Some("docker.io/istio/proxyv2:1.24"),
+            Some("cr.l5d.io/linkerd/proxy:stable"),
+            Some("ghcr.io/x/linkerd2-proxy"),
+            Some("envoyproxy/envoy:v1.31"),
+            Some("docker.io/envoyproxy/envoy-distroless:v1"),
+            Some("otel/opentelemetry-collector-contrib:0.110"),
+            Some("hashicorp/vault"),
+            Some("registry:5000/shop/app:2"),
+        ];
+        for name in names {
+            for image in images {
+                let by_rules = known
+                    .rules()
+                    .find(|r| r.matches(name, image.map(image_repository)));
+                assert_eq!(known.find(name, image), by_rules, "{name} {image:?}");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use crate::spec::Container;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use crate::error::ModelError;
 use crate::finding::Finding;
@@ -99,6 +100,11 @@ impl PodModel {
                 Some(pod.spec.containers.as_slice()),
             ),
         ];
+        let typed_by_annotations = pod
+            .annotations
+            .range::<str, _>((Bound::Included(keys::LIFECYCLE_PREFIX), Bound::Unbounded))
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(keys::LIFECYCLE_PREFIX));
         for (list, items) in lists {
             for (index, c) in items.unwrap_or_default().iter().enumerate() {
                 if c.name.is_empty() {
@@ -107,7 +113,8 @@ impl PodModel {
                         index,
                     });
                 }
-                let (lifecycle, reason) = classify(&pod, list, c, known, &mut findings);
+                let (lifecycle, reason) =
+                    classify(&pod, list, c, known, typed_by_annotations, &mut findings);
                 containers.push(ContainerInfo {
                     name: c.name.clone(),
                     image: c.image.clone(),
@@ -139,21 +146,12 @@ impl PodModel {
             }
         }
 
-        let mut by_name: HashMap<&str, usize> = HashMap::new();
-        for (i, c) in containers.iter().enumerate() {
-            if by_name.insert(c.name.as_str(), i).is_some() && !c.name.is_empty() {
-                findings.push(Finding::DuplicateContainerName {
-                    container: c.name.clone(),
-                });
-            }
+        let by_name = Names::of(&containers);
+        for i in by_name.repeated() {
+            findings.push(Finding::DuplicateContainerName {
+                container: containers[i].name.clone(),
+            });
         }
-        // The first of duplicates is the one annotations refer to.
-        let by_name: HashMap<&str, usize> = containers
-            .iter()
-            .enumerate()
-            .rev()
-            .map(|(i, c)| (c.name.as_str(), i))
-            .collect();
 
         let declared_after = read_annotations(&pod.annotations, &by_name, &mut findings);
         PodModel {
@@ -239,21 +237,28 @@ fn classify(
     list: ContainerList,
     c: &Container,
     known: &KnownSidecars,
+    typed_by_annotations: bool,
     findings: &mut Vec<Finding>,
 ) -> (LifecycleType, TypeReason) {
-    let key = keys::container_key(keys::LIFECYCLE_PREFIX, &c.name);
-    let annotated = pod
-        .annotations
-        .get(&key)
-        .map(|v| (v, v.parse::<LifecycleType>()));
-    if let Some((value, Err(_))) = &annotated {
-        findings.push(Finding::UnknownLifecycleType {
-            key: key.clone(),
-            value: (*value).clone(),
-            container: c.name.clone(),
-        });
-    }
-    let annotated = annotated.and_then(|(_, parsed)| parsed.ok());
+    // Most pods carry no lifecycle annotation: then no key is built and looked up for
+    // each of their containers.
+    let annotation = typed_by_annotations
+        .then(|| keys::container_key(keys::LIFECYCLE_PREFIX, &c.name))
+        .and_then(|key| pod.annotations.get(&key).map(|value| (key, value)));
+    let (key, annotated) = match annotation {
+        Some((key, value)) => match value.parse::<LifecycleType>() {
+            Ok(parsed) => (key, Some(parsed)),
+            Err(_) => {
+                findings.push(Finding::UnknownLifecycleType {
+                    key: key.clone(),
+                    value: value.clone(),
+                    container: c.name.clone(),
+                });
+                (key, None)
+            }
+        },
+        None => (String::new(), None),
+    };
 
     // 1. Position.
     if list == ContainerList::InitContainers {
@@ -289,16 +294,51 @@ fn classify(
     (LifecycleType::Standard, TypeReason::Default)
 }
 
+/// Container names to indices, sorted once: annotations name containers, and a
+/// 200-container pod hashed every name twice (SipHash, in wasm) to build a map.
+struct Names<'m>(Vec<(&'m str, usize)>);
+
+impl<'m> Names<'m> {
+    fn of(containers: &'m [ContainerInfo]) -> Self {
+        let mut names: Vec<(&str, usize)> = containers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        // Stable: the containers of one name stay in spec order.
+        names.sort_by(|a, b| a.0.cmp(b.0));
+        Names(names)
+    }
+
+    /// The first container of that name: the one annotations refer to.
+    fn get(&self, name: &str) -> Option<usize> {
+        let at = self.0.partition_point(|(n, _)| *n < name);
+        self.0.get(at).filter(|(n, _)| *n == name).map(|&(_, i)| i)
+    }
+
+    /// Every named container after the first of its name, in spec order.
+    fn repeated(&self) -> Vec<usize> {
+        let mut repeated: Vec<usize> = self
+            .0
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0 && !w[1].0.is_empty())
+            .map(|w| w[1].1)
+            .collect();
+        repeated.sort_unstable();
+        repeated
+    }
+}
+
 fn read_annotations(
     annotations: &BTreeMap<String, String>,
-    by_name: &HashMap<&str, usize>,
+    by_name: &Names,
     findings: &mut Vec<Finding>,
 ) -> Vec<DeclaredAfter> {
     let mut declared = Vec::new();
     for (key, value) in annotations {
         for prefix in [keys::LIFECYCLE_PREFIX, keys::OPTIONAL_PREFIX] {
             if let Some(container) = keys::container_of(prefix, key)
-                && !by_name.contains_key(container)
+                && by_name.get(container).is_none()
             {
                 findings.push(Finding::AnnotationForMissingContainer {
                     key: key.clone(),
@@ -318,7 +358,7 @@ fn read_annotations(
         let Some(container) = keys::container_of(keys::AFTER_PREFIX, key) else {
             continue;
         };
-        let Some(&after) = by_name.get(container) else {
+        let Some(after) = by_name.get(container) else {
             findings.push(Finding::AnnotationForMissingContainer {
                 key: key.clone(),
                 container: container.into(),
@@ -341,11 +381,11 @@ fn read_annotations(
                     container: container.into(),
                     missing: name.into(),
                 }),
-                Some(&before) if before == after => findings.push(Finding::AfterSelf {
+                Some(before) if before == after => findings.push(Finding::AfterSelf {
                     key: key.clone(),
                     container: container.into(),
                 }),
-                Some(&before) => {
+                Some(before) => {
                     let edge = DeclaredAfter {
                         before,
                         after,
