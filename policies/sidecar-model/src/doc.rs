@@ -14,6 +14,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 use crate::error::ModelError;
 
@@ -26,9 +27,11 @@ pub enum Node<'a> {
     Value(Value),
 }
 
-/// An opened JSON object: its members in their original order.
+/// An opened JSON object: its members in their original order. Keys are borrowed from
+/// the text unless they hold escapes (an object opened on the way to an edit allocated
+/// a string per key).
 #[derive(Debug, Clone, Default)]
-pub struct Object<'a>(Vec<(String, Node<'a>)>);
+pub struct Object<'a>(Vec<(Cow<'a, str>, Node<'a>)>);
 
 impl<'a> Node<'a> {
     /// The document whose text is `text` (which must be JSON).
@@ -68,7 +71,7 @@ impl<'a> Node<'a> {
             Node::Value(Value::Object(map)) => Node::Object(Object(
                 std::mem::take(map)
                     .into_iter()
-                    .map(|(k, v)| (k, Node::Value(v)))
+                    .map(|(k, v)| (Cow::Owned(k), Node::Value(v)))
                     .collect(),
             )),
             Node::Value(Value::Array(items)) => {
@@ -194,7 +197,7 @@ impl<'a> Object<'a> {
                 at
             }
             None => {
-                self.0.push((key.to_string(), make()));
+                self.0.push((Cow::Owned(key.to_string()), make()));
                 self.0.len() - 1
             }
         };
@@ -229,7 +232,7 @@ impl Serialize for Node<'_> {
             Node::Object(Object(members)) => {
                 let mut map = serializer.serialize_map(Some(members.len()))?;
                 for (k, v) in members {
-                    map.serialize_entry(k, v)?;
+                    map.serialize_entry(k.as_ref(), v)?;
                 }
                 map.end()
             }
@@ -277,13 +280,13 @@ impl<'de, 'p> Visitor<'de> for OpenPath<'p> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
         let mut members = Vec::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             let node = match self.keys.split_first() {
                 Some((first, rest)) if key == *first => map.next_value_seed(OpenPath {
                     keys: rest,
                     lists: self.lists,
                 })?,
-                None if self.lists.contains(&key.as_str()) => {
+                None if self.lists.contains(&key.as_ref()) => {
                     match map.next_value::<Option<Vec<&'de RawValue>>>()? {
                         Some(items) => Node::Array(items.into_iter().map(Node::Text).collect()),
                         None => Node::Value(Value::Null),
@@ -299,6 +302,37 @@ impl<'de, 'p> Visitor<'de> for OpenPath<'p> {
 
 /// Runs `edit` on the document of `object` and puts the result back in `object`: the
 /// model's tests write their objects as `Value`s.
+/// An object key, borrowed from the text when it can be.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn edit_value<R>(object: &mut Value, edit: impl FnOnce(&mut Node) -> R) -> R {
     let text = object.to_string();
@@ -328,6 +362,21 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
             r#"{"b":1.50,"a":{"z": "\u0041", "y": [1, 2]},"c":[{"n":1,"m":2}]}"#
+        );
+    }
+
+    #[test]
+    fn escaped_keys_are_read_and_written_as_the_keys_they_are() {
+        let text = r#"{"a\"b": 1, "\u0063": {"d": 2}}"#;
+        let mut doc = Node::parse(text).unwrap();
+        let c = doc.pointer_mut("/c").unwrap().unwrap();
+        c.as_object_mut()
+            .unwrap()
+            .unwrap()
+            .insert("e", Node::Value(json!(3)));
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"a\"b":1,"c":{"d":2,"e":3}}"#
         );
     }
 
