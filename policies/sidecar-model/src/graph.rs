@@ -93,6 +93,33 @@ struct Implied {
     reason: ImplicitEdge,
 }
 
+/// What the lifecycle types imply, from the containers of each type (spec positions).
+fn implied_groups(
+    inits: Vec<usize>,
+    sidecars: Vec<usize>,
+    apps: Vec<usize>,
+    posts: Vec<usize>,
+) -> Vec<Implied> {
+    let app_and_post: Vec<usize> = apps.iter().chain(&posts).copied().collect();
+    vec![
+        Implied {
+            from: sidecars,
+            to: app_and_post.clone(),
+            reason: ImplicitEdge::SidecarBeforeApp,
+        },
+        Implied {
+            from: inits,
+            to: app_and_post,
+            reason: ImplicitEdge::InitBeforeApp,
+        },
+        Implied {
+            from: apps,
+            to: posts,
+            reason: ImplicitEdge::AppBeforePostSidecar,
+        },
+    ]
+}
+
 /// Each node's neighbours in one allocation (compressed rows): settings rules can declare
 /// thousands of edges, and a `Vec` per node cost more than the walk itself.
 struct Adjacency {
@@ -160,28 +187,10 @@ impl StartGraph {
             of(LifecycleType::Standard),
             of(LifecycleType::PostSidecar),
         );
-        let app_and_post: Vec<usize> = apps.iter().chain(&posts).copied().collect();
-        let implied = vec![
-            Implied {
-                from: sidecars,
-                to: app_and_post.clone(),
-                reason: ImplicitEdge::SidecarBeforeApp,
-            },
-            Implied {
-                from: inits,
-                to: app_and_post,
-                reason: ImplicitEdge::InitBeforeApp,
-            },
-            Implied {
-                from: apps,
-                to: posts,
-                reason: ImplicitEdge::AppBeforePostSidecar,
-            },
-        ];
         StartGraph {
             nodes: model.containers.len(),
             declared: edges,
-            implied,
+            implied: implied_groups(inits, sidecars, apps, posts),
         }
     }
 
@@ -642,24 +651,7 @@ mod tests {
             let types: Vec<usize> = (0..nodes).map(|_| next(4)).collect();
             let of = |t: usize| -> Vec<usize> { (0..nodes).filter(|&i| types[i] == t).collect() };
             let (inits, sidecars, apps, posts) = (of(0), of(1), of(2), of(3));
-            let app_and_post: Vec<usize> = apps.iter().chain(&posts).copied().collect();
-            let implied = vec![
-                Implied {
-                    from: sidecars,
-                    to: app_and_post.clone(),
-                    reason: ImplicitEdge::SidecarBeforeApp,
-                },
-                Implied {
-                    from: inits,
-                    to: app_and_post,
-                    reason: ImplicitEdge::InitBeforeApp,
-                },
-                Implied {
-                    from: apps,
-                    to: posts,
-                    reason: ImplicitEdge::AppBeforePostSidecar,
-                },
-            ];
+            let implied = implied_groups(inits, sidecars, apps, posts);
             let mut declared: Vec<Edge> = Vec::new();
             for _ in 0..next(nodes + 4) {
                 let (from, to) = (next(nodes), next(nodes));
