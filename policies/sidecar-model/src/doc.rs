@@ -18,13 +18,15 @@ use std::borrow::Cow;
 
 use crate::error::ModelError;
 
-/// A JSON value: untouched text, an opened object or list, or a value a policy wrote.
+/// A JSON value: untouched text, an opened object or list, or a value a policy wrote
+/// (as a `Value`, or as text it wrote itself).
 #[derive(Debug, Clone)]
 pub enum Node<'a> {
     Text(&'a RawValue),
     Object(Object<'a>),
     Array(Vec<Node<'a>>),
     Value(Value),
+    Written(Box<RawValue>),
 }
 
 /// An opened JSON object: its members in their original order. Keys are borrowed from
@@ -44,6 +46,7 @@ impl<'a> Node<'a> {
     pub fn is_null(&self) -> bool {
         match self {
             Node::Text(raw) => raw.get().trim() == "null",
+            Node::Written(raw) => raw.get().trim() == "null",
             Node::Value(v) => v.is_null(),
             _ => false,
         }
@@ -77,6 +80,16 @@ impl<'a> Node<'a> {
             Node::Value(Value::Array(items)) => {
                 Node::Array(std::mem::take(items).into_iter().map(Node::Value).collect())
             }
+            // Text of our own cannot be borrowed from while it is replaced: it opens as a
+            // value (nothing edits what it has just written, so this is rare).
+            Node::Written(raw) => {
+                let mut value = Node::Value(
+                    serde_json::from_str(raw.get())
+                        .map_err(|e| ModelError::Malformed(e.to_string()))?,
+                );
+                value.open()?;
+                value
+            }
             _ => return Ok(()),
         };
         *self = opened;
@@ -87,6 +100,7 @@ impl<'a> Node<'a> {
     pub fn as_string(&self) -> Option<String> {
         match self {
             Node::Text(raw) => serde_json::from_str(raw.get()).ok(),
+            Node::Written(raw) => serde_json::from_str(raw.get()).ok(),
             Node::Value(Value::String(s)) => Some(s.clone()),
             _ => None,
         }
@@ -221,6 +235,7 @@ impl Serialize for Node<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Node::Text(raw) => raw.serialize(serializer),
+            Node::Written(raw) => raw.serialize(serializer),
             Node::Value(v) => v.serialize(serializer),
             Node::Array(items) => {
                 let mut seq = serializer.serialize_seq(Some(items.len()))?;
@@ -377,6 +392,38 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
             r#"{"a\"b":1,"c":{"d":2,"e":3}}"#
+        );
+    }
+
+    #[test]
+    fn written_text_is_kept_and_opens_when_edited() {
+        let mut doc = Node::parse(r#"{"items": []}"#).unwrap();
+        let items = doc.pointer_mut("/items").unwrap().unwrap();
+        let written = RawValue::from_string(r#"{"b": 1, "a": [2]}"#.into()).unwrap();
+        items
+            .as_array_mut()
+            .unwrap()
+            .unwrap()
+            .push(Node::Written(written));
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"items":[{"b": 1, "a": [2]}]}"#
+        );
+        let item = &mut doc
+            .pointer_mut("/items")
+            .unwrap()
+            .unwrap()
+            .as_array_mut()
+            .unwrap()
+            .unwrap()[0];
+        assert!(!item.is_null());
+        item.as_object_mut()
+            .unwrap()
+            .unwrap()
+            .insert("c", Node::Value(json!(3)));
+        assert_eq!(
+            serde_json::to_value(&doc).unwrap(),
+            json!({"items": [{"b": 1, "a": [2], "c": 3}]})
         );
     }
 

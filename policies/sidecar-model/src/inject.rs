@@ -1,7 +1,7 @@
 //! SidecarSet-style injection: sets of sidecars declared once and injected into every
 //! matching pod at creation, in the place and order the sidecar vocabulary gives them.
 
-use k8s_openapi::api::core::v1::{Container, Volume};
+use k8s_openapi::api::core::v1::{Container, EnvVar, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -531,13 +531,12 @@ pub fn inject_surveyed(
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
     let kind = model.pod.kind;
-    let app_mounts: Vec<Value> = model
+    let app_mounts: Vec<&VolumeMount> = model
         .containers
         .iter()
         .enumerate()
         .filter(|(_, c)| c.lifecycle == LifecycleType::Standard)
         .flat_map(|(i, _)| model.container(i).volume_mounts())
-        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
         .collect();
     let mut injected_any = false;
     let mut rules: Vec<EdgeRule> = Vec::new();
@@ -561,7 +560,13 @@ pub fn inject_surveyed(
             .map_err(|e| ModelError::Malformed(format!("sidecarSets {:?}: {e}", set.name)))?;
         let spec = surgery::spec_mut(object, kind)?;
         for c in set.all_containers() {
-            let mut container = c.spec.clone();
+            // The set's spec as it is, and the fields injection sets: written straight
+            // to text, without a copy of the set's JSON tree.
+            let mut fields: Vec<(&str, Field)> = c
+                .spec
+                .iter()
+                .map(|(k, v)| (k.as_str(), Field::Kept(v)))
+                .collect();
             if let Some(k) = &c.canary {
                 let chosen = match (&k.percent, &k.selector) {
                     (Some(p), _) => {
@@ -571,67 +576,83 @@ pub fn inject_surveyed(
                     (None, None) => false,
                 };
                 if chosen {
-                    container.insert("image".into(), Value::String(k.image.clone()));
+                    set_field(&mut fields, "image", Field::Text(&k.image));
                     canary.push(c.name().to_string());
                 }
             }
-            for t in &set.transfer_env {
-                let Some(source) = model.index_of(&t.source_container) else {
-                    continue;
-                };
-                let Some(var) = model
-                    .container(source)
-                    .env()
+            // A list the spec already has (or none yet); a field that is not a list is
+            // left as it is.
+            let list = |key: &str| match c.spec.get(key) {
+                None => Some(&[][..]),
+                Some(Value::Array(items)) => Some(items.as_slice()),
+                Some(_) => None,
+            };
+            let named = |items: &[Value], field: &str, value: &str| {
+                items
                     .iter()
-                    .find(|e| e.name == t.env_name)
-                else {
-                    continue;
-                };
-                let env = container
-                    .entry("env")
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Some(list) = env.as_array_mut()
-                    && !list
+                    .any(|x| x.get(field).and_then(Value::as_str) == Some(value))
+            };
+            if let Some(env) = list("env") {
+                let mut added: Vec<&EnvVar> = Vec::new();
+                for t in &set.transfer_env {
+                    let Some(source) = model.index_of(&t.source_container) else {
+                        continue;
+                    };
+                    let Some(var) = model
+                        .container(source)
+                        .env()
                         .iter()
-                        .any(|e| e.get("name").and_then(Value::as_str) == Some(&t.env_name))
-                {
-                    list.push(serde_json::to_value(var).unwrap_or(Value::Null));
-                }
-            }
-            if set.share_volumes {
-                let mounts = container
-                    .entry("volumeMounts")
-                    .or_insert_with(|| Value::Array(Vec::new()));
-                if let Some(list) = mounts.as_array_mut() {
-                    for m in &app_mounts {
-                        let clash = list.iter().any(|x| {
-                            x.get("name") == m.get("name")
-                                || x.get("mountPath") == m.get("mountPath")
-                        });
-                        if !clash {
-                            list.push(m.clone());
-                        }
+                        .find(|e| e.name == t.env_name)
+                    else {
+                        continue;
+                    };
+                    if !named(env, "name", &t.env_name)
+                        && !added.iter().any(|a| a.name == t.env_name)
+                    {
+                        added.push(var);
                     }
                 }
+                if !added.is_empty() {
+                    set_field(&mut fields, "env", Field::Env(env, added));
+                }
+            }
+            if set.share_volumes
+                && let Some(mounts) = list("volumeMounts")
+            {
+                let mut added: Vec<&VolumeMount> = Vec::new();
+                for m in &app_mounts {
+                    let clash = named(mounts, "name", &m.name)
+                        || named(mounts, "mountPath", &m.mount_path)
+                        || added
+                            .iter()
+                            .any(|a| a.name == m.name || a.mount_path == m.mount_path);
+                    if !clash {
+                        added.push(m);
+                    }
+                }
+                set_field(&mut fields, "volumeMounts", Field::Mounts(mounts, added));
             }
             let target = match c.lifecycle() {
                 LifecycleType::Sidecar => {
-                    container.insert("restartPolicy".into(), Value::String("Always".into()));
+                    set_field(&mut fields, "restartPolicy", Field::Text("Always"));
                     ContainerList::InitContainers
                 }
                 LifecycleType::Init => ContainerList::InitContainers,
                 _ => ContainerList::Containers,
             };
-            let container = Value::Object(container);
-            let lean = crate::spec::Container::deserialize(&container).map_err(|e| {
+            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let malformed = |e: serde_json::Error| {
                 ModelError::Malformed(format!(
                     "sidecarSets {:?}: container {:?}: {e}",
                     set.name,
                     c.name()
                 ))
-            })?;
+            };
+            let text = serde_json::value::to_raw_value(&Fields(&fields)).map_err(malformed)?;
+            let lean: crate::spec::Container =
+                serde_json::from_str(text.get()).map_err(malformed)?;
             added.push((target, lean));
-            surgery::list_mut(spec, target)?.push(Node::Value(container));
+            surgery::list_mut(spec, target)?.push(Node::Written(text));
         }
         for v in set.volumes() {
             let name = v.get("name").cloned();
@@ -676,6 +697,64 @@ pub fn inject_surveyed(
         }
     }
     Ok(outcomes)
+}
+
+/// A field of an injected container.
+enum Field<'s> {
+    Kept(&'s Value),
+    Text(&'s str),
+    /// The spec's variables, then those transferred from the app.
+    Env(&'s [Value], Vec<&'s EnvVar>),
+    /// The spec's mounts, then the app's it shares.
+    Mounts(&'s [Value], Vec<&'s VolumeMount>),
+}
+
+/// Sets `key` in place, or adds it.
+fn set_field<'s>(fields: &mut Vec<(&'s str, Field<'s>)>, key: &'s str, field: Field<'s>) {
+    match fields.iter_mut().find(|(k, _)| *k == key) {
+        Some(slot) => slot.1 = field,
+        None => fields.push((key, field)),
+    }
+}
+
+impl Serialize for Field<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        fn both<S: serde::Serializer, T: Serialize>(
+            serializer: S,
+            kept: &[Value],
+            added: &[T],
+        ) -> Result<S::Ok, S::Error> {
+            let mut seq = serializer.serialize_seq(Some(kept.len() + added.len()))?;
+            for item in kept {
+                seq.serialize_element(item)?;
+            }
+            for item in added {
+                seq.serialize_element(item)?;
+            }
+            seq.end()
+        }
+        match self {
+            Field::Kept(value) => value.serialize(serializer),
+            Field::Text(text) => serializer.serialize_str(text),
+            Field::Env(kept, added) => both(serializer, kept, added),
+            Field::Mounts(kept, added) => both(serializer, kept, added),
+        }
+    }
+}
+
+/// An injected container's fields, written as one object.
+struct Fields<'f, 's>(&'f [(&'s str, Field<'s>)]);
+
+impl Serialize for Fields<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (key, field) in self.0 {
+            map.serialize_entry(key, field)?;
+        }
+        map.end()
+    }
 }
 
 /// A small list of the pod spec (volumes, pull secrets), edited as a `Value`.
