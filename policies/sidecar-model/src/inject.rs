@@ -89,20 +89,22 @@ impl SetContainer {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let container: Container = serde_json::from_value(Value::Object(self.spec.clone()))
-            .map_err(|e| format!("not a container: {e}"))?;
+        // k8s-openapi skips the fields it does not know; serde_ignored names them, at any
+        // depth, so a typo (`volumeMount`, `resources.limts`) is refused.
+        let mut unknown = Vec::new();
+        let container: Container =
+            serde_ignored::deserialize(&self.spec, |path| unknown.push(field_path(&path)))
+                .map_err(|e| format!("not a container: {e}"))?;
         if container.name.is_empty() {
             return Err("a container needs a name".into());
         }
         if container.image.as_deref().unwrap_or_default().is_empty() {
             return Err(format!("container {:?} needs an image", container.name));
         }
-        // k8s-openapi skips fields it does not know: compare, so a typo is refused.
-        let known = serde_json::to_value(&container).unwrap_or(Value::Null);
-        if let Some(unknown) = self
-            .spec
-            .keys()
-            .find(|k| known.get(k.as_str()).is_none() && !self.spec[k.as_str()].is_null())
+        // A top-level null is as good as absent, as the API server reads it.
+        if let Some(unknown) = unknown
+            .iter()
+            .find(|path| self.spec.get(path.as_str()).is_none_or(|v| !v.is_null()))
         {
             return Err(format!(
                 "container {:?}: unknown field {unknown:?}",
@@ -146,6 +148,23 @@ impl SetContainer {
             }
         }
         Ok(())
+    }
+}
+
+/// `resources.limts`, `ports[0].protocl`: where serde_ignored found a field, as the
+/// spec spells it (its own rendering marks every `Option` on the way with `?`).
+fn field_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -313,8 +332,7 @@ impl SidecarSet {
         }
         let mut volumes = BTreeSet::new();
         for v in self.volumes() {
-            let volume: Volume =
-                serde_json::from_value(v.clone()).map_err(|e| at(format!("volume: {e}")))?;
+            let volume = Volume::deserialize(v).map_err(|e| at(format!("volume: {e}")))?;
             if !volumes.insert(volume.name.clone()) {
                 return Err(at(format!("volume {:?} appears twice", volume.name)));
             }
@@ -981,10 +999,23 @@ mod tests {
         );
         b.volumes = Lazy::default();
         validate_sets(&[a, b]).unwrap();
+        // A null where a field could be is no typo.
+        validate_sets(&[set(
+            json!({"name": "x", "containers": [{"name": "p", "image": "i", "stdin": null, "volumeMount": null}]}),
+        )])
+        .unwrap();
         for (bad, part) in [
             (
                 json!({"name": "x", "containers": [{"name": "p", "image": "i", "imagePullPolcy": "Always"}]}),
                 "unknown field \"imagePullPolcy\"",
+            ),
+            (
+                json!({"name": "x", "containers": [{"name": "p", "image": "i", "resources": {"limts": {"cpu": "1"}}}]}),
+                "unknown field \"resources.limts\"",
+            ),
+            (
+                json!({"name": "x", "containers": [{"name": "p", "image": "i", "ports": [{"containerPort": 80, "protocl": "TCP"}]}]}),
+                "unknown field \"ports[0].protocl\"",
             ),
             (
                 json!({"name": "x", "containers": [{"name": "p", "image": "i", "resources": {"requests": {"cpu": "lots"}}}]}),
