@@ -201,20 +201,34 @@ impl StartGraph {
 
     /// Every edge: the declared ones, then the implied ones.
     pub fn edges(&self) -> impl Iterator<Item = Cow<'_, Edge>> + Clone {
-        self.declared
+        self.edges_where(|_, _| true)
+    }
+
+    /// The edges whose `(from, to)` pass `keep`. An implied pair becomes an `Edge` only
+    /// when it does: a large pod implies thousands.
+    fn edges_where(
+        &self,
+        keep: impl Fn(usize, usize) -> bool + Copy,
+    ) -> impl Iterator<Item = Cow<'_, Edge>> + Clone {
+        let declared = self
+            .declared
             .iter()
-            .map(Cow::Borrowed)
-            .chain(self.implied.iter().flat_map(|g| {
-                g.from.iter().flat_map(move |&from| {
-                    g.to.iter().map(move |&to| {
+            .filter(move |e| keep(e.from, e.to))
+            .map(Cow::Borrowed);
+        let implied = self.implied.iter().flat_map(move |g| {
+            g.from.iter().flat_map(move |&from| {
+                g.to.iter()
+                    .filter(move |&&to| keep(from, to))
+                    .map(move |&to| {
                         Cow::Owned(Edge {
                             from,
                             to,
                             origin: EdgeOrigin::Implicit { reason: g.reason },
                         })
                     })
-                })
-            }))
+            })
+        });
+        declared.chain(implied)
     }
 
     /// The start order: a topological order that keeps the spec's order wherever no edge
@@ -400,27 +414,9 @@ impl StartGraph {
         for (p, &i) in order.iter().enumerate() {
             position[i] = p;
         }
-        let broken = |from: usize, to: usize| position[from] > position[to];
-        let declared = self
-            .declared
-            .iter()
-            .filter(|e| broken(e.from, e.to))
-            .map(Cow::Borrowed);
-        // An `Edge` only for the pairs that break: a large pod implies thousands.
-        let implied = self.implied.iter().flat_map(|g| {
-            g.from.iter().flat_map(move |&from| {
-                g.to.iter()
-                    .filter(move |&&to| broken(from, to))
-                    .map(move |&to| {
-                        Cow::Owned(Edge {
-                            from,
-                            to,
-                            origin: EdgeOrigin::Implicit { reason: g.reason },
-                        })
-                    })
-            })
-        });
-        declared.chain(implied).collect()
+        let position = &position;
+        self.edges_where(|from, to| position[from] > position[to])
+            .collect()
     }
 }
 
