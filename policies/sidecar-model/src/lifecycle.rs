@@ -160,12 +160,16 @@ impl KnownSidecar {
 
     /// How the rule reads in messages: `image */istio/proxyv2`.
     pub fn describe(&self) -> String {
+        self.rule().describe()
+    }
+
+    /// The rule as classification sees it.
+    pub fn rule(&self) -> KnownRule<'_> {
         KnownRule {
             name: self.name.as_deref(),
             image: self.image.as_deref(),
             lifecycle: self.lifecycle,
         }
-        .describe()
     }
 }
 
@@ -362,11 +366,7 @@ impl KnownSidecars {
         defaults
             .iter()
             .copied()
-            .chain(self.custom.iter().map(|r| KnownRule {
-                name: r.name.as_deref(),
-                image: r.image.as_deref(),
-                lifecycle: r.lifecycle,
-            }))
+            .chain(self.custom.iter().map(KnownSidecar::rule))
     }
 
     /// The first rule that recognises a container.
@@ -381,11 +381,7 @@ impl KnownSidecars {
         }
         self.custom
             .iter()
-            .map(|r| KnownRule {
-                name: r.name.as_deref(),
-                image: r.image.as_deref(),
-                lifecycle: r.lifecycle,
-            })
+            .map(KnownSidecar::rule)
             .find(|r| r.matches(name, repository))
     }
 }
