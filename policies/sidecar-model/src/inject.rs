@@ -362,14 +362,6 @@ impl SidecarSet {
     }
 }
 
-/// JSON with object keys sorted, at every depth.
-pub fn canonical(value: &Value) -> String {
-    crate::canonical::to_vec(value)
-        .ok()
-        .and_then(|text| String::from_utf8(text).ok())
-        .unwrap_or_default()
-}
-
 /// Checks across sets: the same container name injected into pods two sets may both
 /// select, or one volume name with two contents.
 pub fn validate_sets(sets: &[SidecarSet]) -> Result<(), String> {
@@ -401,8 +393,10 @@ pub fn validate_sets(sets: &[SidecarSet]) -> Result<(), String> {
             }
             for va in a.volumes() {
                 let name = va.get("name");
+                // Value equality ignores key order, which is what differs between
+                // two spellings of one volume.
                 if let Some(vb) = b.volumes().iter().find(|vb| vb.get("name") == name)
-                    && canonical(va) != canonical(vb)
+                    && va != vb
                 {
                     return Err(format!(
                         "sidecarSets {:?} and {:?} both define volume {} with different contents",
@@ -766,12 +760,7 @@ struct Fields<'f, 's>(&'f [(&'s str, Field<'s>)]);
 
 impl Serialize for Fields<'_, '_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (key, field) in self.0 {
-            map.serialize_entry(key, field)?;
-        }
-        map.end()
+        serializer.collect_map(self.0.iter().map(|(key, field)| (key, field)))
     }
 }
 
@@ -997,6 +986,11 @@ mod tests {
                 .unwrap_err()
                 .contains("volume \"istio-envoy\" with different contents")
         );
+        // The same volume, its keys in another order, is one volume.
+        b.volumes = Lazy::new(vec![
+            json!({"emptyDir": {"medium": "Memory"}, "name": "istio-envoy"}),
+        ]);
+        validate_sets(&[a.clone(), b.clone()]).unwrap();
         b.volumes = Lazy::default();
         validate_sets(&[a, b]).unwrap();
         // A null where a field could be is no typo.
