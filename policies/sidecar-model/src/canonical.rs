@@ -183,6 +183,7 @@ impl<'w> Object<'w> {
         });
         Ok(())
     }
+
     fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         let index = self.w.entries.len() - 1;
         value.serialize(Canonical { w: &mut *self.w })?;
@@ -202,6 +203,15 @@ impl<'w> Object<'w> {
     }
 }
 
+/// Scalars exactly as serde_json writes them.
+macro_rules! scalars {
+    ($($method:ident: $t:ty),*) => {$(
+        fn $method(self, v: $t) -> Result<(), Error> {
+            self.scalar(&v)
+        }
+    )*};
+}
+
 impl<'w> ser::Serializer for Canonical<'w> {
     type Ok = ();
     type Error = Error;
@@ -213,48 +223,13 @@ impl<'w> ser::Serializer for Canonical<'w> {
     type SerializeStruct = Object<'w>;
     type SerializeStructVariant = Object<'w>;
 
-    fn serialize_bool(self, v: bool) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_f32(self, v: f32) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_f64(self, v: f64) -> Result<(), Error> {
-        self.scalar(&v)
-    }
-    fn serialize_char(self, v: char) -> Result<(), Error> {
-        self.scalar(&v)
-    }
+    scalars!(
+        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+        serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_f32: f32,
+        serialize_f64: f64, serialize_char: char
+    );
+
     fn serialize_str(self, v: &str) -> Result<(), Error> {
         write_str(&mut self.w.out, v);
         Ok(())
