@@ -697,12 +697,7 @@ pub fn inject_surveyed(
     if injected_any {
         // The injected containers take their place in the start graph, as the ordering
         // policy would place them.
-        let injected = model.with_view(known, |view| {
-            for (list, container) in added {
-                view.list_mut(list).push(container);
-            }
-            view.annotations.extend(added_annotations);
-        });
+        let injected = model.with_added(known, added, added_annotations);
         let graph = StartGraph::build(&injected, rules.iter().flat_map(|r| r.edges(&injected)));
         if let Ok(order) = graph.order() {
             surgery::apply_start_order(object, &injected, &order)?;
