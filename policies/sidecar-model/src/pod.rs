@@ -76,6 +76,15 @@ impl PodModel {
         Ok(PodView::from_json(text)?.map(|pod| Self::new(pod, known)))
     }
 
+    /// [`PodModel::from_json`] with the containers' resources read, for resource
+    /// accounting (the model otherwise keeps them as text).
+    pub fn from_json_with_resources(
+        text: &str,
+        known: &KnownSidecars,
+    ) -> Result<Option<Self>, ModelError> {
+        crate::spec::reading_resources(|| Self::from_json(text, known))
+    }
+
     /// The model after `edit` changes the pod the way a policy changed the object: no
     /// re-read of the whole object (the edit functions in `surgery` and `inject` keep the
     /// two in step, and their tests compare them with a re-read).

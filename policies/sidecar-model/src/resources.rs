@@ -5,10 +5,12 @@
 //! request gets the limit as its request (core/v1 defaulting), so a workload template
 //! gives the figures its pods will have.
 
-use crate::spec::PodSpec;
+use crate::spec::{PodSpec, Resources};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ModelError;
@@ -109,12 +111,90 @@ impl ContainerResources {
         owner: impl Fn() -> String,
         resources: Option<&ResourceRequirements>,
     ) -> Result<Self, ModelError> {
-        let parse = |field: &str, list: Option<&BTreeMap<String, K8sQuantity>>| {
+        Self::from_maps(
+            owner,
+            resources.and_then(|r| r.requests.as_ref()),
+            resources.and_then(|r| r.limits.as_ref()),
+            |q: &K8sQuantity| q.0.as_str(),
+        )
+    }
+
+    /// A container's resources, read or kept as text.
+    pub fn of(
+        owner: impl Fn() -> String,
+        resources: Option<&Resources>,
+    ) -> Result<Self, ModelError> {
+        match resources {
+            None => Ok(Self::default()),
+            Some(Resources::Read(r)) => Self::read(owner, Some(r)),
+            Some(Resources::Text(text)) => Self::read_text(owner, Some(text.raw())),
+        }
+    }
+
+    /// A container's `resources` as the JSON text the model keeps when it is not read
+    /// for accounting: the quantities are parsed from the text itself, with no
+    /// k8s-openapi maps of strings in between.
+    pub fn read_text(
+        owner: impl Fn() -> String,
+        text: Option<&RawValue>,
+    ) -> Result<Self, ModelError> {
+        /// `ResourceRequirements`, its quantities borrowed from the text (`claims` are
+        /// not accounted).
+        #[derive(Deserialize)]
+        struct Requirements<'a> {
+            #[serde(borrow, default)]
+            requests: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+            #[serde(borrow, default)]
+            limits: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+        }
+        let Some(text) = text else {
+            return Ok(Self::default());
+        };
+        // A derived reader would also take a list, as fields in order; k8s-openapi's,
+        // which reads the same field when it is not kept as text, takes objects only.
+        if !text.get().trim_start().starts_with('{') {
+            return Err(ModelError::Malformed(format!(
+                "{} resources: invalid type: expected an object (ResourceRequirements)",
+                owner()
+            )));
+        }
+        let read: Requirements = serde_json::from_str(text.get()).map_err(|first| {
+            let again = serde_path_to_error::deserialize::<_, Requirements>(
+                &mut serde_json::Deserializer::from_str(text.get()),
+            );
+            let (path, why) = match again {
+                Err(e) if e.path().iter().next().is_some() => {
+                    (format!(".{}", e.path()), e.into_inner().to_string())
+                }
+                _ => (String::new(), first.to_string()),
+            };
+            // The position is in the field's own text, not the object's: left out.
+            let why = why
+                .rsplit_once(" at line ")
+                .map_or(why.as_str(), |(w, _)| w);
+            ModelError::Malformed(format!("{} resources{path}: {why}", owner()))
+        })?;
+        Self::from_maps(
+            owner,
+            read.requests.as_ref(),
+            read.limits.as_ref(),
+            |q: &Cow<str>| q.as_ref(),
+        )
+    }
+
+    fn from_maps<K: AsRef<str>, V>(
+        owner: impl Fn() -> String,
+        requests: Option<&BTreeMap<K, V>>,
+        limits: Option<&BTreeMap<K, V>>,
+        text: impl Fn(&V) -> &str,
+    ) -> Result<Self, ModelError> {
+        let parse = |field: &str, list: Option<&BTreeMap<K, V>>| {
             list.into_iter()
                 .flatten()
                 .map(|(name, q)| {
-                    Quantity::parse(&q.0)
-                        .map(|v| (name.clone(), v))
+                    let name = name.as_ref();
+                    Quantity::parse(text(q))
+                        .map(|v| (name.to_string(), v))
                         .map_err(|e| ModelError::Quantity {
                             at: format!("{} resources.{field}.{name}", owner()),
                             source: e,
@@ -122,8 +202,8 @@ impl ContainerResources {
                 })
                 .collect::<Result<BTreeMap<_, _>, _>>()
         };
-        let limits = parse("limits", resources.and_then(|r| r.limits.as_ref()))?;
-        let mut requests = parse("requests", resources.and_then(|r| r.requests.as_ref()))?;
+        let limits = parse("limits", limits)?;
+        let mut requests = parse("requests", requests)?;
         for (name, limit) in &limits {
             if !requests.contains_key(name) {
                 requests.insert(name.clone(), *limit);
@@ -187,7 +267,7 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
         out.push(Accounted {
             name: c.name.clone(),
             role,
-            resources: ContainerResources::read(
+            resources: ContainerResources::of(
                 || format!("initContainers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
@@ -197,7 +277,7 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
         out.push(Accounted {
             name: c.name.clone(),
             role: Role::App,
-            resources: ContainerResources::read(
+            resources: ContainerResources::of(
                 || format!("containers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
@@ -403,6 +483,66 @@ mod tests {
 
     fn effective(r: &BTreeMap<String, Breakdown>, name: &str) -> String {
         r[name].effective.to_string()
+    }
+
+    /// Resources kept as text and resources read give the same figures and the same
+    /// errors, which name the container and the field.
+    #[test]
+    fn resources_read_or_kept_as_text_account_alike() {
+        let text = |v: Value| spec(v);
+        let read =
+            |v: Value| crate::spec::reading_resources(|| serde_json::from_value::<PodSpec>(v));
+        let pods = [
+            json!({"initContainers": [sc("proxy", json!({"cpu": "100m"}), json!({"memory": "1Gi"}))],
+                   "containers": [c("app", json!({"cpu": "1", "memory": "1Gi"}), json!({"cpu": "2", "nvidia.com/gpu": "1"})),
+                                  {"name": "bare"}, {"name": "nulls", "resources": {"requests": null, "claims": [{"name": "x"}]}}]}),
+            json!({"containers": [{"name": "app"}, {"name": "web", "resources": {"requests": "lots"}}]}),
+            json!({"containers": [{"name": "app", "resources": []}]}),
+            json!({"containers": [c("app", json!({"cpu": "a lot"}), json!({}))]}),
+        ];
+        for pod in pods {
+            let kept = text(pod.clone());
+            assert!(matches!(
+                kept.containers[0].resources,
+                None | Some(crate::spec::Resources::Text(_))
+            ));
+            let from_text = compute(&kept);
+            // Read, a malformed `resources` is an error of the pod's reading already.
+            let Ok(parsed) = read(pod.clone()) else {
+                assert!(from_text.is_err(), "{pod}");
+                continue;
+            };
+            assert!(matches!(
+                parsed.containers[0].resources,
+                None | Some(crate::spec::Resources::Read(_))
+            ));
+            match (&from_text, &compute(&parsed)) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.requests, b.requests);
+                    assert_eq!(a.limits, b.limits);
+                    assert_eq!(a.qos_class, b.qos_class);
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                (a, b) => panic!("{pod}: {a:?} / {b:?}"),
+            }
+        }
+        let e = compute(&text(json!({"containers": [{"name": "app"}, {"name": "web", "resources": {"requests": "lots"}}]})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("containers[1] (web) resources.requests: invalid type: string \"lots\"")
+                && !e.contains("line"),
+            "{e}"
+        );
+        let e = compute(&text(
+            json!({"containers": [{"name": "app", "resources": []}]}),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("containers[0] (app) resources: invalid type"),
+            "{e}"
+        );
     }
 
     #[test]

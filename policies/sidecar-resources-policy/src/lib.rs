@@ -37,8 +37,8 @@ impl Verdicts<'_> {
 fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
     let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
-    let Some(model) =
-        PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
+    let Some(model) = PodModel::from_json_with_resources(request.object_json(), &known)
+        .map_err(|e| e.to_string())?
     else {
         return Ok(Answer::accept());
     };
