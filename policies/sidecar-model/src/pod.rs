@@ -659,8 +659,8 @@ mod tests {
         assert!(!m.is_optional("app"));
     }
 
-    /// Adding containers to a model gives the model a fresh reading of the same pod
-    /// gives, on either path.
+    /// Adding containers to a model gives what a fresh reading of the grown pod gives,
+    /// on either path.
     #[test]
     fn added_containers_read_as_a_fresh_model() {
         let known = KnownSidecars::default();
