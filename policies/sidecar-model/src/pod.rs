@@ -138,7 +138,7 @@ impl PodModel {
                 view.annotations.extend(annotations);
             });
         }
-        // Init containers read by position alone (no annotation types them here); their
+        // Classified as a fresh reading would (no annotation types them here); their
         // entries go after the pod's init containers, before its app containers.
         let first = self
             .containers
@@ -146,11 +146,14 @@ impl PodModel {
             .filter(|c| c.list == ContainerList::InitContainers)
             .count();
         for (at, (_, container)) in (first..).zip(added) {
-            let (lifecycle, reason) = if container.restart_policy.as_deref() == Some("Always") {
-                (LifecycleType::Sidecar, TypeReason::NativeSidecar)
-            } else {
-                (LifecycleType::Init, TypeReason::InitContainer)
-            };
+            let (lifecycle, reason) = classify(
+                &self.pod,
+                ContainerList::InitContainers,
+                &container,
+                known,
+                false,
+                &mut self.findings,
+            );
             let list = self.pod.list_mut(ContainerList::InitContainers);
             self.containers.insert(
                 at,
