@@ -127,17 +127,14 @@ impl ContainerResources {
         match resources {
             None => Ok(Self::default()),
             Some(Resources::Read(r)) => Self::read(owner, Some(r)),
-            Some(Resources::Text(text)) => Self::read_text(owner, Some(text.raw())),
+            Some(Resources::Text(text)) => Self::read_text(owner, text.raw()),
         }
     }
 
     /// A container's `resources` as the JSON text the model keeps when it is not read
     /// for accounting: the quantities are parsed from the text itself, with no
     /// k8s-openapi maps of strings in between.
-    pub fn read_text(
-        owner: impl Fn() -> String,
-        text: Option<&RawValue>,
-    ) -> Result<Self, ModelError> {
+    fn read_text(owner: impl Fn() -> String, text: &RawValue) -> Result<Self, ModelError> {
         /// `ResourceRequirements`, its quantities borrowed from the text (`claims` are
         /// not accounted).
         #[derive(Deserialize)]
@@ -147,9 +144,6 @@ impl ContainerResources {
             #[serde(borrow, default)]
             limits: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
         }
-        let Some(text) = text else {
-            return Ok(Self::default());
-        };
         // A derived reader would also take a list, as fields in order; k8s-openapi's,
         // which reads the same field when it is not kept as text, takes objects only.
         if !text.get().trim_start().starts_with('{') {
@@ -159,19 +153,17 @@ impl ContainerResources {
             )));
         }
         let read: Requirements = serde_json::from_str(text.get()).map_err(|first| {
-            let again = serde_path_to_error::deserialize::<_, Requirements>(
-                &mut serde_json::Deserializer::from_str(text.get()),
+            let (path, why) = crate::workload::where_and_why(
+                first,
+                serde_path_to_error::deserialize::<_, Requirements>(
+                    &mut serde_json::Deserializer::from_str(text.get()),
+                ),
             );
-            let (path, why) = match again {
-                Err(e) if e.path().iter().next().is_some() => {
-                    (format!(".{}", e.path()), e.into_inner().to_string())
-                }
-                _ => (String::new(), first.to_string()),
-            };
             // The position is in the field's own text, not the object's: left out.
             let why = why
                 .rsplit_once(" at line ")
                 .map_or(why.as_str(), |(w, _)| w);
+            let path = path.map(|p| format!(".{p}")).unwrap_or_default();
             ModelError::Malformed(format!("{} resources{path}: {why}", owner()))
         })?;
         Self::from_maps(

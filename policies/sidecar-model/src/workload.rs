@@ -146,11 +146,26 @@ fn malformed<E: std::fmt::Display>(
     first: impl std::fmt::Display,
     again: Result<ObjectPod, serde_path_to_error::Error<E>>,
 ) -> ModelError {
-    ModelError::Malformed(match again {
-        Err(e) if e.path().iter().next().is_some() => format!("{}: {}", e.path(), e.inner()),
-        Err(e) => e.inner().to_string(),
-        Ok(_) => first.to_string(),
+    let (path, why) = where_and_why(first, again);
+    ModelError::Malformed(match path {
+        Some(path) => format!("{path}: {why}"),
+        None => why,
     })
+}
+
+/// Where a failed read went wrong (`None` at the top) and why, from `again`, the same
+/// read with the path tracked; `first` when that read did not fail.
+pub(crate) fn where_and_why<T, E: std::fmt::Display>(
+    first: impl std::fmt::Display,
+    again: Result<T, serde_path_to_error::Error<E>>,
+) -> (Option<String>, String) {
+    match again {
+        Err(e) if e.path().iter().next().is_some() => {
+            (Some(e.path().to_string()), e.inner().to_string())
+        }
+        Err(e) => (None, e.inner().to_string()),
+        Ok(_) => (None, first.to_string()),
+    }
 }
 
 /// The pod an object holds, read in one pass over the object. The shapes are chosen by
