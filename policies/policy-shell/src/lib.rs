@@ -27,8 +27,20 @@ macro_rules! export_policy {
             $crate::register_function("validate", validate);
             $crate::register_function("validate_settings", $crate::validate_settings::<$settings>);
             $crate::register_function("protocol_version", $crate::protocol_version_guest);
+            $crate::calls_start_here();
         }
     };
+}
+
+#[cfg(any(test, all(target_family = "wasm", not(target_feature = "atomics"))))]
+mod arena;
+
+/// What `wapc_init` allocated stays for the instance's life; the allocator reclaims the
+/// rest after each call (see `arena`). Nothing to do off wasm.
+#[doc(hidden)]
+pub fn calls_start_here() {
+    #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
+    arena::ARENA.calls_start_here();
 }
 
 /// `validate_settings`: settings that do not even parse (a typo in a field name, a wrong
