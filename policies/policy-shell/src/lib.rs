@@ -7,7 +7,7 @@ pub use kubewarden_policy_sdk::protocol_version_guest;
 use kubewarden_policy_sdk::settings::{SettingsValidationResponse, Validatable};
 pub use kubewarden_policy_sdk::wapc_guest::CallResult;
 pub use kubewarden_policy_sdk::wapc_guest::prelude::register_function;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -57,8 +57,8 @@ pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> C
 pub fn read_settings<T: DeserializeOwned + Validatable>(
     json: impl AsRef<[u8]>,
 ) -> Result<T, String> {
-    let settings: T =
-        serde_json::from_slice(json.as_ref()).map_err(|e| format!("invalid settings: {e}"))?;
+    let text = std::str::from_utf8(json.as_ref()).map_err(|e| format!("invalid settings: {e}"))?;
+    let settings: T = serde_json::from_str(text).map_err(|e| format!("invalid settings: {e}"))?;
     settings.validate()?;
     Ok(settings)
 }
@@ -108,7 +108,9 @@ pub fn validate_with<S: DeserializeOwned + Default>(
     payload: &[u8],
     evaluate: impl Fn(&S, &AdmissionRequest) -> Result<Answer, String>,
 ) -> CallResult {
-    let answer = match serde_json::from_slice::<Payload<S>>(payload) {
+    // Checked as UTF-8 once, whole: read from bytes, serde_json checks each string again.
+    let payload = std::str::from_utf8(payload).map_err(serde_json::Error::custom);
+    let answer = match payload.and_then(serde_json::from_str::<Payload<S>>) {
         Ok(payload) => evaluate(&payload.settings, &payload.request).unwrap_or_else(Answer::reject),
         Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
     };
@@ -208,6 +210,12 @@ mod tests {
     #[serde(deny_unknown_fields)]
     struct NoSettings {}
 
+    impl Validatable for NoSettings {
+        fn validate(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
     fn read(payload: &str) -> Result<(String, String, String), String> {
         let payload: Payload<NoSettings> =
             serde_json::from_str(payload).map_err(|e| e.to_string())?;
@@ -273,15 +281,25 @@ mod tests {
 
     #[test]
     fn an_unreadable_payload_is_a_rejection_not_a_trap() {
-        let answer =
-            validate_with::<NoSettings>(b"{not json", |_, _| Ok(Answer::accept())).unwrap();
-        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
-        assert_eq!(answer["accepted"], false);
+        for payload in [
+            &b"{not json"[..],
+            b"{\"request\": {\"namespace\": \"\xff\"}}",
+        ] {
+            let answer = validate_with::<NoSettings>(payload, |_, _| Ok(Answer::accept())).unwrap();
+            let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            assert_eq!(answer["accepted"], false);
+            assert!(
+                answer["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("cannot read the admission request"),
+                "{answer}"
+            );
+        }
+        let settings = read_settings::<NoSettings>(b"{\"a\": \"\xff\"}").unwrap_err();
         assert!(
-            answer["message"]
-                .as_str()
-                .unwrap()
-                .starts_with("cannot read the admission request")
+            settings.starts_with("invalid settings: invalid utf-8"),
+            "{settings}"
         );
     }
 }
