@@ -326,13 +326,8 @@ mod tests {
     fn random_allocations_never_overlap_and_keep_their_bytes() {
         let a = arena(2048);
         a.calls_start_here();
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
+        let mut next = |n: usize| rng.usize(..n);
         let mut live: Vec<Block> = Vec::new();
         for step in 0..20_000 {
             match next(10) {
