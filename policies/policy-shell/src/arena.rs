@@ -155,27 +155,31 @@ unsafe impl<M: Memory> GlobalAlloc for Arena<M> {
     }
 }
 
-/// The module's linear memory.
+/// The allocator of a policy module, over its linear memory.
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-pub struct LinearMemory;
+mod linear {
+    use super::{Arena, Memory, PAGE};
 
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-impl Memory for LinearMemory {
-    fn grow(&self, pages: usize) -> Option<usize> {
-        match core::arch::wasm32::memory_grow(0, pages) {
-            usize::MAX => None,
-            old => Some(old * PAGE),
+    pub struct LinearMemory;
+
+    impl Memory for LinearMemory {
+        fn grow(&self, pages: usize) -> Option<usize> {
+            match core::arch::wasm32::memory_grow(0, pages) {
+                usize::MAX => None,
+                old => Some(old * PAGE),
+            }
         }
     }
+
+    // SAFETY: without the atomics feature a wasm module runs on one thread.
+    unsafe impl Sync for Arena<LinearMemory> {}
+
+    #[global_allocator]
+    pub static ARENA: Arena<LinearMemory> = Arena::new(LinearMemory);
 }
 
-// SAFETY: without the atomics feature a wasm module runs on one thread.
 #[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-unsafe impl Sync for Arena<LinearMemory> {}
-
-#[cfg(all(target_family = "wasm", not(target_feature = "atomics")))]
-#[global_allocator]
-pub static ARENA: Arena<LinearMemory> = Arena::new(LinearMemory);
+pub use linear::ARENA;
 
 #[cfg(test)]
 mod tests {

@@ -53,12 +53,16 @@ pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> C
     })?)
 }
 
-/// Settings as `validate_settings` reads them: parsed, then validated.
+/// Settings as `validate_settings` reads them: parsed, then validated. Payloads are
+/// checked as UTF-8 once, whole, then read as text: read from bytes, serde_json checks
+/// every string again.
 pub fn read_settings<T: DeserializeOwned + Validatable>(
     json: impl AsRef<[u8]>,
 ) -> Result<T, String> {
-    let text = std::str::from_utf8(json.as_ref()).map_err(|e| format!("invalid settings: {e}"))?;
-    let settings: T = serde_json::from_str(text).map_err(|e| format!("invalid settings: {e}"))?;
+    let settings: T = std::str::from_utf8(json.as_ref())
+        .map_err(serde_json::Error::custom)
+        .and_then(serde_json::from_str)
+        .map_err(|e| format!("invalid settings: {e}"))?;
     settings.validate()?;
     Ok(settings)
 }
@@ -108,7 +112,6 @@ pub fn validate_with<S: DeserializeOwned + Default>(
     payload: &[u8],
     evaluate: impl Fn(&S, &AdmissionRequest) -> Result<Answer, String>,
 ) -> CallResult {
-    // Checked as UTF-8 once, whole: read from bytes, serde_json checks each string again.
     let payload = std::str::from_utf8(payload).map_err(serde_json::Error::custom);
     let answer = match payload.and_then(serde_json::from_str::<Payload<S>>) {
         Ok(payload) => evaluate(&payload.settings, &payload.request).unwrap_or_else(Answer::reject),
