@@ -31,6 +31,11 @@ pub struct Stats {
     pub p99_us: f64,
     pub mean_us: f64,
     pub per_second: f64,
+    /// Minor page faults per evaluation, instantiation and teardown included: memory a
+    /// fresh instance touches is zero-filled by the kernel page by page, which on a
+    /// virtual machine costs microseconds a page. Linux only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<f64>,
     /// median / the baseline's median for the same request, operation and mode (the
     /// median: one scheduler hiccup on a shared machine moves a mean).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,6 +53,7 @@ fn stats(
     operation: &str,
     instance: InstanceMode,
     mut times: Vec<Duration>,
+    faults: Option<u64>,
 ) -> Stats {
     times.sort();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
@@ -70,8 +76,18 @@ fn stats(
             .unwrap_or_default(),
         mean_us: mean,
         per_second: if mean > 0.0 { 1e6 / mean } else { 0.0 },
+        faults: faults.map(|f| f as f64 / n as f64),
         ratio: None,
     }
+}
+
+/// This thread's minor page faults so far, from `/proc/thread-self/stat` (field 10; the
+/// fields are counted after the command name, which may hold spaces). Read by hand:
+/// rustix has no `getrusage`, and libc's would be the host's second `unsafe`.
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    fields.split_whitespace().nth(7)?.parse().ok()
 }
 
 /// One policy to measure: its name in the table, the module, and the payload it gets.
@@ -101,24 +117,31 @@ pub fn measure(
             .collect::<Result<Vec<_>, _>>()?,
     };
     let mut times = vec![Vec::with_capacity(plan.samples); subjects.len()];
+    // Counted outside the timed span; none at all where the count cannot be read.
+    let mut faults = vec![minor_faults().map(|_| 0); subjects.len()];
     for round in 0..plan.warmup + plan.samples {
         for k in 0..subjects.len() {
             let i = (round + k) % subjects.len();
             let subject = &subjects[i];
+            let faults_before = minor_faults();
             let start = Instant::now();
             match instances.get(i) {
                 Some(instance) => instance.call(operation, &subject.payload)?,
                 None => subject.policy.call(operation, &subject.payload)?,
             };
+            let elapsed = start.elapsed();
             if round >= plan.warmup {
-                times[i].push(start.elapsed());
+                times[i].push(elapsed);
+                faults[i] = faults[i]
+                    .zip(faults_before.zip(minor_faults()))
+                    .map(|(sum, (before, after))| sum + after.saturating_sub(before));
             }
         }
     }
     Ok(subjects
         .iter()
-        .zip(times)
-        .map(|(s, t)| stats(s.name, request, operation, mode, t))
+        .zip(times.into_iter().zip(faults))
+        .map(|(s, (t, f))| stats(s.name, request, operation, mode, t, f))
         .collect())
 }
 
@@ -200,7 +223,7 @@ pub fn with_ratios(mut rows: Vec<Stats>, baseline: &str) -> Vec<Stats> {
 
 pub fn table(rows: &[Stats]) -> String {
     let mut out = format!(
-        "{:<26} {:<30} {:<17} {:<6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>6}\n",
+        "{:<26} {:<30} {:<17} {:<6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>6}\n",
         "policy",
         "request",
         "operation",
@@ -210,6 +233,7 @@ pub fn table(rows: &[Stats]) -> String {
         "p99 µs",
         "mean µs",
         "evals/s",
+        "faults",
         "ratio"
     );
     for r in rows {
@@ -217,8 +241,12 @@ pub fn table(rows: &[Stats]) -> String {
             .ratio
             .map(|x| format!("{x:.2}"))
             .unwrap_or_else(|| "-".into());
+        let faults = r
+            .faults
+            .map(|x| format!("{x:.1}"))
+            .unwrap_or_else(|| "-".into());
         out.push_str(&format!(
-            "{:<26} {:<30} {:<17} {:<6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>6}\n",
+            "{:<26} {:<30} {:<17} {:<6} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>7} {:>6}\n",
             r.policy,
             r.request,
             r.operation,
@@ -231,6 +259,7 @@ pub fn table(rows: &[Stats]) -> String {
             r.p99_us,
             r.mean_us,
             r.per_second,
+            faults,
             ratio
         ));
     }
@@ -244,9 +273,10 @@ mod tests {
     #[test]
     fn statistics() {
         let times: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
-        let s = stats("p", "r", "validate", InstanceMode::Fresh, times);
+        let s = stats("p", "r", "validate", InstanceMode::Fresh, times, Some(250));
         assert_eq!((s.min_us, s.median_us, s.p99_us), (1.0, 51.0, 99.0));
         assert!((s.mean_us - 50.5).abs() < 1e-9);
+        assert_eq!(s.faults, Some(2.5));
         let rows = with_ratios(
             vec![
                 s.clone(),
@@ -259,5 +289,20 @@ mod tests {
             "null",
         );
         assert_eq!(rows[0].ratio, Some(2.0));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn touching_fresh_memory_counts_as_faults() {
+        let before = minor_faults().expect("Linux counts minor faults");
+        // Pages the kernel has not handed this process yet, one fault each when touched:
+        // 64 MiB is past the largest block glibc serves from memory it already has.
+        let mut pages = vec![0u8; 64 << 20];
+        for page in pages.chunks_mut(1 << 20) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&pages);
+        let after = minor_faults().unwrap();
+        assert!(after - before >= 64, "{before} -> {after}");
     }
 }

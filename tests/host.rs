@@ -490,6 +490,27 @@ fn bench_reports_every_mode_with_ratios_to_the_baseline() {
         .map(|r| r["instance"].as_str().unwrap())
         .collect();
     assert!(modes.contains(&"fresh") && modes.contains(&"reused"));
+    // A fresh instance's memory is new to the process: every page it touches is a fault.
+    // A reused instance touches the pages it already has.
+    #[cfg(target_os = "linux")]
+    for row in rows.iter().filter(|r| r["instance"] == "fresh") {
+        let faults = |instance: &str| {
+            rows.iter()
+                .find(|r| {
+                    r["instance"] == instance
+                        && r["policy"] == row["policy"]
+                        && r["operation"] == row["operation"]
+                })
+                .and_then(|r| r["faults"].as_f64())
+                .unwrap()
+        };
+        assert!(
+            faults("fresh") > 3.0 && faults("reused") < faults("fresh") / 2.0,
+            "{row}: fresh {} reused {}",
+            faults("fresh"),
+            faults("reused")
+        );
+    }
     // A policy that fails is an error, not a figure.
     let failing = run(&[
         "bench",
