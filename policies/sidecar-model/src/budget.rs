@@ -13,7 +13,8 @@ use crate::lifecycle::LifecycleType;
 use crate::pod::{ContainerInfo, PodModel};
 use crate::quantity::Quantity;
 use crate::resources::{
-    self, Accounted, Breakdown, CPU, ContainerResources, MEMORY, PodResources, QosClass,
+    self, Accounted, Breakdown, CPU, ContainerResources, MEMORY, PerResource, PodResources,
+    QosClass,
 };
 use crate::selector::ContainerSelector;
 
@@ -103,7 +104,7 @@ pub struct ResourceEdit {
 pub struct Accounting {
     pub containers: Vec<Accounted>,
     pub pod_level: Option<ContainerResources>,
-    pub overhead: BTreeMap<String, Quantity>,
+    pub overhead: PerResource<Quantity>,
     /// The pod's figures, computed when first asked for: a policy that edits resources
     /// asks only after its edits.
     settled: OnceCell<PodResources>,
@@ -432,7 +433,7 @@ pub fn sidecar_share_over(
 
 /// Effective figures above a maximum: (resource, effective or `None` when unbounded, max).
 pub fn over_max(
-    effective: &BTreeMap<String, Breakdown>,
+    effective: &PerResource<Breakdown>,
     unbounded: &[String],
     max: &BTreeMap<String, Quantity>,
 ) -> Vec<(String, Option<Quantity>, Quantity)> {
@@ -452,7 +453,7 @@ pub fn over_max(
 /// `cpu=4100m,memory=9Gi`, for audit annotations; resources in `unbounded` read
 /// `unbounded`, whatever the containers that set a limit add up to.
 pub fn summary(
-    figures: &BTreeMap<String, Breakdown>,
+    figures: &PerResource<Breakdown>,
     unbounded: &[crate::resources::Unbounded],
 ) -> String {
     use std::fmt::Write;
@@ -543,7 +544,12 @@ mod tests {
         assert!(stuck.is_empty());
         assert_eq!(acc.with(&edits).pod().qos_class, QosClass::Guaranteed);
         assert_eq!(
-            acc.with(&edits).containers[0].resources.limits["cpu"],
+            acc.with(&edits).containers[0]
+                .resources
+                .limits
+                .get("cpu")
+                .copied()
+                .unwrap(),
             q("100m")
         );
     }
@@ -559,7 +565,15 @@ mod tests {
         assert!(stuck.is_empty());
         let after = acc.with(&edits);
         assert_eq!(after.pod().qos_class, QosClass::Guaranteed);
-        assert_eq!(after.containers[0].resources.requests["memory"], q("128Mi"));
+        assert_eq!(
+            after.containers[0]
+                .resources
+                .requests
+                .get("memory")
+                .copied()
+                .unwrap(),
+            q("128Mi")
+        );
     }
 
     #[test]

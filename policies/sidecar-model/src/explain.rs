@@ -11,7 +11,7 @@ use crate::finding::Finding;
 use crate::graph::{self, StartGraph};
 use crate::lifecycle::{ContainerList, KnownSidecars, LifecycleType};
 use crate::pod::PodModel;
-use crate::resources::{self, Breakdown, Unbounded};
+use crate::resources::{self, Breakdown, PerResource, Unbounded};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -61,8 +61,8 @@ pub struct Explanation {
     pub effective_limits: BTreeMap<String, String>,
     pub unbounded_limits: Vec<Unbounded>,
     pub qos_class: String,
-    pub requests: BTreeMap<String, Breakdown>,
-    pub limits: BTreeMap<String, Breakdown>,
+    pub requests: PerResource<Breakdown>,
+    pub limits: PerResource<Breakdown>,
     pub findings: Vec<ExplainedFinding>,
 }
 
@@ -104,9 +104,8 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
         }
     };
     let stop = graph::stop_order(&model, &start);
-    let fmt_map = |m: BTreeMap<String, crate::Quantity>| {
-        m.into_iter().map(|(k, v)| (k, v.to_string())).collect()
-    };
+    let fmt_map =
+        |m: PerResource<crate::Quantity>| m.into_iter().map(|(k, v)| (k, v.to_string())).collect();
     Ok(Some(Explanation {
         kind: model.pod.kind.as_str().into(),
         name: model.pod.name.clone(),

@@ -8,6 +8,7 @@
 use crate::spec::{PodSpec, Resources};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+use litemap::LiteMap;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -64,6 +65,12 @@ impl QosClass {
     }
 }
 
+/// Figures per resource name, in name order. A sorted `Vec` rather than a `BTreeMap`: a
+/// pod names two or three resources, a BTreeMap node has room for eleven, and every page
+/// a fresh instance touches is a page the kernel zero-fills (a pod of 200 containers
+/// holds 400 of these maps).
+pub type PerResource<V> = LiteMap<String, V>;
+
 /// A resource whose limit is unbounded because these containers set none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Unbounded {
@@ -74,22 +81,22 @@ pub struct Unbounded {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodResources {
-    pub requests: BTreeMap<String, Breakdown>,
-    pub limits: BTreeMap<String, Breakdown>,
+    pub requests: PerResource<Breakdown>,
+    pub limits: PerResource<Breakdown>,
     /// cpu and memory always; other resources when some container limits them.
     pub unbounded_limits: Vec<Unbounded>,
     pub qos_class: QosClass,
 }
 
 impl PodResources {
-    pub fn effective_requests(&self) -> BTreeMap<String, Quantity> {
+    pub fn effective_requests(&self) -> PerResource<Quantity> {
         self.requests
             .iter()
             .map(|(k, b)| (k.clone(), b.effective))
             .collect()
     }
 
-    pub fn effective_limits(&self) -> BTreeMap<String, Quantity> {
+    pub fn effective_limits(&self) -> PerResource<Quantity> {
         self.limits
             .iter()
             .map(|(k, b)| (k.clone(), b.effective))
@@ -100,8 +107,8 @@ impl PodResources {
 /// One container's requests and limits, parsed and defaulted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerResources {
-    pub requests: BTreeMap<String, Quantity>,
-    pub limits: BTreeMap<String, Quantity>,
+    pub requests: PerResource<Quantity>,
+    pub limits: PerResource<Quantity>,
 }
 
 impl ContainerResources {
@@ -111,11 +118,17 @@ impl ContainerResources {
         owner: impl Fn() -> String,
         resources: Option<&ResourceRequirements>,
     ) -> Result<Self, ModelError> {
-        Self::from_maps(
+        fn pairs(
+            list: Option<&BTreeMap<String, K8sQuantity>>,
+        ) -> impl Iterator<Item = (&str, &str)> {
+            list.into_iter()
+                .flatten()
+                .map(|(name, q)| (name.as_str(), q.0.as_str()))
+        }
+        Self::from_lists(
             owner,
-            resources.and_then(|r| r.requests.as_ref()),
-            resources.and_then(|r| r.limits.as_ref()),
-            |q: &K8sQuantity| q.0.as_str(),
+            pairs(resources.and_then(|r| r.requests.as_ref())),
+            pairs(resources.and_then(|r| r.limits.as_ref())),
         )
     }
 
@@ -140,9 +153,9 @@ impl ContainerResources {
         #[derive(Deserialize)]
         struct Requirements<'a> {
             #[serde(borrow, default)]
-            requests: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+            requests: Option<LiteMap<Cow<'a, str>, Cow<'a, str>>>,
             #[serde(borrow, default)]
-            limits: Option<BTreeMap<Cow<'a, str>, Cow<'a, str>>>,
+            limits: Option<LiteMap<Cow<'a, str>, Cow<'a, str>>>,
         }
         // A derived reader would also take a list, as fields in order; k8s-openapi's,
         // which reads the same field when it is not kept as text, takes objects only.
@@ -166,36 +179,39 @@ impl ContainerResources {
             let path = path.map(|p| format!(".{p}")).unwrap_or_default();
             ModelError::Malformed(format!("{} resources{path}: {why}", owner()))
         })?;
-        Self::from_maps(
+        fn pairs<'t>(
+            list: Option<&'t LiteMap<Cow<'_, str>, Cow<'_, str>>>,
+        ) -> impl Iterator<Item = (&'t str, &'t str)> {
+            list.into_iter()
+                .flat_map(|l| l.iter())
+                .map(|(name, q)| (name.as_ref(), q.as_ref()))
+        }
+        Self::from_lists(
             owner,
-            read.requests.as_ref(),
-            read.limits.as_ref(),
-            |q: &Cow<str>| q.as_ref(),
+            pairs(read.requests.as_ref()),
+            pairs(read.limits.as_ref()),
         )
     }
 
-    fn from_maps<K: AsRef<str>, V>(
+    /// From `(resource, quantity text)` pairs, unique and in name order.
+    fn from_lists<'t>(
         owner: impl Fn() -> String,
-        requests: Option<&BTreeMap<K, V>>,
-        limits: Option<&BTreeMap<K, V>>,
-        text: impl Fn(&V) -> &str,
+        requests: impl Iterator<Item = (&'t str, &'t str)>,
+        limits: impl Iterator<Item = (&'t str, &'t str)>,
     ) -> Result<Self, ModelError> {
-        let parse = |field: &str, list: Option<&BTreeMap<K, V>>| {
-            list.into_iter()
-                .flatten()
-                .map(|(name, q)| {
-                    let name = name.as_ref();
-                    Quantity::parse(text(q))
-                        .map(|v| (name.to_string(), v))
-                        .map_err(|e| ModelError::Quantity {
-                            at: format!("{} resources.{field}.{name}", owner()),
-                            source: e,
-                        })
-                })
-                .collect::<Result<BTreeMap<_, _>, _>>()
+        let parse = |field: &str, list: &mut dyn Iterator<Item = (&'t str, &'t str)>| {
+            list.map(|(name, q)| {
+                Quantity::parse(q)
+                    .map(|v| (name.to_string(), v))
+                    .map_err(|e| ModelError::Quantity {
+                        at: format!("{} resources.{field}.{name}", owner()),
+                        source: e,
+                    })
+            })
+            .collect::<Result<PerResource<_>, _>>()
         };
-        let limits = parse("limits", limits)?;
-        let mut requests = parse("requests", requests)?;
+        let limits = parse("limits", &mut { limits })?;
+        let mut requests = parse("requests", &mut { requests })?;
         for (name, limit) in &limits {
             if !requests.contains_key(name) {
                 requests.insert(name.clone(), *limit);
@@ -310,7 +326,7 @@ pub fn compute(spec: &PodSpec) -> Result<PodResources, ModelError> {
 pub fn compute_from(
     containers: &[Accounted],
     pod_level: Option<&ContainerResources>,
-    overhead: &BTreeMap<String, Quantity>,
+    overhead: &PerResource<Quantity>,
 ) -> PodResources {
     let requests = aggregate(
         containers,
@@ -359,19 +375,19 @@ pub fn compute_from(
 
 fn aggregate(
     containers: &[Accounted],
-    list: impl Fn(&ContainerResources) -> &BTreeMap<String, Quantity>,
-    pod_level: Option<&BTreeMap<String, Quantity>>,
-    overhead: &BTreeMap<String, Quantity>,
+    list: impl Fn(&ContainerResources) -> &PerResource<Quantity>,
+    pod_level: Option<&PerResource<Quantity>>,
+    overhead: &PerResource<Quantity>,
     is_requests: bool,
-) -> BTreeMap<String, Breakdown> {
-    let mut out: BTreeMap<String, Breakdown> = BTreeMap::new();
+) -> PerResource<Breakdown> {
+    let mut out: PerResource<Breakdown> = LiteMap::new();
     for c in containers.iter().filter(|c| c.role == Role::App) {
         for (name, q) in list(&c.resources) {
             slot(&mut out, name).app_sum += *q;
         }
     }
     // Sidecars started so far, per resource, while walking init containers in order.
-    let mut started: BTreeMap<String, Quantity> = BTreeMap::new();
+    let mut started: PerResource<Quantity> = LiteMap::new();
     for c in containers.iter().filter(|c| c.role != Role::App) {
         let own = list(&c.resources);
         if c.role == Role::Sidecar {
@@ -394,7 +410,7 @@ fn aggregate(
             }
         }
     }
-    for b in out.values_mut() {
+    for (_, b) in out.iter_mut() {
         b.effective = b.aggregate();
     }
     for (name, q) in pod_level.into_iter().flatten() {
@@ -417,7 +433,7 @@ fn aggregate(
 
 /// The entry for `name`, added empty when missing: the key is copied only then (a pod of
 /// 200 containers looks the same few names up thousands of times).
-fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, name: &str) -> &'m mut V {
+fn slot<'m, V: Default>(map: &'m mut PerResource<V>, name: &str) -> &'m mut V {
     if !map.contains_key(name) {
         map.insert(name.to_string(), V::default());
     }
@@ -473,8 +489,8 @@ mod tests {
         v
     }
 
-    fn effective(r: &BTreeMap<String, Breakdown>, name: &str) -> String {
-        r[name].effective.to_string()
+    fn effective(r: &PerResource<Breakdown>, name: &str) -> String {
+        r.get(name).unwrap().effective.to_string()
     }
 
     /// Resources kept as text and resources read give the same figures and the same
@@ -518,6 +534,22 @@ mod tests {
                 (a, b) => panic!("{pod}: {a:?} / {b:?}"),
             }
         }
+        // A name twice in one list (only text can say it): the last one counts, read or
+        // kept as text, as in the API server's reading of JSON.
+        let twice = r#"{"containers": [{"name": "app", "resources":
+            {"requests": {"memory": "1Gi", "cpu": "1", "cpu": "250m"}, "limits": {"cpu": "2", "cpu": "500m"}}}]}"#;
+        for reading in [false, true] {
+            let parse = || serde_json::from_str::<PodSpec>(twice).unwrap();
+            let pod = if reading {
+                crate::spec::reading_resources(parse)
+            } else {
+                parse()
+            };
+            let r = compute(&pod).unwrap();
+            assert_eq!(effective(&r.requests, "cpu"), "250m", "read: {reading}");
+            assert_eq!(effective(&r.requests, "memory"), "1Gi", "read: {reading}");
+            assert_eq!(effective(&r.limits, "cpu"), "500m", "read: {reading}");
+        }
         let e = compute(&text(json!({"containers": [{"name": "app"}, {"name": "web", "resources": {"requests": "lots"}}]})))
             .unwrap_err()
             .to_string();
@@ -549,8 +581,8 @@ mod tests {
         .unwrap();
         assert_eq!(effective(&r.requests, "cpu"), "1600m");
         assert_eq!(effective(&r.requests, "memory"), "1664Mi");
-        assert_eq!(r.requests["cpu"].app_sum, q("1.5"));
-        assert_eq!(r.requests["cpu"].sidecar_sum, q("100m"));
+        assert_eq!(r.requests.get("cpu").unwrap().app_sum, q("1.5"));
+        assert_eq!(r.requests.get("cpu").unwrap().sidecar_sum, q("100m"));
         assert_eq!(r.qos_class, QosClass::Burstable);
     }
 
@@ -565,7 +597,7 @@ mod tests {
             "containers": [c("app", json!({"cpu": "1"}), json!({}))]
         })))
         .unwrap();
-        assert_eq!(r.requests["cpu"].init_peak, q("2200m"));
+        assert_eq!(r.requests.get("cpu").unwrap().init_peak, q("2200m"));
         assert_eq!(effective(&r.requests, "cpu"), "2200m");
     }
 
@@ -579,7 +611,7 @@ mod tests {
             "containers": [c("app", json!({"cpu": "1"}), json!({}))]
         })))
         .unwrap();
-        assert_eq!(r.requests["cpu"].init_peak, q("2"));
+        assert_eq!(r.requests.get("cpu").unwrap().init_peak, q("2"));
         assert_eq!(effective(&r.requests, "cpu"), "2");
         // And the other way round, when the apps need more than the init peak.
         let r = compute(&spec(json!({
@@ -622,11 +654,14 @@ mod tests {
             "containers": [c("app", json!({"cpu": "4", "memory": "8Gi"}), json!({}))]
         })))
         .unwrap();
-        let cpu = &r.requests["cpu"];
+        let cpu = &r.requests.get("cpu").unwrap();
         assert_eq!(cpu.aggregate().to_string(), "4100m");
         assert_eq!(cpu.pod_level, Some(q("4")));
         assert_eq!(cpu.effective, q("4"));
-        assert_eq!(r.requests["memory"].aggregate().to_string(), "9Gi");
+        assert_eq!(
+            r.requests.get("memory").unwrap().aggregate().to_string(),
+            "9Gi"
+        );
         assert_eq!(r.qos_class, QosClass::Guaranteed);
         assert!(r.unbounded_limits.is_empty());
     }
