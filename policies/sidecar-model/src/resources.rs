@@ -199,7 +199,11 @@ impl ContainerResources {
         requests: impl Iterator<Item = (&'t str, &'t str)>,
         limits: impl Iterator<Item = (&'t str, &'t str)>,
     ) -> Result<Self, ModelError> {
-        let parse = |field: &str, list: &mut dyn Iterator<Item = (&'t str, &'t str)>| {
+        fn parse<'t>(
+            owner: &dyn Fn() -> String,
+            field: &str,
+            list: impl Iterator<Item = (&'t str, &'t str)>,
+        ) -> Result<PerResource<Quantity>, ModelError> {
             list.map(|(name, q)| {
                 Quantity::parse(q)
                     .map(|v| (name.to_string(), v))
@@ -208,10 +212,10 @@ impl ContainerResources {
                         source: e,
                     })
             })
-            .collect::<Result<PerResource<_>, _>>()
-        };
-        let limits = parse("limits", &mut { limits })?;
-        let mut requests = parse("requests", &mut { requests })?;
+            .collect()
+        }
+        let limits = parse(&owner, "limits", limits)?;
+        let mut requests = parse(&owner, "requests", requests)?;
         for (name, limit) in &limits {
             if !requests.contains_key(name) {
                 requests.insert(name.clone(), *limit);
