@@ -494,21 +494,19 @@ fn bench_reports_every_mode_with_ratios_to_the_baseline() {
     // A reused instance touches the pages it already has.
     #[cfg(target_os = "linux")]
     for row in rows.iter().filter(|r| r["instance"] == "fresh") {
-        let faults = |instance: &str| {
-            rows.iter()
-                .find(|r| {
-                    r["instance"] == instance
-                        && r["policy"] == row["policy"]
-                        && r["operation"] == row["operation"]
-                })
-                .and_then(|r| r["faults"].as_f64())
-                .unwrap()
-        };
+        let fresh = row["faults"].as_f64().unwrap();
+        let reused = rows
+            .iter()
+            .find(|r| {
+                r["instance"] == "reused"
+                    && r["policy"] == row["policy"]
+                    && r["operation"] == row["operation"]
+            })
+            .and_then(|r| r["faults"].as_f64())
+            .unwrap();
         assert!(
-            faults("fresh") >= 1.0 && faults("reused") < faults("fresh") / 2.0,
-            "{row}: fresh {} reused {}",
-            faults("fresh"),
-            faults("reused")
+            fresh >= 1.0 && reused < fresh / 2.0,
+            "{row}: fresh {fresh} reused {reused}"
         );
     }
     // A policy that fails is an error, not a figure.

@@ -658,7 +658,7 @@ mod tests {
             "containers": [c("app", json!({"cpu": "4", "memory": "8Gi"}), json!({}))]
         })))
         .unwrap();
-        let cpu = &r.requests.get("cpu").unwrap();
+        let cpu = r.requests.get("cpu").unwrap();
         assert_eq!(cpu.aggregate().to_string(), "4100m");
         assert_eq!(cpu.pod_level, Some(q("4")));
         assert_eq!(cpu.effective, q("4"));
