@@ -346,10 +346,7 @@ impl SidecarSet {
     /// The set's revision: a hash of its spec, in a form that does not depend on key order.
     pub fn revision(&self) -> String {
         let text = crate::canonical::to_vec(self).unwrap_or_default();
-        Sha256::digest(&text)[..5]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(&Sha256::digest(&text)[..5])
     }
 
     fn selects(&self, model: &PodModel, namespace: &str) -> bool {
