@@ -68,20 +68,32 @@ impl KubeVersion {
         minor: 34,
     };
 
-    /// `1.33`, `v1.33`, `1.33.2`.
+    /// `1.33`, `v1.33`, `1.33.2`, and what clusters print: `v1.30.4-eks-a737599` (EKS),
+    /// `v1.31.2+k3s1` (k3s), `v1.29.1-gke.1589018` (GKE). A pre-release or build suffix
+    /// follows the patch number, as in semantic versions; only major and minor gate rules.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("invalid Kubernetes version {text:?} (expected e.g. \"1.33\")");
-        let trimmed = text.trim().trim_start_matches('v');
-        let mut parts = trimmed.split('.');
-        let major = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let minor = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        if let Some(patch) = parts.next()
-            && patch.parse::<u32>().is_err()
-        {
-            return Err(bad());
-        }
-        if parts.next().is_some() {
-            return Err(bad());
+        let bad = || {
+            format!(
+                "invalid Kubernetes version {text:?} (expected e.g. \"1.33\" or \"v1.33.2-eks-1\")"
+            )
+        };
+        let trimmed = text.trim();
+        let trimmed = trimmed.strip_prefix('v').unwrap_or(trimmed);
+        let number = |p: &str| {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u32>().ok())
+                .flatten()
+        };
+        let mut parts = trimmed.splitn(3, '.');
+        let major = parts.next().and_then(number).ok_or_else(bad)?;
+        let minor = parts.next().and_then(number).ok_or_else(bad)?;
+        if let Some(rest) = parts.next() {
+            // `4-eks-a737599`, `2+k3s1`: the patch, then a suffix that is not empty.
+            let end = rest.find(['-', '+']).unwrap_or(rest.len());
+            let (patch, suffix) = rest.split_at(end);
+            if number(patch).is_none() || suffix.len() == 1 {
+                return Err(bad());
+            }
         }
         Ok(KubeVersion { major, minor })
     }
@@ -483,7 +495,31 @@ mod tests {
                 minor: 34
             }
         );
-        for bad in ["", "1", "one.two", "1.33.x", "1.2.3.4"] {
+        // What `kubectl version` prints on EKS, k3s and GKE.
+        for (printed, minor) in [
+            ("v1.30.4-eks-a737599", 30),
+            ("v1.31.2+k3s1", 31),
+            ("v1.29.1-gke.1589018", 29),
+            (" 1.35 ", 35),
+        ] {
+            assert_eq!(
+                KubeVersion::parse(printed).unwrap(),
+                KubeVersion { major: 1, minor },
+                "{printed}"
+            );
+        }
+        for bad in [
+            "",
+            "1",
+            "one.two",
+            "1.33.x",
+            "1.2.3.4",
+            "1.30-eks",
+            "1.30.4-",
+            "1.30.+k3s",
+            "vv1.30",
+            "1.-3",
+        ] {
             assert!(KubeVersion::parse(bad).is_err(), "{bad}");
         }
     }
