@@ -129,6 +129,47 @@ fn backtracking(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&b| b == b'*')
 }
 
+/// Whether some text matches both patterns: two sets may only inject a container of one
+/// name when no namespace can match both of their patterns (`team-?` and `team-a` can).
+/// A walk over pairs of pattern positions, as the product of the two patterns' automata:
+/// a `*` may match nothing or take a character the other pattern's step matches; two
+/// other steps advance together when some character matches both.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let width = b.len() + 1;
+    let mut seen = vec![false; (a.len() + 1) * width];
+    let mut todo = vec![(0, 0)];
+    while let Some((i, j)) = todo.pop() {
+        if std::mem::replace(&mut seen[i * width + j], true) {
+            continue;
+        }
+        if i == a.len() && j == b.len() {
+            return true;
+        }
+        let (x, y) = (a.get(i).copied(), b.get(j).copied());
+        if x == Some('*') {
+            todo.push((i + 1, j));
+            if y.is_some_and(|y| y != '*') {
+                todo.push((i, j + 1));
+            }
+        }
+        if y == Some('*') {
+            todo.push((i, j + 1));
+            if x.is_some_and(|x| x != '*') {
+                todo.push((i + 1, j));
+            }
+        }
+        if let (Some(x), Some(y)) = (x, y)
+            && x != '*'
+            && y != '*'
+            && (x == y || x == '?' || y == '?')
+        {
+            todo.push((i + 1, j + 1));
+        }
+    }
+    false
+}
+
 /// Bytes of the UTF-8 character that starts with `lead` (`?` and `*` step by characters).
 fn char_len(lead: u8) -> usize {
     match lead {
@@ -190,6 +231,55 @@ mod tests {
             let reference = wildmatch::WildMatch::new(p);
             for t in &texts {
                 assert_eq!(matches(p, t), reference.matches(t), "{p:?} {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn overlaps() {
+        for (a, b, expected) in [
+            ("team-?", "team-a", true),
+            ("team-?", "team-ab", false),
+            ("team-*", "*-a", true),
+            ("pay-*", "shop", false),
+            ("a*", "*b", true),
+            ("a*", "b*", false),
+            ("*", "", true),
+            ("?", "", false),
+            ("é?", "?é", true),
+        ] {
+            assert_eq!(overlap(a, b), expected, "{a:?} {b:?}");
+            assert_eq!(overlap(b, a), expected, "{b:?} {a:?}");
+        }
+    }
+
+    /// Every pair of short patterns: they overlap exactly when some short text matches
+    /// both (a shortest common text is never longer than the two patterns together, and
+    /// a letter neither names stands for any other).
+    #[test]
+    fn overlap_agrees_with_a_search_for_a_common_text() {
+        let words = |max: usize, chars: &[char]| {
+            let mut all = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|w| chars.iter().map(move |c| format!("{w}{c}")))
+                    .collect();
+                all.extend(last.iter().cloned());
+            }
+            all
+        };
+        let patterns = words(3, &['a', 'b', '*', '?']);
+        let texts = words(6, &['a', 'b', 'c']);
+        let matched: Vec<Vec<bool>> = patterns
+            .iter()
+            .map(|p| texts.iter().map(|t| matches(p, t)).collect())
+            .collect();
+        for (i, a) in patterns.iter().enumerate() {
+            for (j, b) in patterns.iter().enumerate() {
+                let common = matched[i].iter().zip(&matched[j]).any(|(x, y)| *x && *y);
+                assert_eq!(overlap(a, b), common, "{a:?} {b:?}");
             }
         }
     }
