@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::admission::{self, AdmissionResponse, PolicyAnswer, SettingsAnswer};
-use crate::runtime::{HostError, Policy};
+use crate::runtime::{HostError, Instance, Policy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -63,11 +63,21 @@ impl Evaluator {
 
     /// The policy's raw answer, in a fresh instance.
     pub fn answer(&self, request: &Value) -> Result<PolicyAnswer, String> {
+        self.answer_in(None, request)
+    }
+
+    /// The policy's raw answer from `instance` (kwctl's reuse), or a fresh one.
+    fn answer_in(
+        &self,
+        instance: Option<&Instance>,
+        request: &Value,
+    ) -> Result<PolicyAnswer, String> {
         let payload = admission::validate_payload(request, &self.settings);
-        let bytes = self
-            .policy
-            .call("validate", &payload)
-            .map_err(|e| e.to_string())?;
+        let bytes = match instance {
+            Some(instance) => instance.call("validate", &payload),
+            None => self.policy.call("validate", &payload),
+        }
+        .map_err(|e| e.to_string())?;
         serde_json::from_slice(&bytes)
             .map_err(|e| format!("the policy's answer is not a validation response: {e}"))
     }
@@ -80,8 +90,17 @@ impl Evaluator {
     /// The AdmissionResponse, and why the policy failed when it did (a trap, a deadline,
     /// an answer that is not one): policy-server turns those into a 500 rejection.
     pub fn evaluate(&self, request: &Value) -> (AdmissionResponse, Option<String>) {
+        self.evaluate_in(None, request)
+    }
+
+    /// [`Evaluator::evaluate`] in `instance`, reused across calls, or a fresh one.
+    pub fn evaluate_in(
+        &self,
+        instance: Option<&Instance>,
+        request: &Value,
+    ) -> (AdmissionResponse, Option<String>) {
         let uid = admission::uid_of(request);
-        let failure = match self.answer(request) {
+        let failure = match self.answer_in(instance, request) {
             Ok(answer) => match AdmissionResponse::from_answer(uid, request.get("object"), &answer)
             {
                 Ok(response) => return (response, None),

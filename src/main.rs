@@ -1,14 +1,8 @@
 //! sidecarctl: runs Kubewarden waPC policies locally, the way policy-server does.
 
-mod admission;
-mod bench;
-mod evaluation;
-mod metadata;
-mod oci;
-mod runtime;
-mod scaffold;
-mod serve;
-mod testsuite;
+use sidecarctl::{
+    admission, bench, evaluation, metadata, oci, runtime, scaffold, serve, testsuite,
+};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};

@@ -42,16 +42,19 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The engine, with compiled modules cached where `SIDECARCTL_CACHE_DIR` says.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_cache(cache_dir())
+    }
+
+    /// The engine, with compiled modules cached in `cache_dir` (none: not cached).
+    pub fn with_cache(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         start_ticker(&engine);
-        Ok(Runtime {
-            engine,
-            cache_dir: cache_dir(),
-        })
+        Ok(Runtime { engine, cache_dir })
     }
 
     /// Loads a policy from a path, `file://` or `registry://` reference.
