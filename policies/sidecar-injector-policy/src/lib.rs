@@ -8,6 +8,7 @@ use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
 use sidecar_model::doc::Node;
 use sidecar_model::inject::{self, SetOutcome};
+use sidecar_model::surgery::NormaliseError;
 use sidecar_model::{PodModel, WorkloadKind, surgery};
 
 use settings::Settings;
@@ -87,7 +88,13 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     // Legacy sidecars become native first, as the other policies make them, so the
     // injected containers land where they would in any order of the policies.
     let mut mutated = Node::from(request.object());
-    let changes = surgery::normalise(&mut mutated, &model).unwrap_or_default();
+    let changes = match surgery::normalise(&mut mutated, &model) {
+        Ok(changes) => changes,
+        // Every container is typed a sidecar: there is no app to convert them around, and
+        // the lifecycle and ordering policies say why; the sets are injected all the same.
+        Err(NormaliseError::NoAppContainerLeft(_)) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
+    };
     answer
         .warnings
         .extend(changes.iter().map(ToString::to_string));
