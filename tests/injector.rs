@@ -82,6 +82,55 @@ fn canary_share_is_close_to_the_setting_and_stable() {
     );
 }
 
+/// Pods a ReplicaSet creates carry only `generateName` at admission, the same for all of
+/// them: the share holds over them (each request has its own uid), through the wasm
+/// module in-process, and a pod keeps what it got when the webhook is called again.
+#[test]
+fn canary_share_holds_over_the_pods_of_one_replicaset() {
+    use sidecarctl::evaluation::Evaluator;
+    let runtime = sidecarctl::runtime::Runtime::with_cache(None).unwrap();
+    let policy = runtime
+        .load_bytes(
+            "injector",
+            &std::fs::read(injector()).unwrap(),
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap();
+    let settings = json!({"sidecarSets": [{"name": "mesh", "containers": [{
+        "name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1",
+        "canary": {"image": "docker.io/istio/proxyv2:1.25.0", "percent": 20}}]}]});
+    let evaluator = Evaluator::new(policy, settings).unwrap();
+    let request = |uid: usize, object: &Value| {
+        json!({"uid": format!("3f6b0c1e-0000-4000-8000-{uid:012}"), "operation": "CREATE",
+               "namespace": "shop", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+               "object": object})
+    };
+    let pods = 400;
+    let mut canaries = 0;
+    for i in 0..pods {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-7d4b9c-", "namespace": "shop",
+                         "labels": {"pod-template-hash": "7d4b9c"}},
+            "spec": {"containers": [{"name": "app", "image": "nginx"}]}});
+        let first = request(i, &pod);
+        let response = evaluator.validate(&first);
+        assert!(response.allowed, "{response:?}");
+        let injected = response.patched(&pod).unwrap();
+        let image = injected["spec"]["initContainers"][0]["image"].clone();
+        if image.as_str().unwrap().ends_with("1.25.0") {
+            canaries += 1;
+        }
+        // Reinvoked on its own output, with a new request uid: nothing changes.
+        let again = evaluator.validate(&request(pods + i, &injected));
+        assert!(again.allowed && again.patch.is_none(), "{again:?}");
+    }
+    let share = canaries as f64 * 100.0 / pods as f64;
+    assert!(
+        (14.0..=26.0).contains(&share),
+        "canary share {share}% for a setting of 20% over one ReplicaSet's pods"
+    );
+}
+
 #[test]
 fn the_four_policies_converge_in_any_order() {
     let scratch = tempfile::tempdir().unwrap();

@@ -86,6 +86,8 @@ struct Payload<'a, S> {
 #[derive(Debug, Deserialize)]
 pub struct AdmissionRequest<'a> {
     #[serde(default, borrow)]
+    pub uid: Cow<'a, str>,
+    #[serde(default, borrow)]
     pub operation: Cow<'a, str>,
     #[serde(default, borrow)]
     pub namespace: Cow<'a, str>,

@@ -108,6 +108,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         model,
         &settings.sidecar_sets,
         namespace,
+        &request.uid,
         outcomes,
         &known,
     )

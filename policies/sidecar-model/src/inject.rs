@@ -273,10 +273,8 @@ fn namespaces_overlap(a: &[String], b: &[String]) -> bool {
     if a.is_empty() || b.is_empty() {
         return true;
     }
-    a.iter().any(|x| {
-        b.iter()
-            .any(|y| x.contains('*') || y.contains('*') || x == y)
-    })
+    a.iter()
+        .any(|x| b.iter().any(|y| crate::glob::overlap(x, y)))
 }
 
 impl SidecarSet {
@@ -443,13 +441,24 @@ pub fn bucket(key: &str) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % 100
 }
 
-/// The identity a canary share is decided by: namespace, then the pod's name or the
-/// `generateName` its workload gives every pod.
-fn canary_key(model: &PodModel, namespace: &str, set: &str, container: &str) -> String {
-    format!(
-        "{namespace}/{}/{set}/{container}",
-        model.pod.name.as_deref().unwrap_or_default()
-    )
+/// The identity a canary share is decided by: the namespace and the pod's name or, for a
+/// pod a workload creates (it has only `generateName` at admission, the same for every pod
+/// of a ReplicaSet), the uid of the request that creates it, so the share holds over the
+/// pods of one ReplicaSet. A reinvocation never decides again: the pod then has the set's
+/// containers, and a set that is present is left alone.
+fn canary_key(
+    model: &PodModel,
+    namespace: &str,
+    request_uid: &str,
+    set: &str,
+    container: &str,
+) -> String {
+    match model.pod.name.as_deref() {
+        Some(name) if !model.pod.name_is_generated => {
+            format!("{namespace}/{name}/{set}/{container}")
+        }
+        _ => format!("{namespace}/request {request_uid}/{set}/{container}"),
+    }
 }
 
 fn annotation_is_false(model: &PodModel, key: &str) -> bool {
@@ -516,17 +525,19 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
 }
 
 /// Injects every set that selects the pod and is not there yet, into `object` (the
-/// model's object, legacy sidecars already normalised; `known` is what typed it).
-/// Returns the outcomes; the object is changed only for `Injected` ones.
+/// model's object, legacy sidecars already normalised; `known` is what typed it), for the
+/// admission request `request_uid`. Returns the outcomes; the object is changed only for
+/// `Injected` ones.
 pub fn inject(
     object: &mut Node,
     model: PodModel,
     sets: &[SidecarSet],
     namespace: &str,
+    request_uid: &str,
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
     let outcomes = survey(&model, sets, namespace);
-    inject_surveyed(object, model, sets, namespace, outcomes, known)
+    inject_surveyed(object, model, sets, namespace, request_uid, outcomes, known)
 }
 
 /// [`inject`] with the survey the caller already made of the same pod (normalising
@@ -536,6 +547,7 @@ pub fn inject_surveyed(
     model: PodModel,
     sets: &[SidecarSet],
     namespace: &str,
+    request_uid: &str,
     mut outcomes: Vec<SetOutcome>,
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
@@ -579,7 +591,8 @@ pub fn inject_surveyed(
             if let Some(k) = &c.canary {
                 let chosen = match (&k.percent, &k.selector) {
                     (Some(p), _) => {
-                        bucket(&canary_key(&model, namespace, &set.name, c.name())) < *p
+                        let key = canary_key(&model, namespace, request_uid, &set.name, c.name());
+                        bucket(&key) < *p
                     }
                     (None, Some(s)) => selector_matches(s, &model.pod.labels),
                     (None, None) => false,
@@ -828,9 +841,18 @@ mod tests {
     }
 
     fn run(object: &mut Value, sets: &[SidecarSet], ns: &str) -> Vec<SetOutcome> {
+        run_request(object, sets, ns, "4f1c2d3e-0000-4000-8000-000000000000")
+    }
+
+    fn run_request(
+        object: &mut Value,
+        sets: &[SidecarSet],
+        ns: &str,
+        uid: &str,
+    ) -> Vec<SetOutcome> {
         let m = PodModel::of(object, &KnownSidecars::default());
         crate::doc::edit_value(object, |d| {
-            inject(d, m, sets, ns, &KnownSidecars::default())
+            inject(d, m, sets, ns, uid, &KnownSidecars::default())
         })
         .unwrap()
     }
@@ -939,14 +961,23 @@ mod tests {
         )));
     }
 
-    #[test]
-    fn canary_shares_are_close_and_stable() {
+    fn is_canary(outcomes: &[SetOutcome]) -> bool {
+        matches!(&outcomes[0], SetOutcome::Injected { canary, .. } if !canary.is_empty())
+    }
+
+    fn with_canary(percent: u32) -> SidecarSet {
         let mut s = mesh();
         s.containers.get_mut().unwrap()[0].canary = Some(Canary {
             image: "docker.io/istio/proxyv2:1.25.0".into(),
-            percent: Some(20),
+            percent: Some(percent),
             selector: None,
         });
+        s
+    }
+
+    #[test]
+    fn canary_shares_are_close_and_stable() {
+        let s = with_canary(20);
         let mut canaries = 0;
         for i in 0..1000 {
             let mut object = pod(json!({"mesh": "on"}), json!({}));
@@ -954,9 +985,33 @@ mod tests {
             let first = run(&mut object.clone(), std::slice::from_ref(&s), "shop");
             let outcomes = run(&mut object, std::slice::from_ref(&s), "shop");
             assert_eq!(first, outcomes, "stable for the same pod");
-            if matches!(&outcomes[0], SetOutcome::Injected { canary, .. } if !canary.is_empty()) {
-                canaries += 1;
-            }
+            canaries += usize::from(is_canary(&outcomes));
+        }
+        assert!((170..=230).contains(&canaries), "{canaries} of 1000");
+    }
+
+    /// The pods of one ReplicaSet all carry the same `generateName` and no name at
+    /// admission: the share holds over them, one request each, and a pod keeps what it
+    /// got when the webhook is called again on it.
+    #[test]
+    fn canary_shares_hold_over_the_pods_of_one_replicaset() {
+        let s = with_canary(20);
+        let mut canaries = 0;
+        for i in 0..1000 {
+            let mut object = pod(json!({"mesh": "on"}), json!({}));
+            let meta = object["metadata"].as_object_mut().unwrap();
+            meta.remove("name");
+            meta.insert("generateName".into(), json!("web-7d4b9c-"));
+            let uid = format!("7c0a{i:04}-1b2c-4d3e-8f00-000000000000");
+            let outcomes = run_request(&mut object, std::slice::from_ref(&s), "shop", &uid);
+            let image = object["spec"]["initContainers"][0]["image"].clone();
+            canaries += usize::from(is_canary(&outcomes));
+            // Reinvoked (a new request uid): present, left as it is.
+            let before = object.clone();
+            let again = run_request(&mut object, std::slice::from_ref(&s), "shop", "other");
+            assert_eq!(again, [SetOutcome::Present { set: "mesh".into() }]);
+            assert_eq!(object, before);
+            assert_eq!(object["spec"]["initContainers"][0]["image"], image);
         }
         assert!((170..=230).contains(&canaries), "{canaries} of 1000");
     }
@@ -984,7 +1039,23 @@ mod tests {
         ]);
         validate_sets(&[a.clone(), b.clone()]).unwrap();
         b.volumes = Lazy::default();
-        validate_sets(&[a, b]).unwrap();
+        validate_sets(&[a.clone(), b.clone()]).unwrap();
+        // Namespaces are compared as patterns: `team-?` covers `team-a`, and a pod there
+        // would get two containers of one name.
+        let mut c = mesh();
+        c.name = "mesh-team".into();
+        for (ours, theirs, clash) in [
+            (vec!["team-?"], vec!["team-a"], true),
+            (vec!["team-*"], vec!["*-a"], true),
+            (vec!["team-?"], vec!["team-ab"], false),
+            (vec!["shop"], vec!["pay-*"], false),
+        ] {
+            let mut a = a.clone();
+            a.namespaces = ours.iter().map(|n| n.to_string()).collect();
+            c.namespaces = theirs.iter().map(|n| n.to_string()).collect();
+            let result = validate_sets(&[a, c.clone()]);
+            assert_eq!(result.is_err(), clash, "{ours:?} {theirs:?}: {result:?}");
+        }
         // A null where a field could be is no typo.
         validate_sets(&[set(
             json!({"name": "x", "containers": [{"name": "p", "image": "i", "stdin": null, "volumeMount": null}]}),

@@ -82,6 +82,8 @@ pub struct PodView {
     pub kind: WorkloadKind,
     /// The object's own name (or `generateName`), for messages.
     pub name: Option<String>,
+    /// `name` is the `generateName` prefix a workload gives every pod it creates.
+    pub name_is_generated: bool,
     pub namespace: Option<String>,
     /// The pod's annotations (the template's, for workloads).
     pub annotations: BTreeMap<String, String>,
@@ -356,6 +358,7 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         };
         Ok(ObjectPod(Some(PodView {
             kind,
+            name_is_generated: metadata.name.is_none() && metadata.generate_name.is_some(),
             name: metadata.name.or(metadata.generate_name),
             namespace: metadata.namespace,
             annotations,
