@@ -10,6 +10,7 @@ pub use kubewarden_policy_sdk::wapc_guest::prelude::register_function;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sidecar_model::error::json_message;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -59,10 +60,22 @@ pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> C
 pub fn read_settings<T: DeserializeOwned + Validatable>(
     json: impl AsRef<[u8]>,
 ) -> Result<T, String> {
-    let settings: T = std::str::from_utf8(json.as_ref())
-        .map_err(serde_json::Error::custom)
-        .and_then(serde_json::from_str)
-        .map_err(|e| format!("invalid settings: {e}"))?;
+    let text = std::str::from_utf8(json.as_ref()).map_err(|e| format!("invalid settings: {e}"))?;
+    let settings: T = serde_json::from_str(text).map_err(|first| {
+        // Read again with the path tracked: only a failed read pays for it.
+        let again: Result<T, _> =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(text));
+        match again {
+            Err(e) if e.path().iter().next().is_some() => {
+                format!(
+                    "invalid settings: {}: {}",
+                    e.path(),
+                    json_message(e.inner())
+                )
+            }
+            _ => format!("invalid settings: {}", json_message(&first)),
+        }
+    })?;
     settings.validate()?;
     Ok(settings)
 }
@@ -117,7 +130,10 @@ pub fn validate_with<S: DeserializeOwned + Default>(
     let payload = std::str::from_utf8(payload).map_err(serde_json::Error::custom);
     let answer = match payload.and_then(serde_json::from_str::<Payload<S>>) {
         Ok(payload) => evaluate(&payload.settings, &payload.request).unwrap_or_else(Answer::reject),
-        Err(e) => Answer::reject(format!("cannot read the admission request: {e}")),
+        Err(e) => Answer::reject(format!(
+            "cannot read the admission request: {}",
+            json_message(&e)
+        )),
     };
     answer.into_response()
 }

@@ -172,10 +172,6 @@ impl ContainerResources {
                     &mut serde_json::Deserializer::from_str(text.get()),
                 ),
             );
-            // The position is in the field's own text, not the object's: left out.
-            let why = why
-                .rsplit_once(" at line ")
-                .map_or(why.as_str(), |(w, _)| w);
             let path = path.map(|p| format!(".{p}")).unwrap_or_default();
             ModelError::Malformed(format!("{} resources{path}: {why}", owner()))
         })?;

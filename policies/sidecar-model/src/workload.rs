@@ -144,9 +144,9 @@ impl PodView {
 
 /// Why a read failed, with where: the read is done again with the path tracked, so the
 /// common case (a valid object) pays nothing for it.
-fn malformed<E: std::fmt::Display>(
-    first: impl std::fmt::Display,
-    again: Result<ObjectPod, serde_path_to_error::Error<E>>,
+fn malformed(
+    first: serde_json::Error,
+    again: Result<ObjectPod, serde_path_to_error::Error<serde_json::Error>>,
 ) -> ModelError {
     let (path, why) = where_and_why(first, again);
     ModelError::Malformed(match path {
@@ -157,16 +157,17 @@ fn malformed<E: std::fmt::Display>(
 
 /// Where a failed read went wrong (`None` at the top) and why, from `again`, the same
 /// read with the path tracked; `first` when that read did not fail.
-pub(crate) fn where_and_why<T, E: std::fmt::Display>(
-    first: impl std::fmt::Display,
-    again: Result<T, serde_path_to_error::Error<E>>,
+pub(crate) fn where_and_why<T>(
+    first: serde_json::Error,
+    again: Result<T, serde_path_to_error::Error<serde_json::Error>>,
 ) -> (Option<String>, String) {
     match again {
-        Err(e) if e.path().iter().next().is_some() => {
-            (Some(e.path().to_string()), e.inner().to_string())
-        }
-        Err(e) => (None, e.inner().to_string()),
-        Ok(_) => (None, first.to_string()),
+        Err(e) if e.path().iter().next().is_some() => (
+            Some(e.path().to_string()),
+            crate::error::json_message(e.inner()),
+        ),
+        Err(e) => (None, crate::error::json_message(e.inner())),
+        Ok(_) => (None, crate::error::json_message(&first)),
     }
 }
 
