@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::ModelError;
-use crate::lifecycle::LifecycleType;
+use crate::lifecycle::{KnownSidecars, LifecycleType};
 use crate::pod::{ContainerInfo, PodModel};
 use crate::quantity::Quantity;
 use crate::resources::{
@@ -227,12 +227,17 @@ pub fn sidecar_gaps(
 }
 
 /// The app containers alone would have `app_class`; the whole pod has `pod_class`
-/// because of `offenders` (sidecars and init containers).
+/// because of `offenders` (sidecars and the init steps of known helpers, such as
+/// `istio-init`) or of `own_init_steps`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QosDowngrade {
     pub app_class: QosClass,
     pub pod_class: QosClass,
     pub offenders: Vec<usize>,
+    /// The pod's own init steps (no known-sidecar rule matches them) of another class:
+    /// the class is then the user's choice, which Kubernetes admits, and no helper can
+    /// give the pod back the class of its app containers.
+    pub own_init_steps: Vec<usize>,
 }
 
 fn is_app(c: &ContainerInfo) -> bool {
@@ -243,8 +248,13 @@ fn is_app(c: &ContainerInfo) -> bool {
 }
 
 /// `None` when the pod keeps the class its app containers would have alone, or when
-/// pod-level resources decide the class.
-pub fn qos_downgrade(model: &PodModel, acc: &Accounting) -> Option<QosDowngrade> {
+/// pod-level resources decide the class. `known` tells a helper's init step from the
+/// pod's own.
+pub fn qos_downgrade(
+    model: &PodModel,
+    acc: &Accounting,
+    known: &KnownSidecars,
+) -> Option<QosDowngrade> {
     if acc.pod_level.is_some() {
         return None;
     }
@@ -262,18 +272,70 @@ pub fn qos_downgrade(model: &PodModel, acc: &Accounting) -> Option<QosDowngrade>
     if app_class == pod_class || app_class == QosClass::Burstable {
         return None;
     }
-    let offenders = model
+    let (own_init_steps, offenders) = model
         .containers
         .iter()
         .enumerate()
         .filter(|(i, c)| !is_app(c) && acc.containers[*i].resources.qos_class() != app_class)
-        .map(|(i, _)| i)
-        .collect();
+        .map(|(i, c)| {
+            let own = c.lifecycle == LifecycleType::Init
+                && known.find(&c.name, c.image.as_deref()).is_none();
+            (i, own)
+        })
+        .partition::<Vec<_>, _>(|(_, own)| *own);
+    let indices = |v: Vec<(usize, bool)>| v.into_iter().map(|(i, _)| i).collect();
     Some(QosDowngrade {
         app_class,
         pod_class,
-        offenders,
+        offenders: indices(offenders),
+        own_init_steps: indices(own_init_steps),
     })
+}
+
+/// What a fix does to what the pod reserves: one resource's effective requests before
+/// and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestIncrease {
+    pub resource: String,
+    pub before: Quantity,
+    pub after: Quantity,
+}
+
+impl RequestIncrease {
+    pub fn increase(&self) -> Quantity {
+        self.after - self.before
+    }
+}
+
+impl fmt::Display for RequestIncrease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} \u{2192} {}",
+            self.resource, self.before, self.after
+        )
+    }
+}
+
+/// The resources whose effective requests grow from `before` to `after`.
+pub fn request_increases(before: &PodResources, after: &PodResources) -> Vec<RequestIncrease> {
+    after
+        .requests
+        .iter()
+        .filter_map(|(resource, b)| {
+            let was = before
+                .requests
+                .get(resource)
+                .map(|b| b.effective)
+                .unwrap_or_default();
+            (b.effective > was).then(|| RequestIncrease {
+                resource: resource.clone(),
+                before: was,
+                after: b.effective,
+            })
+        })
+        .collect()
 }
 
 /// Edits that make each offender Guaranteed: requests equal to limits, limits from
@@ -535,7 +597,7 @@ mod tests {
     fn an_unlimited_proxy_downgrades_and_is_guaranteed_again() {
         let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "100m", "memory": "128Mi"}}));
         let acc = Accounting::of(&m).unwrap();
-        let d = qos_downgrade(&m, &acc).unwrap();
+        let d = qos_downgrade(&m, &acc, &KnownSidecars::default()).unwrap();
         assert_eq!(
             (d.app_class, d.pod_class, d.offenders.clone()),
             (QosClass::Guaranteed, QosClass::Burstable, vec![0])
@@ -558,7 +620,7 @@ mod tests {
     fn a_proxy_with_nothing_needs_defaults() {
         let m = guaranteed_app_with_proxy(json!({}));
         let acc = Accounting::of(&m).unwrap();
-        let d = qos_downgrade(&m, &acc).unwrap();
+        let d = qos_downgrade(&m, &acc, &KnownSidecars::default()).unwrap();
         let (_, stuck) = guarantee(&m, &acc, &d.offenders, &[]);
         assert_eq!(stuck, [(0, "cpu".to_string()), (0, "memory".to_string())]);
         let (edits, stuck) = guarantee(&m, &acc, &d.offenders, &[istio_default()]);

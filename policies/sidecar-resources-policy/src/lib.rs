@@ -94,12 +94,22 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let mut after_edits = None;
     if v.on(Rule::Qos) {
         let current = accounting.with(&edits);
-        if let Some(down) = budget::qos_downgrade(&model, &current) {
-            let offenders: Vec<String> = down
-                .offenders
-                .iter()
-                .map(|&i| format!("{:?}", name(i)))
-                .collect();
+        let down = budget::qos_downgrade(&model, &current, &known);
+        let names = |list: &[usize]| -> Vec<String> {
+            list.iter().map(|&i| format!("{:?}", name(i))).collect()
+        };
+        if let Some(down) = down.as_ref().filter(|d| !d.own_init_steps.is_empty()) {
+            // The pod's own init steps decide its class: the user's choice, which
+            // Kubernetes admits. Worth a word, never a rejection or a fix.
+            v.answer.warnings.push(format!(
+                "{}: the app containers alone are {}, but the pod's own init steps {} make it {}; no sidecar can change that",
+                Rule::Qos.name(),
+                down.app_class.as_str(),
+                names(&down.own_init_steps).join(", "),
+                down.pod_class.as_str()
+            ));
+        } else if let Some(down) = down {
+            let offenders = names(&down.offenders);
             let fixable =
                 down.app_class == QosClass::Guaranteed && settings.preserve_qos && may_mutate;
             let (fix, stuck) = if fixable {
@@ -108,8 +118,50 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
                 (Vec::new(), Vec::new())
             };
             let fixed = (fixable && stuck.is_empty()).then(|| current.with(&fix));
-            if let Some(fixed) = fixed.filter(|f| f.pod().qos_class == QosClass::Guaranteed) {
+            let fixed = fixed.filter(|f| f.pod().qos_class == QosClass::Guaranteed);
+            // What the fix costs, from the pod as it came: shown, and held to the cap.
+            let increases = fixed
+                .as_ref()
+                .map(|f| budget::request_increases(accounting.pod(), f.pod()));
+            let over_cap: Vec<String> = increases
+                .iter()
+                .flatten()
+                .filter_map(|inc| {
+                    let cap = settings.preserve_qos_max_increase.get(&inc.resource)?;
+                    (inc.increase() > *cap).then(|| {
+                        format!(
+                            "{} more {} ({inc}), more than preserveQosMaxIncrease.{} {cap}",
+                            inc.increase(),
+                            inc.resource,
+                            inc.resource
+                        )
+                    })
+                })
+                .collect();
+            if !over_cap.is_empty() {
+                v.file(
+                    Rule::Qos,
+                    format!(
+                        "the app containers alone are Guaranteed, but {} make the pod {}; keeping it Guaranteed would reserve {}; set their requests equal to their limits, or raise the cap",
+                        offenders.join(", "),
+                        down.pod_class.as_str(),
+                        over_cap.join(", ")
+                    ),
+                );
+            } else if let Some(fixed) = fixed {
                 settled = Some(fixed.into_owned());
+                let increases: Vec<String> = increases
+                    .iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect();
+                if !increases.is_empty() {
+                    v.answer.warnings.push(format!(
+                        "{}: keeping the pod Guaranteed raises its effective requests: {}",
+                        Rule::Qos.name(),
+                        increases.join(", ")
+                    ));
+                }
                 for e in &fix {
                     v.answer.warnings.push(format!(
                         "{}: set {}.{} of {:?} to {} to keep the pod Guaranteed",

@@ -79,6 +79,9 @@ pub struct Settings {
     pub require_sidecar_limits: bool,
     /// qos: make sidecars and init containers Guaranteed when the app containers are.
     pub preserve_qos: bool,
+    /// qos: the most a `preserveQos` fix may add to the pod's effective requests, per
+    /// resource; a fix that would add more is not made, and the rule says why.
+    pub preserve_qos_max_increase: BTreeMap<String, Quantity>,
     /// Requests and limits per container name or image pattern; the first match counts.
     pub defaults: Vec<ResourceDefault>,
     /// sidecar-share: the most the sidecars may request, in percent of the pod's effective
@@ -97,6 +100,7 @@ impl Default for Settings {
             fill_sidecar_requests: true,
             require_sidecar_limits: false,
             preserve_qos: true,
+            preserve_qos_max_increase: BTreeMap::new(),
             defaults: Vec::new(),
             max_sidecar_share: None,
             max_effective_requests: BTreeMap::new(),
@@ -136,6 +140,16 @@ impl Validatable for Settings {
             if let Some((name, q)) = max.iter().find(|(_, q)| !q.is_positive()) {
                 return Err(format!("{field}.{name}: {q} must be more than 0"));
             }
+        }
+        // 0 is a cap: a fix may then add nothing.
+        if let Some((name, q)) = self
+            .preserve_qos_max_increase
+            .iter()
+            .find(|(_, q)| q.nanos() < 0)
+        {
+            return Err(format!(
+                "preserveQosMaxIncrease.{name}: {q} must not be negative"
+            ));
         }
         self.known_sidecars.validate()
     }
