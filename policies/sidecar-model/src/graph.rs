@@ -84,6 +84,22 @@ pub struct StartGraph {
     /// groups, not edges: a pod of 200 containers implies thousands of them, and a fresh
     /// wasm instance pays for every page they would fill.
     implied: Vec<Implied>,
+    /// Per node, the init step (for an init step) or app container (for an app) just
+    /// before it in the spec: Kubernetes runs init steps one after another, and starts
+    /// app containers one after another, in spec order, so that order is something the
+    /// user wrote. Not an edge: a declared edge may ask for another order, and then wins.
+    spec_prev: Vec<Option<usize>>,
+}
+
+/// Per node, the previous node of the same chain (init steps, app containers).
+fn spec_chains(nodes: usize, inits: &[usize], apps: &[usize]) -> Vec<Option<usize>> {
+    let mut prev = vec![None; nodes];
+    for chain in [inits, apps] {
+        for pair in chain.windows(2) {
+            prev[pair[1]] = Some(pair[0]);
+        }
+    }
+    prev
 }
 
 #[derive(Debug, Clone)]
@@ -187,9 +203,11 @@ impl StartGraph {
             of(LifecycleType::Standard),
             of(LifecycleType::PostSidecar),
         );
+        let nodes = model.containers.len();
         StartGraph {
-            nodes: model.containers.len(),
+            nodes,
             declared: edges,
+            spec_prev: spec_chains(nodes, &inits, &apps),
             implied: implied_groups(inits, sidecars, apps, posts),
         }
     }
@@ -233,10 +251,13 @@ impl StartGraph {
 
     /// The start order: a topological order that keeps the spec's order wherever no edge
     /// forces a move. Containers are taken in spec order; one whose dependencies have not
-    /// started yet pulls them forward, in their spec order, to just before it. A spec that
-    /// already honours the graph keeps its order, and a fix moves only the dependencies
-    /// that were late (finding the fewest moves in general is a feedback-set problem; this
-    /// is exact for chains and for independent groups).
+    /// started yet pulls them forward, in their spec order, to just before it. An init
+    /// step (or app container) pulled forward brings the init steps (apps) before it in
+    /// the spec along, unless one of them is waiting for it: two init steps, or two apps,
+    /// change places only when a declared edge asks. A spec that already honours the
+    /// graph keeps its order, and a fix moves only the dependencies that were late
+    /// (finding the fewest moves in general is a feedback-set problem; this is exact for
+    /// chains and for independent groups).
     pub fn order(&self) -> Result<Vec<usize>, Cycle> {
         if self.is_forward() {
             // Every edge already points down the spec: the spec order is the answer (the
@@ -255,6 +276,10 @@ impl StartGraph {
         let to_groups = self.group_masks(|g| &g.to);
         let mut cursor = vec![0usize; self.implied.len()];
         let mut placed = vec![false; self.nodes];
+        // On the walk's stack, waiting for its predecessors: a spec predecessor that is
+        // waiting (or has one before it in its chain waiting) is not pulled: the declared
+        // edge that made it wait wins.
+        let mut waiting = vec![false; self.nodes];
         let mut order = Vec::with_capacity(self.nodes);
         // An explicit stack instead of recursion: a 200-deep chain must not exhaust a
         // wasm guest's stack. Each entry: a node, and where to resume in its declared row.
@@ -283,6 +308,11 @@ impl StartGraph {
                         first = Some(first.map_or(member, |f| f.min(member)));
                     }
                 }
+                let spec_prev =
+                    self.spec_prev[node].filter(|&p| !placed[p] && !self.chain_waits(p, &waiting));
+                if let Some(p) = spec_prev {
+                    first = Some(first.map_or(p, |f| f.min(p)));
+                }
                 match first {
                     Some(pred) => {
                         // Earlier declared predecessors are all placed; this one is next
@@ -294,9 +324,11 @@ impl StartGraph {
                         };
                         stack.push((node, resume));
                         stack.push((pred, 0));
+                        waiting[node] = true;
                     }
                     None if !placed[node] => {
                         placed[node] = true;
+                        waiting[node] = false;
                         order.push(node);
                     }
                     None => {}
@@ -304,6 +336,19 @@ impl StartGraph {
             }
         }
         Ok(order)
+    }
+
+    /// Whether `node` or one before it in its chain is waiting on the walk's stack:
+    /// pulling `node` forward then would put it before that one.
+    fn chain_waits(&self, node: usize, waiting: &[bool]) -> bool {
+        let mut at = Some(node);
+        while let Some(n) = at {
+            if waiting[n] {
+                return true;
+            }
+            at = self.spec_prev[n];
+        }
+        false
     }
 
     /// Whether every edge goes from a container to one later in the spec.
@@ -612,22 +657,60 @@ mod tests {
             return Err(g.find_cycle(&indegree).path);
         }
         let mut placed = vec![false; g.nodes];
+        let mut waiting = vec![false; g.nodes];
         let mut order = Vec::new();
-        fn visit(n: usize, pairs: &[(usize, usize)], placed: &mut [bool], order: &mut Vec<usize>) {
-            let mut preds: Vec<usize> = pairs.iter().filter(|p| p.1 == n).map(|p| p.0).collect();
-            preds.sort();
-            for p in preds {
-                if !placed[p] {
-                    visit(p, pairs, placed, order);
+        struct Walk<'w> {
+            pairs: &'w [(usize, usize)],
+            spec_prev: &'w [Option<usize>],
+            placed: &'w mut [bool],
+            waiting: &'w mut [bool],
+            order: &'w mut Vec<usize>,
+        }
+        fn visit(n: usize, w: &mut Walk) {
+            w.waiting[n] = true;
+            // The smallest unplaced predecessor first, again after each is placed (a
+            // spec predecessor counts unless it is waiting for `n`).
+            loop {
+                let mut preds: Vec<usize> = w
+                    .pairs
+                    .iter()
+                    .filter(|p| p.1 == n && !w.placed[p.0])
+                    .map(|p| p.0)
+                    .collect();
+                let chain_waits = |mut at: Option<usize>| {
+                    while let Some(x) = at {
+                        if w.waiting[x] {
+                            return true;
+                        }
+                        at = w.spec_prev[x];
+                    }
+                    false
+                };
+                if let Some(p) = w.spec_prev[n].filter(|&p| !w.placed[p] && !chain_waits(Some(p))) {
+                    preds.push(p);
+                }
+                match preds.into_iter().min() {
+                    Some(p) => visit(p, w),
+                    None => break,
                 }
             }
-            if !placed[n] {
-                placed[n] = true;
-                order.push(n);
+            w.waiting[n] = false;
+            if !w.placed[n] {
+                w.placed[n] = true;
+                w.order.push(n);
             }
         }
+        let mut walk = Walk {
+            pairs: &pairs,
+            spec_prev: &g.spec_prev,
+            placed: &mut placed,
+            waiting: &mut waiting,
+            order: &mut order,
+        };
         for root in 0..g.nodes {
-            visit(root, &pairs, &mut placed, &mut order);
+            if !walk.placed[root] {
+                visit(root, &mut walk);
+            }
         }
         Ok(order)
     }
@@ -642,6 +725,7 @@ mod tests {
             let types: Vec<usize> = (0..nodes).map(|_| next(4)).collect();
             let of = |t: usize| -> Vec<usize> { (0..nodes).filter(|&i| types[i] == t).collect() };
             let (inits, sidecars, apps, posts) = (of(0), of(1), of(2), of(3));
+            let spec_prev = spec_chains(nodes, &inits, &apps);
             let implied = implied_groups(inits, sidecars, apps, posts);
             let mut declared: Vec<Edge> = Vec::new();
             for _ in 0..next(nodes + 4) {
@@ -660,6 +744,7 @@ mod tests {
                 nodes,
                 declared,
                 implied,
+                spec_prev,
             };
             let got = g.order().map_err(|c| c.path);
             assert_eq!(got, reference_order(&g), "round {round}: {g:?}");
