@@ -580,11 +580,18 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let meta = metadata::read(&bytes)?.with_context(|| {
                 format!("{module} carries no Kubewarden metadata: annotate it first")
             })?;
-            let settings = SettingsArgs {
-                settings_path,
-                settings_json: None,
+            // Read as YAML values, which keep the order the settings were written in.
+            let settings = match &settings_path {
+                Some(path) => {
+                    let text = read_file(path)?;
+                    serde_yaml_ng::from_str(&text)
+                        .with_context(|| format!("{}: invalid YAML", path.display()))?
+                }
+                None => serde_yaml_ng::Value::Mapping(Default::default()),
+            };
+            if !settings.is_mapping() {
+                bail!("settings must be an object");
             }
-            .load()?;
             let module = match (published_as, reference) {
                 (Some(published), _) => published,
                 (None, oci::ModuleRef::Registry(image)) => format!("registry://{image}"),

@@ -2,9 +2,40 @@
 //! deploys it, and its Artifact Hub package.
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_yaml_ng::Value as Yaml;
 
-use crate::metadata::Metadata;
+use crate::metadata::{Metadata, Rule};
+
+// Written from typed structs, not `serde_json::Value` maps: serde_json sorts an object's
+// keys, and these files are read by people, in the order Kubernetes and Artifact Hub
+// document them. Settings stay YAML values, which keep the order they were written in.
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyResource<'a> {
+    api_version: &'static str,
+    kind: &'a str,
+    metadata: ResourceMetadata,
+    spec: PolicySpec<'a>,
+}
+
+#[derive(Serialize)]
+struct ResourceMetadata {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicySpec<'a> {
+    module: &'a str,
+    settings: Yaml,
+    rules: &'a [Rule],
+    mutating: bool,
+    background_audit: bool,
+}
 
 /// A `ClusterAdmissionPolicy` or `AdmissionPolicy` for `module` (as the cluster should
 /// fetch it), with `settings`.
@@ -12,7 +43,7 @@ pub fn manifest(
     kind: &str,
     module: &str,
     metadata: &Metadata,
-    settings: Value,
+    settings: Yaml,
     name: Option<&str>,
 ) -> anyhow::Result<String> {
     if kind != "ClusterAdmissionPolicy" && kind != "AdmissionPolicy" {
@@ -21,23 +52,79 @@ pub fn manifest(
     let name = name
         .map(str::to_string)
         .unwrap_or_else(|| metadata.title().trim_end_matches("-policy").to_string());
-    let mut meta = json!({"name": name});
-    if kind == "AdmissionPolicy" {
-        meta["namespace"] = json!("default");
-    }
-    let resource = json!({
-        "apiVersion": "policies.kubewarden.io/v1",
-        "kind": kind,
-        "metadata": meta,
-        "spec": {
-            "module": module,
-            "settings": settings,
-            "rules": metadata.rules,
-            "mutating": metadata.mutating,
-            "backgroundAudit": metadata.background_audit,
-        }
-    });
+    let resource = PolicyResource {
+        api_version: "policies.kubewarden.io/v1",
+        kind,
+        metadata: ResourceMetadata {
+            name,
+            namespace: (kind == "AdmissionPolicy").then_some("default"),
+        },
+        spec: PolicySpec {
+            module,
+            settings,
+            rules: &metadata.rules,
+            mutating: metadata.mutating,
+            background_audit: metadata.background_audit,
+        },
+    };
     Ok(serde_yaml_ng::to_string(&resource)?)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Package {
+    version: String,
+    name: String,
+    display_name: String,
+    created_at: String,
+    description: String,
+    license: String,
+    #[serde(rename = "homeURL")]
+    home_url: String,
+    containers_images: [Image; 1],
+    keywords: Vec<String>,
+    links: [Link; 2],
+    install: String,
+    maintainers: [Name; 1],
+    provider: Name,
+    recommendations: [Link; 1],
+    annotations: PackageAnnotations,
+}
+
+#[derive(Serialize)]
+struct Image {
+    name: &'static str,
+    image: String,
+}
+
+#[derive(Serialize)]
+struct Name {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct Link {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'static str>,
+    url: String,
+}
+
+#[derive(Serialize)]
+struct PackageAnnotations {
+    #[serde(rename = "kubewarden/mutation")]
+    mutation: String,
+    #[serde(
+        rename = "kubewarden/resources",
+        skip_serializing_if = "Option::is_none"
+    )]
+    resources: Option<String>,
+    #[serde(rename = "kubewarden/rules")]
+    rules: String,
+    #[serde(
+        rename = "kubewarden/questions-ui",
+        skip_serializing_if = "Option::is_none"
+    )]
+    questions_ui: Option<String>,
 }
 
 /// The Artifact Hub package (`artifacthub-pkg.yml`) of a policy.
@@ -58,43 +145,52 @@ pub fn artifacthub(
         .map(|k| k.trim().to_string())
         .filter(|k| !k.is_empty())
         .collect();
-    let mut annotations = serde_json::Map::new();
-    annotations.insert(
-        "kubewarden/mutation".into(),
-        json!(metadata.mutating.to_string()),
-    );
-    if let Some(r) = a.get("io.artifacthub.resources") {
-        annotations.insert("kubewarden/resources".into(), json!(r));
-    }
-    annotations.insert(
-        "kubewarden/rules".into(),
-        json!(serde_yaml_ng::to_string(&metadata.rules)?),
-    );
-    if let Some(q) = questions {
-        annotations.insert("kubewarden/questions-ui".into(), json!(q));
-    }
-    let package = json!({
-        "version": version,
-        "name": metadata.title(),
-        "displayName": a.get("io.artifacthub.displayName").cloned().unwrap_or_else(|| metadata.title().to_string()),
-        "createdAt": created_at,
-        "description": get("io.kubewarden.policy.description"),
-        "license": get("io.kubewarden.policy.license"),
-        "homeURL": get("io.kubewarden.policy.url"),
-        "containersImages": [{"name": "policy", "image": image}],
-        "keywords": keywords,
-        "links": [
-            {"name": "policy", "url": format!("https://{image}")},
-            {"name": "source", "url": get("io.kubewarden.policy.source")},
+    let package = Package {
+        version,
+        name: metadata.title().to_string(),
+        display_name: a
+            .get("io.artifacthub.displayName")
+            .cloned()
+            .unwrap_or_else(|| metadata.title().to_string()),
+        created_at: created_at.to_string(),
+        description: get("io.kubewarden.policy.description"),
+        license: get("io.kubewarden.policy.license"),
+        home_url: get("io.kubewarden.policy.url"),
+        containers_images: [Image {
+            name: "policy",
+            image: image.clone(),
+        }],
+        keywords,
+        links: [
+            Link {
+                name: Some("policy"),
+                url: format!("https://{image}"),
+            },
+            Link {
+                name: Some("source"),
+                url: get("io.kubewarden.policy.source"),
+            },
         ],
-        "install": format!(
+        install: format!(
             "The policy can be obtained with sidecarctl (or kwctl):\n```console\nsidecarctl pull registry://{image} -o policy.wasm\n```\nand deployed with the ClusterAdmissionPolicy from `sidecarctl scaffold manifest`.\n"
         ),
-        "maintainers": [{"name": get("io.kubewarden.policy.author")}],
-        "provider": {"name": "kubewarden"},
-        "recommendations": [{"url": "https://artifacthub.io/packages/helm/kubewarden/kubewarden-controller"}],
-        "annotations": annotations,
-    });
+        maintainers: [Name {
+            name: get("io.kubewarden.policy.author"),
+        }],
+        provider: Name {
+            name: "kubewarden".into(),
+        },
+        recommendations: [Link {
+            name: None,
+            url: "https://artifacthub.io/packages/helm/kubewarden/kubewarden-controller".into(),
+        }],
+        annotations: PackageAnnotations {
+            mutation: metadata.mutating.to_string(),
+            resources: a.get("io.artifacthub.resources").cloned(),
+            rules: serde_yaml_ng::to_string(&metadata.rules)?,
+            questions_ui: questions.map(str::to_string),
+        },
+    };
     Ok(serde_yaml_ng::to_string(&package)?)
 }
 

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json_path::JsonPath;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -90,12 +91,55 @@ struct Expect {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PathCheck {
     path: String,
-    #[serde(default)]
+    /// `equals: null` is a check for null, not a missing check.
+    #[serde(default, deserialize_with = "present")]
     equals: Option<Value>,
     #[serde(default)]
     exists: Option<bool>,
     #[serde(default)]
     count: Option<usize>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl Expect {
+    /// A case whose expectations cannot fail passes whatever the policy does: refused,
+    /// like a jsonpath entry that checks nothing or a path that does not parse.
+    fn checks(&self) -> anyhow::Result<()> {
+        let checks_something = self.settings_valid.is_some()
+            || self.allowed.is_some()
+            || self.code.is_some()
+            || self.message_contains.is_some()
+            || self.message_matches.is_some()
+            || !self.warnings_contain.is_empty()
+            || self.warning_count.is_some()
+            || !self.audit_annotations.is_empty()
+            || self.patched.is_some()
+            || !self.jsonpath.is_empty()
+            || self.idempotent;
+        if !checks_something {
+            bail!(
+                "expect checks nothing, so the case would pass whatever the policy does: say what must hold (allowed, patched, messageContains, jsonpath, ...)"
+            );
+        }
+        for check in &self.jsonpath {
+            if check.equals.is_none() && check.exists.is_none() && check.count.is_none() {
+                bail!(
+                    "jsonpath {:?} checks nothing: give it equals, exists or count",
+                    check.path
+                );
+            }
+            JsonPath::parse(&check.path)
+                .map_err(|e| anyhow::anyhow!("jsonpath {:?} is not RFC 9535: {e}", check.path))?;
+        }
+        if let Some(pattern) = &self.message_matches {
+            Regex::new(pattern)
+                .with_context(|| format!("messageMatches {pattern:?} is not a regex"))?;
+        }
+        Ok(())
+    }
 }
 
 pub struct Outcome {
@@ -220,6 +264,7 @@ pub fn run(
 
 fn run_case(base: &Path, case: &Case, policy: Policy, settings: Value) -> anyhow::Result<()> {
     let expect = &case.expect;
+    expect.checks()?;
     let evaluator = match (Evaluator::new(policy, settings), expect.settings_valid) {
         (Ok(_), Some(false)) => bail!("settings valid: expected false, got true"),
         (Ok(evaluator), _) => evaluator,
@@ -340,8 +385,9 @@ fn check_response(
         let object = request.get("object").cloned().unwrap_or(Value::Null);
         let result = response.patched(&object)?;
         for check in &expect.jsonpath {
-            let found = jsonpath_lib::select(&result, &check.path)
-                .map_err(|e| anyhow::anyhow!("jsonpath {:?}: {e:?}", check.path))?;
+            let path = JsonPath::parse(&check.path)
+                .map_err(|e| anyhow::anyhow!("jsonpath {:?}: {e}", check.path))?;
+            let found = path.query(&result).all();
             if let Some(exists) = check.exists
                 && found.is_empty() == exists
             {
@@ -360,7 +406,7 @@ fn check_response(
                 if found.is_empty() {
                     bail!("{}: no match, expected {want}", check.path);
                 }
-                if let Some(bad) = found.iter().find(|v| **v != want) {
+                if let Some(bad) = found.iter().copied().find(|v| *v != want) {
                     bail!("{}: expected {want}, got {bad}", check.path);
                 }
             }

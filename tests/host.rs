@@ -453,6 +453,35 @@ fn suites_report_failures_and_exit_non_zero() {
     );
 }
 
+/// A case whose expectations cannot fail would pass whatever the policy does: refused.
+#[test]
+fn suites_refuse_checks_that_cannot_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("hollow.suite.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "policy: {}\ncases:\n  - name: expects nothing\n    request: {pod}\n    expect: {{}}\n  - name: a path with no check\n    request: {pod}\n    expect:\n      jsonpath: [{{path: \"$.metadata.labels\"}}]\n  - name: a path that is no JSONPath\n    request: {pod}\n    expect:\n      jsonpath: [{{path: \"$.spec[\", exists: true}}]\n  - name: equals null is a check\n    request: {pod}\n    expect:\n      jsonpath: [{{path: \"$.spec.nodeName\", equals: null}}]\n",
+            p(&test_mutator()),
+            pod = p(&fixture("pod.yaml")),
+        ),
+    )
+    .unwrap();
+    let out = run(&["test", p(&suite)]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for part in [
+        "expects nothing: expect checks nothing, so the case would pass whatever the policy does",
+        "a path with no check: jsonpath \"$.metadata.labels\" checks nothing: give it equals, exists or count",
+        "a path that is no JSONPath: jsonpath \"$.spec[\" is not RFC 9535",
+        // `equals: null` is read as a check for null, which fails on an absent field.
+        "equals null is a check: $.spec.nodeName: no match, expected null",
+    ] {
+        assert!(text.contains(part), "{part}\n{text}");
+    }
+    assert_eq!(text.lines().last(), Some("0 passed, 4 failed"));
+}
+
 #[test]
 fn bench_reports_every_mode_with_ratios_to_the_baseline() {
     let out = run(&[
