@@ -2,7 +2,6 @@
 //! config, the metadata's one-line annotations on the manifest.
 
 use anyhow::{Context, anyhow, bail};
-use base64::Engine as _;
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::manifest::OciImageManifest;
 use oci_client::secrets::RegistryAuth;
@@ -63,9 +62,14 @@ impl Access {
         })
     }
 
-    /// Credentials for `registry` from docker's config.json (`auths.<host>.auth`, base64
-    /// `user:password`), anonymous when there are none.
+    /// Credentials for `registry` as docker finds them in its config.json: `auths`
+    /// (Docker Hub's `https://index.docker.io/v1/` key included), `credHelpers` and
+    /// `credsStore` (the `docker-credential-<name>` helper is run), through the
+    /// `docker_credential` crate policy-server's fetcher uses. Anonymous when the config
+    /// names nothing for the registry; a config or helper that fails is an error, never a
+    /// silent anonymous push.
     pub fn auth(&self, registry: &str) -> anyhow::Result<RegistryAuth> {
+        use docker_credential::{CredentialRetrievalError as E, DockerCredential};
         let dir = self
             .docker_config
             .clone()
@@ -74,33 +78,24 @@ impl Access {
         let Some(file) = dir.map(|d| d.join("config.json")).filter(|f| f.is_file()) else {
             return Ok(RegistryAuth::Anonymous);
         };
-        let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file)?)
-            .with_context(|| format!("{}: not a docker config", file.display()))?;
-        let auths = config.get("auths").and_then(|a| a.as_object());
-        let entry = auths.and_then(|a| {
-            a.iter()
-                .find(|(host, _)| {
-                    let host = host
-                        .trim_start_matches("https://")
-                        .trim_start_matches("http://");
-                    host.trim_end_matches('/') == registry
-                })
-                .map(|(_, v)| v)
-        });
-        let Some(encoded) = entry.and_then(|e| e.get("auth")).and_then(|a| a.as_str()) else {
-            return Ok(RegistryAuth::Anonymous);
-        };
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .with_context(|| format!("{}: the auth of {registry} is not base64", file.display()))?;
-        let text = String::from_utf8(decoded).context("credentials are not UTF-8")?;
-        let (user, password) = text.split_once(':').ok_or_else(|| {
-            anyhow!(
-                "{}: the auth of {registry} is not user:password",
-                file.display()
-            )
-        })?;
-        Ok(RegistryAuth::Basic(user.into(), password.into()))
+        let reader = std::fs::File::open(&file)
+            .map(std::io::BufReader::new)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        match docker_credential::get_credential_from_reader(reader, registry) {
+            Ok(DockerCredential::UsernamePassword(user, password)) => {
+                Ok(RegistryAuth::Basic(user, password))
+            }
+            Ok(DockerCredential::IdentityToken(_)) => {
+                // An OAuth refresh token, which oci-client cannot exchange: said, not hidden.
+                eprintln!(
+                    "warning: {}: {registry} has an identity token, which sidecarctl cannot use; going anonymous",
+                    file.display()
+                );
+                Ok(RegistryAuth::Anonymous)
+            }
+            Err(E::NoCredentialConfigured) => Ok(RegistryAuth::Anonymous),
+            Err(e) => bail!("{}: credentials for {registry}: {e}", file.display()),
+        }
     }
 }
 
@@ -192,8 +187,10 @@ pub fn pull(image: &str, access: &Access) -> anyhow::Result<Vec<u8>> {
     Ok(layer.data.to_vec())
 }
 
-/// The bytes of a module reference: read from disk, or pulled (and kept in `cache`, keyed
-/// by the reference, so later runs work offline).
+/// The bytes of a module reference: read from disk, or pulled. A pulled module is kept
+/// in `cache` under the sha256 of its reference (names that differ only in punctuation
+/// never share a file); when a later pull fails, the kept copy is used and stderr says
+/// so, so a run from a registry works offline once it has worked online.
 pub fn fetch(
     module: &ModuleRef,
     access: &Access,
@@ -206,22 +203,33 @@ pub fn fetch(
             Ok((path.display().to_string(), bytes))
         }
         ModuleRef::Registry(image) => {
-            let bytes = pull(image, access)?;
-            if let Some(dir) = cache {
-                let name: String = image
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect();
-                let _ = std::fs::create_dir_all(dir)
-                    .and_then(|_| std::fs::write(dir.join(format!("{name}.wasm")), &bytes));
+            let name = format!("registry://{image}");
+            let kept = cache.map(|dir| {
+                let key = crate::runtime::hex(&Sha256::digest(image.as_bytes()));
+                dir.join(format!("{key}.wasm"))
+            });
+            match pull(image, access) {
+                Ok(bytes) => {
+                    if let Some(file) = &kept {
+                        // A cache that cannot be written only costs the offline copy.
+                        let _ = crate::runtime::write_atomically(file, &bytes);
+                    }
+                    Ok((name, bytes))
+                }
+                Err(e) => match kept
+                    .as_ref()
+                    .and_then(|f| std::fs::read(f).ok().map(|b| (f, b)))
+                {
+                    Some((file, bytes)) => {
+                        eprintln!(
+                            "warning: {e:#}; using the copy pulled before, {}",
+                            file.display()
+                        );
+                        Ok((name, bytes))
+                    }
+                    None => Err(e),
+                },
             }
-            Ok((format!("registry://{image}"), bytes))
         }
     }
 }
@@ -248,22 +256,36 @@ mod tests {
         assert!(ModuleRef::parse("registry://").is_err());
     }
 
-    #[test]
-    fn credentials_from_docker_config() {
+    fn access(config: &str) -> (tempfile::TempDir, Access) {
         let dir = tempfile::tempdir().unwrap();
-        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
-        std::fs::write(
-            dir.path().join("config.json"),
-            format!(r#"{{"auths": {{"https://registry.example.com": {{"auth": "{auth}"}}}}}}"#),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
         let access = Access {
             plain_http: false,
             docker_config: Some(dir.path().to_path_buf()),
         };
-        assert!(
-            matches!(access.auth("registry.example.com").unwrap(), RegistryAuth::Basic(u, p) if u == "alice" && p == "s3cret")
-        );
+        (dir, access)
+    }
+
+    fn basic(auth: RegistryAuth) -> Option<(String, String)> {
+        match auth {
+            RegistryAuth::Basic(u, p) => Some((u, p)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn credentials_from_docker_config() {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let (_dir, access) = access(&format!(
+            r#"{{"auths": {{"https://registry.example.com": {{"auth": "{auth}"}},
+                           "https://index.docker.io/v1/": {{"auth": "{auth}"}}}}}}"#
+        ));
+        let alice = Some(("alice".to_string(), "s3cret".to_string()));
+        assert_eq!(basic(access.auth("registry.example.com").unwrap()), alice);
+        // Docker Hub images resolve to index.docker.io; docker login writes its v1 URL.
+        let hub = reference("docker.io/library/busybox:1").unwrap();
+        assert_eq!(basic(access.auth(hub.resolve_registry()).unwrap()), alice);
         assert!(matches!(
             access.auth("other.example.com").unwrap(),
             RegistryAuth::Anonymous

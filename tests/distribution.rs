@@ -310,3 +310,136 @@ fn example_policies_are_what_scaffold_generates() {
     ]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// Writes an executable docker credential helper, `docker-credential-<name>`, that
+/// answers `get` for every server with `user` and `password` (or fails, with no user).
+fn helper(dir: &std::path::Path, name: &str, login: Option<(&str, &str)>) {
+    use std::os::unix::fs::PermissionsExt;
+    let body = match login {
+        Some((user, password)) => format!(
+            "read server\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n"
+        ),
+        None => "echo 'credentials not found in native keychain' >&2\nexit 1\n".to_string(),
+    };
+    let file = dir.join(format!("docker-credential-{name}"));
+    std::fs::write(&file, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Pushes and pulls to a registry that wants a login, with the credentials docker's
+/// config.json gives: `credHelpers`, `credsStore`, `auths`. Without them, or with a
+/// helper that fails, the push fails and says why; it never goes anonymous in silence.
+#[test]
+fn registry_logins_come_from_docker_config() {
+    use base64::Engine as _;
+    let (registry, _auth) = Registry::with_login("alice", "s3cret");
+    let module = module("wasm/sidecar-lifecycle-policy.wasm");
+    let image = format!("registry://{}/private/lifecycle:v1", registry.host);
+    let bin = tempfile::tempdir().unwrap();
+    helper(bin.path(), "sidecars-test", Some(("alice", "s3cret")));
+    helper(bin.path(), "sidecars-wrong", Some(("alice", "guess")));
+    helper(bin.path(), "sidecars-locked", None);
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let push_with = |config: Option<String>| {
+        let home = tempfile::tempdir().unwrap();
+        if let Some(config) = config {
+            std::fs::write(home.path().join("config.json"), config).unwrap();
+        }
+        sidecarctl()
+            .args(["push", p(&module), &image, "--plain-http"])
+            .env("DOCKER_CONFIG", home.path())
+            .env("PATH", &path)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let host = &registry.host;
+
+    let anonymous = push_with(None);
+    assert_eq!(anonymous.status.code(), Some(2), "{}", stderr(&anonymous));
+    assert!(
+        stderr(&anonymous).contains("cannot push"),
+        "{}",
+        stderr(&anonymous)
+    );
+
+    let wrong = push_with(Some(format!(
+        r#"{{"credHelpers": {{"{host}": "sidecars-wrong"}}}}"#
+    )));
+    assert_eq!(wrong.status.code(), Some(2), "{}", stderr(&wrong));
+
+    let locked = push_with(Some(format!(
+        r#"{{"credHelpers": {{"{host}": "sidecars-locked"}}}}"#
+    )));
+    assert_eq!(locked.status.code(), Some(2));
+    assert!(
+        stderr(&locked).contains(host.as_str()) && stderr(&locked).contains("credentials"),
+        "{}",
+        stderr(&locked)
+    );
+
+    let by_helper = push_with(Some(format!(
+        r#"{{"credHelpers": {{"{host}": "sidecars-test"}}}}"#
+    )));
+    assert!(by_helper.status.success(), "{}", stderr(&by_helper));
+    let by_store = push_with(Some(r#"{"credsStore": "sidecars-test"}"#.to_string()));
+    assert!(by_store.status.success(), "{}", stderr(&by_store));
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let by_auths = push_with(Some(format!(
+        r#"{{"auths": {{"http://{host}": {{"auth": "{auth}"}}}}}}"#
+    )));
+    assert!(by_auths.status.success(), "{}", stderr(&by_auths));
+}
+
+/// `run` from a registry keeps what it pulled: once the registry is gone, the kept copy
+/// answers, and stderr says it is the kept copy. Two references that differ only in
+/// punctuation keep two files.
+#[test]
+fn pulled_modules_serve_offline_and_never_collide() {
+    let registry = Registry::start();
+    let cache = tempfile::tempdir().unwrap();
+    let lifecycle = module("wasm/sidecar-lifecycle-policy.wasm");
+    let ordering = module("wasm/sidecar-ordering-policy.wasm");
+    // `a/b:c` and `a/b_c:latest` once wrote the same file.
+    let first = format!("registry://{}/kept/policy:v1", registry.host);
+    let second = format!("registry://{}/kept/policy_v1:latest", registry.host);
+    for (m, image) in [(&lifecycle, &first), (&ordering, &second)] {
+        let push = run(&["push", p(m), image, "--plain-http"]);
+        assert!(push.status.success(), "{}", stderr(&push));
+    }
+    let pod = root().join("examples/pods/istio-legacy-job.yaml");
+    let run_from = |image: &str| {
+        sidecarctl()
+            .args(["run", "-p", image, "-r", p(&pod), "--plain-http"])
+            .env("SIDECARCTL_CACHE_DIR", cache.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let local = |m: &std::path::Path| run(&["run", "-p", p(m), "-r", p(&pod)]).stdout;
+    let online = [run_from(&first), run_from(&second)];
+    for o in &online {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    assert_eq!(online[0].stdout, local(&lifecycle));
+    assert_eq!(online[1].stdout, local(&ordering));
+    drop(registry);
+    for (image, m) in [(&first, &lifecycle), (&second, &ordering)] {
+        let offline = run_from(image);
+        assert!(offline.status.success(), "{}", stderr(&offline));
+        assert!(
+            stderr(&offline).contains("using the copy pulled before"),
+            "{}",
+            stderr(&offline)
+        );
+        assert_eq!(offline.stdout, local(m), "{image}");
+    }
+    // Never pulled: no copy, the pull's own error.
+    let never = run_from("registry://127.0.0.1:9/kept/never:v1");
+    assert_eq!(never.status.code(), Some(2));
+    assert!(stderr(&never).contains("cannot pull"), "{}", stderr(&never));
+}

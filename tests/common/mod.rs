@@ -123,6 +123,26 @@ pub struct Registry {
 
 impl Registry {
     pub fn start() -> Registry {
+        Self::start_with("")
+    }
+
+    /// A registry that takes pushes and pulls only from `user` with `password` (htpasswd,
+    /// bcrypt), as a private registry does.
+    pub fn with_login(user: &str, password: &str) -> (Registry, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = bcrypt::hash_with_result(password, 4)
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoA);
+        let file = dir.path().join("htpasswd");
+        std::fs::write(&file, format!("{user}:{hash}\n")).unwrap();
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: sidecars-test\n    path: {}\n",
+            file.display()
+        );
+        (Self::start_with(&auth), dir)
+    }
+
+    fn start_with(extra: &str) -> Registry {
         let binary = ["/usr/bin/docker-registry", "docker-registry"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok())
@@ -137,7 +157,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}",
                 storage.path().join("data").display()
             ),
         )
@@ -155,9 +175,10 @@ impl Registry {
             child,
         };
         for _ in 0..100 {
+            // 401 is a registry that wants a login: up all the same.
             if registry
                 .get("/v2/")
-                .is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.1 401"))
             {
                 return registry;
             }
