@@ -61,6 +61,11 @@ impl Evaluator {
         Ok(Evaluator { policy, settings })
     }
 
+    /// The settings `validate_settings` accepted.
+    pub fn settings(&self) -> &Value {
+        &self.settings
+    }
+
     /// The policy's raw answer, in a fresh instance.
     pub fn answer(&self, request: &Value) -> Result<PolicyAnswer, String> {
         self.answer_in(None, request)

@@ -9,95 +9,32 @@
 
 mod common;
 mod generate;
+mod harness;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use serde_json::{Value, json};
 use sidecarctl::admission::AdmissionResponse;
 use sidecarctl::evaluation::Evaluator;
-use sidecarctl::runtime::{Instance, Runtime};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use generate::{GenPod, api_rules, create, nanos, spec_pointer};
-
-const POLICIES: [&str; 4] = [
-    "sidecar-lifecycle-policy",
-    "sidecar-ordering-policy",
-    "sidecar-resources-policy",
-    "sidecar-injector-policy",
-];
+use harness::{Harness, POLICIES, runtime};
 
 /// One in this many evaluations gets a fresh instance, as policy-server gives every one.
 const FRESH_EVERY: usize = 8;
 
-/// The policies with their settings, each with an instance reused across calls.
-struct Harness {
-    policies: Vec<(String, Evaluator, Instance)>,
-    calls: usize,
+/// The harness's evaluation as a property's failure.
+trait Eval {
+    fn eval_case(&mut self, i: usize, request: &Value) -> Result<AdmissionResponse, TestCaseError>;
 }
 
-fn example_settings(policy: &str) -> Value {
-    let path = common::root()
-        .join("examples/settings")
-        .join(format!("{policy}.yaml"));
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn runtime() -> Runtime {
-    // The compiled modules are cached on disk where the other tests' sidecarctl keeps them.
-    Runtime::with_cache(Some(common::root().join("target/sidecarctl-test-cache"))).unwrap()
-}
-
-impl Harness {
-    /// Every policy with the settings `settings` gives it (`None`: the example's).
-    fn new(settings: impl Fn(&str) -> Option<Value>) -> Result<Self, String> {
-        let runtime = runtime();
-        let mut policies = Vec::new();
-        for name in POLICIES {
-            let path = common::module(&format!("wasm/{name}.wasm"));
-            let bytes = std::fs::read(&path).unwrap();
-            let policy = runtime
-                .load_bytes(name, &bytes, Duration::from_secs(2))
-                .map_err(|e| e.to_string())?;
-            let settings = settings(name).unwrap_or_else(|| example_settings(name));
-            let evaluator = Evaluator::new(policy, settings).map_err(|e| e.to_string())?;
-            let instance = evaluator.policy.instantiate().map_err(|e| e.to_string())?;
-            policies.push((name.to_string(), evaluator, instance));
-        }
-        Ok(Harness { policies, calls: 0 })
-    }
-
-    fn examples() -> Self {
-        Self::new(|_| None).unwrap()
-    }
-
-    fn index(&self, policy: &str) -> usize {
-        self.policies.iter().position(|p| p.0 == policy).unwrap()
-    }
-
-    /// The AdmissionResponse of policy `i`; a trap, a deadline or a 500 fails the case.
-    fn eval(&mut self, i: usize, request: &Value) -> Result<AdmissionResponse, TestCaseError> {
-        self.calls += 1;
-        let fresh = self.calls.is_multiple_of(FRESH_EVERY);
-        let (name, evaluator, instance) = &self.policies[i];
-        let (response, failure) = evaluator.evaluate_in((!fresh).then_some(instance), request);
-        if let Some(failure) = failure {
-            let name = name.clone();
-            // A reused instance that trapped is gone; the next call gets a new one.
-            if let Ok(new) = self.policies[i].1.policy.instantiate() {
-                self.policies[i].2 = new;
-            }
-            return Err(TestCaseError::fail(format!("{name} failed: {failure}")));
-        }
-        if response.status.as_ref().and_then(|s| s.code) == Some(500) {
-            return Err(TestCaseError::fail(format!(
-                "{name} answered 500: {response:?}"
-            )));
-        }
-        Ok(response)
+impl Eval for Harness {
+    fn eval_case(&mut self, i: usize, request: &Value) -> Result<AdmissionResponse, TestCaseError> {
+        self.eval(i, request).map_err(TestCaseError::fail)
     }
 }
 
@@ -195,7 +132,7 @@ fn each_policy_keeps_the_rules(
 ) -> Result<(), TestCaseError> {
     let request = create(object, ns, h.calls as u64);
     for i in 0..h.policies.len() {
-        let r = h.eval(i, &request)?;
+        let r = h.eval_case(i, &request)?;
         let text = message(&r);
         prop_assert!(!text.contains(" at line "), "{}: {text}", h.policies[i].0);
         if r.patch.is_some() {
@@ -204,7 +141,7 @@ fn each_policy_keeps_the_rules(
                 TestCaseError::fail(format!("{} broke an API rule: {e}", h.policies[i].0))
             })?;
             // Property 3: run on its own output it changes nothing more.
-            let again = h.eval(i, &with_object(&request, &out))?;
+            let again = h.eval_case(i, &with_object(&request, &out))?;
             prop_assert!(
                 again.patch.is_none(),
                 "{} is not idempotent: {:?}",
@@ -218,7 +155,7 @@ fn each_policy_keeps_the_rules(
 
 #[test]
 fn no_trap_and_mutations_keep_the_api_rules() {
-    let h = RefCell::new(Harness::examples());
+    let h = RefCell::new(Harness::examples(FRESH_EVERY));
     check("api-rules", generate::pod(), |object, ns| {
         each_policy_keeps_the_rules(&mut h.borrow_mut(), object, ns)
     });
@@ -227,7 +164,7 @@ fn no_trap_and_mutations_keep_the_api_rules() {
 /// The same with the policies' default settings (`{}`).
 #[test]
 fn default_settings_keep_the_api_rules() {
-    let h = RefCell::new(Harness::new(|_| Some(json!({}))).unwrap());
+    let h = RefCell::new(Harness::new(FRESH_EVERY, |_| Some(json!({}))).unwrap());
     check("api-rules-defaults", generate::pod(), |object, ns| {
         each_policy_keeps_the_rules(&mut h.borrow_mut(), object, ns)
     });
@@ -245,7 +182,7 @@ fn chain(
         let mut changed = false;
         for &i in order {
             let current = with_object(request, &object);
-            let r = h.eval(i, &current)?;
+            let r = h.eval_case(i, &current)?;
             if !r.allowed {
                 return Ok(None);
             }
@@ -281,7 +218,7 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 /// Property 3: the four mutating policies reach the same pod in every order.
 #[test]
 fn the_policies_commute() {
-    let h = RefCell::new(Harness::examples());
+    let h = RefCell::new(Harness::examples(FRESH_EVERY));
     let orders = permutations(POLICIES.len());
     check("commute", generate::pod_with(12, 4), |object, ns| {
         let request = create(object, ns, 7);
@@ -364,13 +301,15 @@ fn depends(edges: &BTreeMap<String, BTreeSet<String>>, a: &str, b: &str) -> bool
 #[test]
 fn ordering_keeps_the_order_the_user_wrote() {
     let h = RefCell::new(
-        Harness::new(|p| (p == "sidecar-ordering-policy").then(|| json!({"mode": "mutate"})))
-            .unwrap(),
+        Harness::new(FRESH_EVERY, |p| {
+            (p == "sidecar-ordering-policy").then(|| json!({"mode": "mutate"}))
+        })
+        .unwrap(),
     );
     let ordering = h.borrow().index("sidecar-ordering-policy");
     check("ordering-keeps-order", generate::pod(), |object, ns| {
         let request = create(object, ns, 11);
-        let r = h.borrow_mut().eval(ordering, &request)?;
+        let r = h.borrow_mut().eval_case(ordering, &request)?;
         if r.patch.is_none() {
             return Ok(());
         }
@@ -693,12 +632,12 @@ fn summary(text: &str) -> BTreeMap<String, Option<i128>> {
 /// (wasm) equal the reference computed here and `explain` run natively.
 #[test]
 fn reported_resources_equal_the_reference_and_explain() {
-    let h = RefCell::new(Harness::examples());
+    let h = RefCell::new(Harness::examples(FRESH_EVERY));
     let resources = h.borrow().index("sidecar-resources-policy");
     let known = sidecar_model::KnownSidecars::default();
     check("resources-reference", generate::pod(), |object, ns| {
         let request = create(object, ns, 5);
-        let r = h.borrow_mut().eval(resources, &request)?;
+        let r = h.borrow_mut().eval_case(resources, &request)?;
         let Some(audit) = r.audit_annotations.clone() else {
             return Ok(());
         };
@@ -762,7 +701,7 @@ fn reported_resources_equal_the_reference_and_explain() {
 /// answers (no trap, no 500), and a rejection names the field and no serde position.
 #[test]
 fn malformed_objects_are_rejected_naming_the_field() {
-    let h = RefCell::new(Harness::examples());
+    let h = RefCell::new(Harness::examples(FRESH_EVERY));
     let corruptions: [(&str, Value, &str); 6] = [
         ("/containers", json!("app"), "containers"),
         ("/containers/0/name", json!(7), "name"),
@@ -787,7 +726,7 @@ fn malformed_objects_are_rejected_naming_the_field() {
             let request = create(&broken, ns, 9);
             let mut h = h.borrow_mut();
             for i in 0..h.policies.len() {
-                let r = h.eval(i, &request)?;
+                let r = h.eval_case(i, &request)?;
                 let text = message(&r);
                 let name = &h.policies[i].0;
                 prop_assert!(!text.contains(" at line "), "{}: {}", name, text);
@@ -815,7 +754,7 @@ fn kept_failures_hold() {
         eprintln!("no kept failures in {}", dir.display());
         return;
     };
-    let mut h = Harness::examples();
+    let mut h = Harness::examples(FRESH_EVERY);
     let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
     files.sort();
     for file in files
