@@ -188,6 +188,12 @@ impl Answer {
     pub fn set_mutated(&mut self, object: &impl Serialize) -> Result<(), String> {
         let text = serde_json::value::to_raw_value(object)
             .map_err(|e| format!("cannot write the mutated object: {e}"))?;
+        // An object serde_json cannot read (policy-server and sidecarctl read answers with
+        // it) would come back as an answer the engine cannot read, a 500 for the request:
+        // said instead. Only a mutation echoes the object.
+        if let Some(why) = unreadable(text.get()) {
+            return Err(format!("{why}, which admission engines cannot read back"));
+        }
         self.mutated = Some(text);
         Ok(())
     }
@@ -221,6 +227,67 @@ impl Answer {
         )?;
         Ok(out)
     }
+}
+
+/// The deepest nesting serde_json reads (its recursion limit of 128, entered before a
+/// level is counted), which engines read policy answers with.
+const READABLE_NESTING: usize = 127;
+
+/// Why engines could not read `json` back with serde_json, if they could not: nesting
+/// too deep, or a `\u` escape of half a surrogate pair. Parts of the object the policies
+/// do not read stay the text they came as, checked for syntax but not for these (the API
+/// server never sends them; a hand-made request may).
+fn unreadable(json: &str) -> Option<String> {
+    let bytes = json.as_bytes();
+    let (mut depth, mut in_string, mut i) = (0usize, false, 0usize);
+    let hex = |at: usize| -> Option<u16> {
+        let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+        u16::from_str_radix(digits, 16).ok()
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        if in_string {
+            match b {
+                b'"' => in_string = false,
+                b'\\' if bytes.get(i) == Some(&b'u') => {
+                    let unit = hex(i + 1).unwrap_or(0);
+                    i += 5;
+                    let low = |at: usize| {
+                        bytes.get(at..at + 2) == Some(b"\\u")
+                            && hex(at + 2).is_some_and(|u| (0xDC00..0xE000).contains(&u))
+                    };
+                    match unit {
+                        0xD800..0xDC00 if low(i) => i += 6,
+                        0xD800..0xE000 => {
+                            return Some(format!(
+                                "the object holds half a surrogate pair (\\u{unit:04x})"
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                b'\\' => i += 1,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth >= READABLE_NESTING {
+                    return Some(format!(
+                        "the object nests deeper than {} levels",
+                        READABLE_NESTING - 1
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -322,5 +389,44 @@ mod tests {
             settings.starts_with("invalid settings: invalid utf-8"),
             "{settings}"
         );
+    }
+
+    #[test]
+    fn unreadable_json_is_found() {
+        let deep = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(super::unreadable(&deep(126)), None);
+        assert!(super::unreadable(&deep(127)).is_some());
+        // Brackets in strings do not count; escapes are stepped over.
+        let text = format!(r#"{{"a": "{}\"\\"}}"#, "[".repeat(200));
+        assert_eq!(super::unreadable(&text), None);
+        assert_eq!(super::unreadable(r#"{"a": "\ud83d\ude00 \u00e9"}"#), None);
+        for lone in [
+            r#""\ud800""#,
+            r#""\ud800x""#,
+            r#""\udc00""#,
+            r#""\ud800\u0041""#,
+        ] {
+            assert!(super::unreadable(lone).is_some(), "{lone}");
+            assert!(serde_json::from_str::<String>(lone).is_err(), "{lone}");
+        }
+    }
+
+    /// A mutated object that engines could not read back is refused: the answer wraps
+    /// it in one more level.
+    #[test]
+    fn objects_too_deep_to_read_back_are_refused() {
+        let deep = |levels: usize| -> serde_json::Value {
+            (1..levels).fold(serde_json::json!({}), |v, _| serde_json::json!([v]))
+        };
+        let mut answer = Answer::accept();
+        answer.set_mutated(&deep(126)).unwrap();
+        let response =
+            serde_json::to_vec(&serde_json::json!({"mutated_object": deep(126)})).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&response).unwrap();
+        let err = Answer::accept().set_mutated(&deep(127)).unwrap_err();
+        assert!(err.contains("deeper than 126 levels"), "{err}");
+        let response =
+            serde_json::to_vec(&serde_json::json!({"mutated_object": deep(127)})).unwrap();
+        assert!(serde_json::from_slice::<serde_json::Value>(&response).is_err());
     }
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-use crate::error::ModelError;
+use crate::error::{ModelError, json_message};
 
 /// A JSON value: untouched text, an opened object or list, or a value a policy wrote
 /// (as a `Value`, or as text it wrote itself).
@@ -40,7 +40,7 @@ impl<'a> Node<'a> {
     pub fn parse(text: &'a str) -> Result<Self, ModelError> {
         serde_json::from_str(text)
             .map(Node::Text)
-            .map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))
+            .map_err(|e| ModelError::Malformed(format!("not JSON: {}", json_message(&e))))
     }
 
     pub fn is_null(&self) -> bool {
@@ -60,10 +60,10 @@ impl<'a> Node<'a> {
                 let text = raw.get();
                 match text.trim_start().as_bytes().first() {
                     Some(b'{') => open_path(text, &[], &[])
-                        .map_err(|e| ModelError::Malformed(e.to_string()))?,
+                        .map_err(|e| ModelError::Malformed(json_message(&e)))?,
                     Some(b'[') => Node::Array(
                         serde_json::from_str::<Vec<&RawValue>>(text)
-                            .map_err(|e| ModelError::Malformed(e.to_string()))?
+                            .map_err(|e| ModelError::Malformed(json_message(&e)))?
                             .into_iter()
                             .map(Node::Text)
                             .collect(),
@@ -85,7 +85,7 @@ impl<'a> Node<'a> {
             Node::Written(raw) => {
                 let mut value = Node::Value(
                     serde_json::from_str(raw.get())
-                        .map_err(|e| ModelError::Malformed(e.to_string()))?,
+                        .map_err(|e| ModelError::Malformed(json_message(&e)))?,
                 );
                 value.open()?;
                 value
@@ -176,7 +176,7 @@ impl<'a> Node<'a> {
     pub fn value_mut(&mut self) -> Result<&mut Value, ModelError> {
         if !matches!(self, Node::Value(_)) {
             let value = serde_json::to_value(&*self)
-                .map_err(|e| ModelError::Malformed(format!("not JSON: {e}")))?;
+                .map_err(|e| ModelError::Malformed(format!("not JSON: {}", json_message(&e))))?;
             *self = Node::Value(value);
         }
         match self {

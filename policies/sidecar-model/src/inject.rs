@@ -665,9 +665,10 @@ pub fn inject_surveyed(
             fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let malformed = |e: serde_json::Error| {
                 ModelError::Malformed(format!(
-                    "sidecarSets {:?}: container {:?}: {e}",
+                    "sidecarSets {:?}: container {:?}: {}",
                     set.name,
-                    c.name()
+                    c.name(),
+                    crate::error::json_message(&e)
                 ))
             };
             let text = serde_json::value::to_raw_value(&Fields(&fields)).map_err(malformed)?;

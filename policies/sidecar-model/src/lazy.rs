@@ -30,7 +30,9 @@ impl<T: DeserializeOwned + Default> Lazy<T> {
         self.parsed
             .get_or_init(|| match &self.raw {
                 None => Ok(T::default()),
-                Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+                Some(raw) => {
+                    serde_json::from_str(raw.get()).map_err(|e| crate::error::json_message(&e))
+                }
             })
             .as_ref()
             .map_err(Clone::clone)
