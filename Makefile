@@ -8,9 +8,9 @@ WASM_OUT    = target/$(WASM_TARGET)/wasm
 BUILD       = build
 SIDECARCTL  = target/debug/sidecarctl
 
-# Policy crates shipped to clusters, and the two tiny policies the tests use.
+# Policy crates shipped to clusters, and the tiny policies the tests use.
 POLICIES      := $(notdir $(wildcard policies/*-policy))
-TEST_POLICIES := null-policy test-mutator
+TEST_POLICIES := null-policy test-mutator hostile-policy
 
 .PHONY: all targets deps wasm host test demo bench load fuzz lint fmt clean artifacthub examples
 

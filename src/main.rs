@@ -166,6 +166,13 @@ enum Command {
         /// Largest request body accepted, in bytes (the API server sends at most ~3 MiB).
         #[arg(long, default_value_t = 3 * 1024 * 1024)]
         max_body_bytes: usize,
+        /// What one instance's memory may grow to, in MiB: a policy that allocates
+        /// without end fails that request, not the node.
+        #[arg(long, default_value_t = runtime::DEFAULT_MAX_MEMORY >> 20)]
+        max_memory_mib: usize,
+        /// Seconds a client may take to send a request's headers, and then its body.
+        #[arg(long, default_value_t = 10)]
+        read_timeout: u64,
         /// Evaluation deadline in seconds for policies without timeoutEvalSeconds.
         #[arg(long, default_value_t = 2)]
         policy_timeout: u64,
@@ -533,6 +540,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             insecure_plain_http,
             workers,
             max_body_bytes,
+            max_memory_mib,
+            read_timeout,
             policy_timeout,
             shutdown_grace,
             registry,
@@ -553,6 +562,9 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             if workers == 0 {
                 bail!("--workers must be at least 1");
             }
+            if max_memory_mib == 0 || max_memory_mib > 4096 {
+                bail!("--max-memory-mib must be from 1 to 4096 (wasm32's whole address space)");
+            }
             serve::run(
                 &config,
                 serve::Options {
@@ -560,8 +572,10 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                     tls,
                     workers,
                     max_body_bytes,
+                    max_memory: max_memory_mib << 20,
                     default_timeout: Duration::from_secs(policy_timeout),
                     grace: Duration::from_secs(shutdown_grace),
+                    read_timeout: Duration::from_secs(read_timeout.max(1)),
                 },
                 &registry.access(),
             )?;

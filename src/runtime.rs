@@ -8,7 +8,9 @@ use std::sync::Once;
 use std::time::Duration;
 use wapc::WapcHost;
 use wasmtime::{Config, Engine, Module};
-use wasmtime_provider::{EpochDeadlines, WasmtimeEngineProviderBuilder, WasmtimeEngineProviderPre};
+use wasmtime_provider::{
+    EpochDeadlines, ResourceLimits, WasmtimeEngineProviderBuilder, WasmtimeEngineProviderPre,
+};
 
 /// One epoch tick. policy-server ticks once a second; a finer tick lets tests use short
 /// deadlines and keeps the default (2 s) within one tick of exact.
@@ -17,6 +19,21 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The text wasmtime-provider gives an interrupted guest call.
 const INTERRUPTED: &str = "execution deadline exceeded";
+
+/// What one instance's linear memory may grow to unless told otherwise. The policies need
+/// a few MiB for a 200-container pod and about ten times a request's size for a request
+/// that is mostly one big annotation (the payload, the object's text, the answer and its
+/// JSON each hold it): a 16 MiB request, five times what an API server sends, takes the
+/// injector past 128 MiB (`tests/allocator.rs`). A module that allocates without end is
+/// stopped here (its `memory.grow` fails, and a Rust guest aborts) instead of at wasm32's
+/// 4 GiB.
+pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
+
+/// The largest answer taken from a guest is this plus twice its payload: an answer is a
+/// verdict, messages and at most a mutated object, which is about the size of the object
+/// it mutates (part of the payload). A module that answers more fails that request
+/// instead of sending the API server what it never asked for.
+pub const ANSWER_ALLOWANCE: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -32,6 +49,12 @@ pub enum HostError {
     Timeout(Duration),
     #[error("the policy failed in {operation}: {reason}")]
     Guest { operation: String, reason: String },
+    #[error("the policy answered {bytes} bytes to a request of {payload} in {operation}, more than the {} MiB plus twice the request an answer may have", ANSWER_ALLOWANCE >> 20)]
+    AnswerTooLarge {
+        operation: String,
+        bytes: usize,
+        payload: usize,
+    },
 }
 
 /// The engine every module of a process is compiled with.
@@ -39,6 +62,8 @@ pub enum HostError {
 pub struct Runtime {
     engine: Engine,
     cache_dir: Option<PathBuf>,
+    /// Per instance, in bytes.
+    max_memory: usize,
 }
 
 impl Runtime {
@@ -54,7 +79,17 @@ impl Runtime {
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         start_ticker(&engine);
-        Ok(Runtime { engine, cache_dir })
+        Ok(Runtime {
+            engine,
+            cache_dir,
+            max_memory: DEFAULT_MAX_MEMORY,
+        })
+    }
+
+    /// Instances of the policies loaded from now on may grow their memory to `bytes`.
+    pub fn with_max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = bytes;
+        self
     }
 
     /// Loads a policy from a path, `file://` or `registry://` reference.
@@ -107,6 +142,11 @@ impl Runtime {
         let pre = WasmtimeEngineProviderBuilder::new()
             .engine(self.engine.clone())
             .module(module)
+            .enable_resource_limits(ResourceLimits {
+                max_memory_size: Some(self.max_memory),
+                // Tables hold function references; policies never grow theirs.
+                max_table_elements: Some(100_000),
+            })
             .build_pre()
             .map_err(|e| HostError::Prepare {
                 path: name.into(),
@@ -247,7 +287,7 @@ pub struct Instance {
 
 impl Instance {
     pub fn call(&self, operation: &str, payload: &[u8]) -> Result<Vec<u8>, HostError> {
-        self.host.call(operation, payload).map_err(|e| {
+        let answer = self.host.call(operation, payload).map_err(|e| {
             let reason = match e {
                 wapc::errors::Error::GuestCallFailure(s) => s,
                 other => other.to_string(),
@@ -257,10 +297,39 @@ impl Instance {
             } else {
                 HostError::Guest {
                     operation: operation.into(),
-                    reason,
+                    reason: trap_cause(&reason),
                 }
             }
-        })
+        })?;
+        if answer.len() > ANSWER_ALLOWANCE + 2 * payload.len() {
+            return Err(HostError::AnswerTooLarge {
+                operation: operation.into(),
+                bytes: answer.len(),
+                payload: payload.len(),
+            });
+        }
+        Ok(answer)
+    }
+}
+
+/// A trap in one line, as every error of sidecarctl is. wasmtime-provider passes on only
+/// the context of wasmtime's error, the wasm backtrace (the trap's own words stay behind
+/// in the error's source): where it happened, and how deep.
+fn trap_cause(reason: &str) -> String {
+    let Some(trace) = reason.strip_prefix("error while executing at wasm backtrace:") else {
+        return reason.to_string();
+    };
+    let frames: Vec<&str> = trace
+        .split(|c: char| c == '\n')
+        .flat_map(|l| l.split("  "))
+        .filter_map(|f| f.trim().split_once(" - ").map(|(_, at)| at.trim()))
+        .collect();
+    match frames.first() {
+        Some(innermost) => format!(
+            "a wasm trap (a panic, an abort such as a failed allocation, a stack overflow) in {innermost}, {} frames deep",
+            frames.len()
+        ),
+        None => "a wasm trap".to_string(),
     }
 }
 

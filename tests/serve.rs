@@ -102,9 +102,10 @@ impl Server {
             panic!("serve did not start ({status}): {}", log.join("\n"));
         };
         let base = base.to_string();
+        // reqwest builds its rustls config for plain-HTTP clients too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30));
         if base.starts_with("https://") {
-            let _ = rustls::crypto::ring::default_provider().install_default();
             builder = builder
                 .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
                 .https_only(true);
@@ -410,6 +411,76 @@ fn a_policy_past_its_deadline_is_rejected_with_500_and_the_server_carries_on() {
     assert_eq!(server.review("/validate/slow", &plain)["allowed"], true);
 }
 
+/// Modules that loop, grow memory without end, overflow their stack, trap, answer 50 MB
+/// or call the host in a loop: each fails its own request with policy-server's 500, the
+/// next request and the other policies are served, the server's memory stays bounded and
+/// `/metrics` counts every failure.
+#[test]
+fn hostile_modules_are_contained() {
+    let hostile = module("test-policies/hostile-policy.wasm");
+    let behaviours = ["spin", "grow", "stack", "trap", "huge", "hostcalls"];
+    let mut config = serde_json::Map::new();
+    for b in behaviours {
+        config.insert(
+            format!("hostile-{b}"),
+            json!({"module": p(&hostile), "settings": {"behaviour": b}, "timeoutEvalSeconds": 1}),
+        );
+    }
+    config.insert("calm".into(), json!({"module": p(&hostile)}));
+    config.insert("mutate".into(), mutator(json!({"allowedToMutate": true})));
+    let server = Server::start_with(Value::Object(config), &["--max-memory-mib", "64"]);
+    let plain = review_of(&pod(json!({})), "55555555-0000-0000-0000-000000000001");
+    for b in behaviours {
+        for round in 0..2 {
+            let response = server.review(&format!("/validate/hostile-{b}"), &plain);
+            assert_eq!(response["allowed"], false, "{b}: {response}");
+            assert_eq!(response["status"]["code"], 500, "{b}: {response}");
+            let message = response["status"]["message"].as_str().unwrap_or_default();
+            let expected = match b {
+                "spin" | "hostcalls" => "exceeded its 1s deadline",
+                "huge" => "plus twice the request an answer may have",
+                _ => "a wasm trap",
+            };
+            assert!(message.contains(expected), "{b} (round {round}): {message}");
+            // The next request, to other policies, is served as ever.
+            assert_eq!(
+                server.review("/validate/calm", &plain)["allowed"],
+                true,
+                "{b}"
+            );
+            let mutated = server.review("/validate/mutate", &plain);
+            assert_eq!(mutated["allowed"], true, "{b}: {mutated}");
+            assert!(mutated["patch"].is_string(), "{b}: {mutated}");
+        }
+    }
+    let (_, text) = server.get("/metrics");
+    for b in behaviours {
+        let counted = text.lines().any(|l| {
+            l.starts_with("sidecarctl_policy_rejections_total{")
+                && l.contains(&format!("policy_name=\"hostile-{b}\""))
+                && l.contains("error_code=\"500\"")
+                && l.ends_with(" 2")
+        });
+        assert!(counted, "hostile-{b} not counted twice:\n{text}");
+    }
+    // A module that allocated without end took 64 MiB at most, and gave it back.
+    let rss = resident_kib(server.child.id());
+    assert!(
+        rss < 512 * 1024,
+        "serve holds {rss} KiB after the hostile modules"
+    );
+}
+
+/// A process's resident memory, in KiB (Linux).
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 #[test]
 fn readiness_and_metrics_per_policy() {
     let server = Server::start(json!({
@@ -620,5 +691,112 @@ fn every_corpus_request_gets_an_answer_from_every_policy() {
                 path.display()
             );
         }
+    }
+}
+
+/// Under load: more requests in flight than workers (the rest wait for one), SIGTERM,
+/// and every one of them gets its whole answer before the server exits.
+#[test]
+fn sigterm_under_load_finishes_every_request_in_flight() {
+    let hostile = module("test-policies/hostile-policy.wasm");
+    let mut server = Server::start_with(
+        json!({"spin": {"module": p(&hostile), "settings": {"behaviour": "spin"}, "timeoutEvalSeconds": 1}}),
+        &["--workers", "2"],
+    );
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            let client = server.client.clone();
+            let url = format!("{}/validate/spin", server.base);
+            let uid = format!("77777777-0000-0000-0000-{i:012}");
+            let review = review_of(&pod(json!({})), &uid);
+            std::thread::spawn(move || {
+                let response = client.post(url).body(review.to_string()).send().unwrap();
+                let status = response.status().as_u16();
+                let answer: Value = response.json().unwrap();
+                (uid, status, answer)
+            })
+        })
+        .collect();
+    // Two evaluate, six wait: four rounds of the 1 s deadline, well inside the grace.
+    std::thread::sleep(Duration::from_millis(400));
+    let exit = server.terminate();
+    for client in clients {
+        let (uid, status, answer) = client.join().unwrap();
+        assert_eq!(status, 200, "{uid}: {answer}");
+        assert_eq!(answer["response"]["uid"], uid.as_str());
+        assert_eq!(answer["response"]["status"]["code"], 500, "{answer}");
+    }
+    assert!(exit.success(), "{exit}");
+}
+
+/// A client that sends its headers, or its body, a byte at a time is cut off after the
+/// read timeout and holds no worker meanwhile: with one worker, a normal request is
+/// answered while four slow clients drip.
+#[test]
+fn slow_clients_are_cut_off_and_hold_no_worker() {
+    use std::io::{Read, Write};
+    let server = Server::start_with(
+        json!({"calm": {"module": p(&module("test-policies/hostile-policy.wasm"))}}),
+        &[
+            "--workers",
+            "1",
+            "--read-timeout",
+            "2",
+            "--insecure-plain-http",
+        ],
+    );
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let start = std::time::Instant::now();
+    let slow: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                // Two slow headers, then two slow bodies.
+                let (head, body) = if i < 2 {
+                    (format!("POST /validate/calm HTTP/1.1\r\nHost: {addr}\r\n{}", "X-Pad: y\r\n".repeat(20)), String::new())
+                } else {
+                    (String::new(), format!("POST /validate/calm HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"))
+                };
+                stream.write_all(body.as_bytes()).unwrap();
+                let started = start;
+                let drip = if head.is_empty() { "x".repeat(300) } else { head };
+                for byte in drip.bytes() {
+                    if stream.write_all(&[byte]).is_err() {
+                        return started.elapsed();
+                    }
+                    let mut buf = [0u8; 512];
+                    match stream.read(&mut buf) {
+                        // Closed, or answered (a body timeout is a 4xx) and closed.
+                        Ok(_) => return started.elapsed(),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(_) => return started.elapsed(),
+                    }
+                    std::thread::sleep(Duration::from_millis(80));
+                }
+                panic!("slow client {i} was never cut off");
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let review = review_of(&pod(json!({})), "88888888-0000-0000-0000-000000000001");
+    assert_eq!(server.review("/validate/calm", &review)["allowed"], true);
+    let answered = start.elapsed();
+    for (i, s) in slow.into_iter().enumerate() {
+        let cut = s.join().unwrap();
+        // Answered while every slow client still held its connection: they hold no
+        // worker. Cut off near the 2 s timeout, long before the drip would end (8-24 s).
+        assert!(
+            answered < cut,
+            "answered after {answered:?}, client {i} cut after {cut:?}"
+        );
+        assert!(
+            cut < Duration::from_secs(6),
+            "slow client {i} cut after {cut:?}"
+        );
     }
 }

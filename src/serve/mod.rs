@@ -31,9 +31,14 @@ pub struct Options {
     /// Evaluations run at the same time; the rest wait their turn.
     pub workers: usize,
     pub max_body_bytes: usize,
+    /// What one instance's memory may grow to, in bytes.
+    pub max_memory: usize,
     pub default_timeout: Duration,
     /// How long a shutdown waits for requests in flight.
     pub grace: Duration,
+    /// How long a client may take to send a request's headers, and then its body: a
+    /// slow client is cut off instead of holding a connection.
+    pub read_timeout: Duration,
 }
 
 struct Served {
@@ -66,7 +71,7 @@ impl Origin {
 /// SIGINT, finishing the requests in flight.
 pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> anyhow::Result<()> {
     let entries = config::read(config_path)?;
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new()?.with_max_memory(options.max_memory);
     let mut policies = HashMap::new();
     for entry in entries {
         let timeout = entry.timeout.unwrap_or(options.default_timeout);
@@ -139,19 +144,60 @@ fn check_metadata(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn router(app: Arc<App>, max_body_bytes: usize) -> Router {
+fn router(app: Arc<App>, max_body_bytes: usize, read_timeout: Duration) -> Router {
     Router::new()
         .route("/validate/{policy_id}", post(validate))
         .route("/audit/{policy_id}", post(audit))
         .route("/readiness", get(readiness))
         .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            read_in_time(request, next, max_body_bytes, read_timeout)
+        }))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(app)
 }
 
+/// The whole body within `read_timeout` of the headers (hyper bounds the time to send
+/// those): a client that drips its body is answered 408 and let go, holding no worker;
+/// evaluations start only on a body that has arrived.
+async fn read_in_time(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+    max_body_bytes: usize,
+    read_timeout: Duration,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, max_body_bytes)).await {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
+                .await
+        }
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than {max_body_bytes} bytes"),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the body: {e}"),
+                )
+            }
+        }
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the body did not arrive within {read_timeout:?}"),
+        ),
+    }
+}
+
 async fn serve(app: Arc<App>, options: Options) -> anyhow::Result<()> {
     let handle = axum_server::Handle::<SocketAddr>::new();
-    let service = router(app.clone(), options.max_body_bytes).into_make_service();
+    let service =
+        router(app.clone(), options.max_body_bytes, options.read_timeout).into_make_service();
     let scheme = if options.tls.is_some() {
         "https"
     } else {
@@ -170,17 +216,21 @@ async fn serve(app: Arc<App>, options: Options) -> anyhow::Result<()> {
                         key.display()
                     )
                 })?;
-            tokio::spawn(
-                axum_server::bind_rustls(options.addr, tls)
-                    .handle(handle.clone())
-                    .serve(service),
-            )
+            let mut server = axum_server::bind_rustls(options.addr, tls).handle(handle.clone());
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(options.read_timeout);
+            tokio::spawn(server.serve(service))
         }
-        None => tokio::spawn(
-            axum_server::bind(options.addr)
-                .handle(handle.clone())
-                .serve(service),
-        ),
+        None => {
+            let mut server = axum_server::bind(options.addr).handle(handle.clone());
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(options.read_timeout);
+            tokio::spawn(server.serve(service))
+        }
     };
     let Some(bound) = handle.listening().await else {
         // The server ended before it listened: its error says why.
