@@ -4,7 +4,7 @@
 //! object, which is written to `tests/fixtures/properties/` and replayed by
 //! `kept_failures_hold` from then on.
 //!
-//! `PROPTEST_CASES` sets the number of cases of each property (64 by default),
+//! `PROPTEST_CASES` sets the number of cases of each property (256 by default),
 //! `PROPTEST_SEED` the seed (a fixed one by default, so CI runs the same cases).
 
 mod common;
@@ -61,7 +61,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(256)
 }
 
 /// The same cases on every run unless `PROPTEST_SEED` asks for others (CI stays
@@ -773,4 +773,93 @@ fn relative(path: &Path) -> String {
         .unwrap_or(path)
         .display()
         .to_string()
+}
+
+/// Settings for the three policies other than the injector (whose sets
+/// `injection_never_duplicates_a_name` generates): levels, switches, versions, edges,
+/// defaults and caps, from the values each accepts.
+fn generated_settings() -> impl Strategy<Value = (Value, Value, Value)> {
+    let level = || generate::one_of(&["deny", "warn", "off"]);
+    let lifecycle = (
+        any::<bool>(),
+        generate::one_of(&["1.29", "v1.33.2", "1.34", "v1.35.0-eks-1", "1.36"]),
+        level(),
+        level(),
+        level(),
+    )
+        .prop_map(|(convert, version, legacy, placement, probe)| {
+            json!({"convert": convert, "kubernetesVersion": version,
+                   "rules": {"legacy-sidecar": legacy, "field-placement": placement, "startup-probe": probe}})
+        });
+    let ordering = (
+        generate::one_of(&["mutate", "validate"]),
+        any::<bool>(),
+        proptest::collection::vec(
+            (
+                generate::one_of(&["istio-proxy", "vault-agent", "fluent-bit", "app", "migrate"]),
+                generate::one_of(&["Init", "Sidecar", "Standard"]),
+            ),
+            0..3,
+        ),
+    )
+        .prop_map(|(mode, probe, edges)| {
+            let edges: Vec<Value> = edges
+                .iter()
+                .map(|(name, t)| json!({"before": {"name": name}, "after": {"type": t}}))
+                .collect();
+            json!({"mode": mode, "requireStartupProbe": probe, "edges": edges})
+        });
+    let resources = (
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::option::of(generate::one_of(&["0", "100m", "1", "4"])),
+        proptest::option::of(1..100u32),
+        level(),
+    )
+        .prop_map(|(preserve, fill, limits, cap, share, qos)| {
+            let mut s = json!({"preserveQos": preserve, "fillSidecarRequests": fill,
+                "requireSidecarLimits": limits, "rules": {"qos": qos},
+                "defaults": [{"image": "*/proxyv2", "requests": {"cpu": "100m", "memory": "128Mi"}},
+                             {"name": "vault-agent", "requests": {"cpu": "50m"}, "limits": {"cpu": "200m", "memory": "64Mi"}}]});
+            if let Some(cap) = cap {
+                s["preserveQosMaxIncrease"] = json!({"cpu": cap});
+            }
+            if let Some(share) = share {
+                s["maxSidecarShare"] = json!(share);
+            }
+            s
+        });
+    (lifecycle, ordering, resources)
+}
+
+/// Property 1 and 2 with generated settings: whatever a platform engineer sets, no trap,
+/// and a mutation keeps the API server's container rules and is idempotent.
+#[test]
+fn generated_settings_keep_the_api_rules() {
+    let mut runner = runner(cases());
+    let result = runner.run(
+        &(generated_settings(), generate::pod_with(12, 4)),
+        |((lifecycle, ordering, resources), pod)| {
+            let object = pod.object();
+            prop_assume!(api_rules(&object).is_ok());
+            let settings = |p: &str| match p {
+                "sidecar-lifecycle-policy" => Some(lifecycle.clone()),
+                "sidecar-ordering-policy" => Some(ordering.clone()),
+                "sidecar-resources-policy" => Some(resources.clone()),
+                _ => None,
+            };
+            let mut h = Harness::new(FRESH_EVERY, settings)
+                .map_err(|e| TestCaseError::fail(format!("settings refused: {e}")))?;
+            each_policy_keeps_the_rules(&mut h, &object, pod.namespace())
+        },
+    );
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, ((l, o, r), pod))) => panic!(
+            "{reason}\nlifecycle {l}\nordering {o}\nresources {r}\nobject {}",
+            pod.object()
+        ),
+        Err(e) => panic!("{e}"),
+    }
 }

@@ -169,6 +169,28 @@ impl Accounting {
 pub struct SidecarGaps {
     pub missing: Vec<(usize, Field, String)>,
     pub fill: Vec<ResourceEdit>,
+    /// Limits a default would set below what the sidecar requests: not filled, since the
+    /// API server refuses requests above limits.
+    pub below_request: Vec<LimitBelowRequest>,
+}
+
+/// A default limit below the sidecar's own request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitBelowRequest {
+    pub container: String,
+    pub resource: String,
+    pub request: Quantity,
+    pub default_limit: Quantity,
+}
+
+impl fmt::Display for LimitBelowRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sidecar {:?} requests {} {}, more than the default limit {}; set its limits.{}, or raise the default",
+            self.container, self.request, self.resource, self.default_limit, self.resource
+        )
+    }
 }
 
 pub fn sidecar_gaps(
@@ -179,6 +201,7 @@ pub fn sidecar_gaps(
 ) -> SidecarGaps {
     let mut missing = Vec::new();
     let mut fill = Vec::new();
+    let mut below_request = Vec::new();
     for (i, c) in model.containers.iter().enumerate() {
         if c.lifecycle != LifecycleType::Sidecar {
             continue;
@@ -209,7 +232,16 @@ pub fn sidecar_gaps(
                 && fill.iter().any(|e: &ResourceEdit| {
                     e.container == i && e.field == Field::Limits && e.resource == resource
                 });
+            let request = own.requests.get(resource);
             match source.and_then(|s| s.get(resource)) {
+                Some(v) if field == Field::Limits && request.is_some_and(|r| r > v) => {
+                    below_request.push(LimitBelowRequest {
+                        container: c.name.clone(),
+                        resource: resource.into(),
+                        request: request.copied().unwrap_or_default(),
+                        default_limit: *v,
+                    });
+                }
                 Some(v) => fill.push(ResourceEdit {
                     container: i,
                     field,
@@ -223,7 +255,11 @@ pub fn sidecar_gaps(
     }
     // Limits first, so a request filled next to a limit never exceeds it.
     fill.sort_by_key(|e| (e.container, std::cmp::Reverse(e.field)));
-    SidecarGaps { missing, fill }
+    SidecarGaps {
+        missing,
+        fill,
+        below_request,
+    }
 }
 
 /// The app containers alone would have `app_class`; the whole pod has `pod_class`

@@ -75,6 +75,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
             ));
         }
         edits.extend(gaps.fill);
+        for conflict in &gaps.below_request {
+            v.file(Rule::SidecarRequests, conflict.to_string());
+        }
         for (i, field, resource) in gaps.missing {
             v.file(
                 Rule::SidecarRequests,
