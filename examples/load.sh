@@ -3,7 +3,9 @@
 # loopback for a bounded time per policy and concurrency, the null policy first as the
 # floor. Prints requests/s, p50 and p99 per row; fails when any request errs or gets a
 # non-2xx answer.
+# Then a soak over every policy at once, slow clients, and SIGTERM under load.
 #   LOAD_DURATION (default 5s)  LOAD_CONCURRENCY (default "1 4 16 64")  LOAD_POD
+#   SOAK_DURATION (default 60s)  SOAK_CONNECTIONS (default 200)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sidecarctl=target/debug/sidecarctl
@@ -62,6 +64,78 @@ for policy in null clusterwide-sidecar-injector clusterwide-sidecar-lifecycle \
     if [ "$errors" -ne 0 ] || [ "$requests" -eq 0 ]; then failed=1; fi
   done
 done
-kill -TERM "$server"; wait "$server" || true; server=
+
+# The soak: SOAK_CONNECTIONS across every policy at once for SOAK_DURATION, after a warm-up,
+# while slow clients drip their headers a byte a second (they must hold no worker: wrk
+# must see no error); the server's resident memory at the end within 10% of after warm-up.
+soak_duration=${SOAK_DURATION:-60s}
+soak_connections=${SOAK_CONNECTIONS:-200}
+cat > "$tmp/mixed.lua" <<'LUA'
+local paths = {"/validate/null", "/validate/clusterwide-sidecar-injector",
+  "/validate/clusterwide-sidecar-lifecycle", "/validate/clusterwide-sidecar-ordering",
+  "/validate/clusterwide-sidecar-resources"}
+local f = assert(io.open(os.getenv("REVIEW")))
+local body = f:read("*a")
+f:close()
+request = function()
+  return wrk.format("POST", paths[math.random(#paths)], {["Content-Type"] = "application/json"}, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.stderr:write(string.format("RESULT %d %d %d %.0f %.0f %d\n", summary.requests,
+    e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), summary.duration))
+end
+LUA
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$server/status"; }
+soak_row() {  # label duration
+  REVIEW="$tmp/review.json" wrk -t 2 -c "$soak_connections" -d "$2" --timeout 10s -s "$tmp/mixed.lua" \
+    "$url" > "$tmp/wrk.out" 2> "$tmp/wrk.err" || true
+  read -r _ requests socket status p50 p99 micros < <(grep '^RESULT' "$tmp/wrk.err" || echo "RESULT 0 1 0 0 0 1")
+  errors=$((socket + status))
+  awk -v p="$1" -v c="$soak_connections" -v n="$requests" -v us="$micros" -v a="$p50" -v b="$p99" -v e="$errors" \
+    'BEGIN { printf "%-30s %5d %10.0f %9.2f %9.2f %7d\n", p, c, n / (us / 1e6), a / 1000, b / 1000, e }'
+  if [ "$errors" -ne 0 ] || [ "$requests" -eq 0 ]; then failed=1; fi
+}
+host=${url#*://}; host=${host%:*}; port=${url##*:}
+python3 - "$host" "$port" "$soak_duration" > "$tmp/slow.out" 2>&1 <<'PY' &
+import socket, sys, time
+host, port, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+end = time.time() + float(duration.rstrip("s")) + 10
+head = b"POST /validate/null HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 200
+conns, cut = {}, 0
+while time.time() < end:
+    for i in range(8):
+        if i not in conns:
+            conns[i] = [socket.create_connection((host, port)), 0]
+    for i, c in list(conns.items()):
+        try:
+            c[0].send(head[c[1]:c[1] + 1]); c[1] += 1
+        except OSError:
+            c[0].close(); del conns[i]; cut += 1
+    time.sleep(1)
+print(f"slow clients cut off: {cut}")
+PY
+slow=$!
+echo "soak: $soak_connections connections over every policy, 8 clients dripping their headers a byte a second"
+soak_row "warm-up (10s)" 10s
+warm=$(rss)
+soak_row "soak ($soak_duration)" "$soak_duration"
+end=$(rss)
+wait "$slow" || true
+cat "$tmp/slow.out"
+echo "resident memory: $warm KiB after warm-up, $end KiB after the soak"
+if [ "$end" -gt $(( warm * 11 / 10 )) ]; then echo "resident memory grew more than 10%" >&2; failed=1; fi
+
+# SIGTERM under load: what is in flight is answered, the server exits 0.
+REVIEW="$tmp/review.json" wrk -t 2 -c 64 -d 6s --timeout 10s -s "$tmp/mixed.lua" "$url" \
+  > "$tmp/wrk.out" 2> "$tmp/wrk.err" &
+load=$!
+sleep 2
+kill -TERM "$server"; status=0; wait "$server" || status=$?; server=
+wait "$load" || true
+read -r _ requests socket non2xx _ < <(grep '^RESULT' "$tmp/wrk.err" || echo "RESULT 0 0 0")
+echo "SIGTERM under load: exit $status, $requests answered, $non2xx non-2xx, $socket refused or closed after the drain"
+if [ "$status" -ne 0 ] || [ "$non2xx" -ne 0 ]; then failed=1; fi
 if [ "$failed" -ne 0 ]; then echo "errors under load" >&2; exit 1; fi
 echo "0 errors"
