@@ -320,7 +320,7 @@ fn trap_cause(reason: &str) -> String {
         return reason.to_string();
     };
     let frames: Vec<&str> = trace
-        .split(|c: char| c == '\n')
+        .split('\n')
         .flat_map(|l| l.split("  "))
         .filter_map(|f| f.trim().split_once(" - ").map(|(_, at)| at.trim()))
         .collect();
