@@ -34,12 +34,22 @@ for _ in $(seq 100); do grep -q '^listening on' "$tmp/out" && break; sleep 0.1; 
 url=$(sed -n 's/^listening on //p' "$tmp/out")
 [ -n "$url" ] || { cat "$tmp/err" >&2; exit 1; }
 
+# One script for every row: the review posted to one policy, or (PATHS) to a policy
+# picked at random for each request.
 cat > "$tmp/post.lua" <<'LUA'
+local f = assert(io.open(os.getenv("REVIEW")))
+local body = f:read("*a")
+f:close()
+local paths = {}
+for p in string.gmatch(os.getenv("PATHS") or "", "%S+") do paths[#paths + 1] = p end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open(os.getenv("REVIEW")))
-wrk.body = f:read("*a")
-f:close()
+wrk.body = body
+if #paths > 0 then
+  request = function()
+    return wrk.format("POST", paths[math.random(#paths)])
+  end
+end
 function done(summary, latency, requests)
   local e = summary.errors
   io.stderr:write(string.format("RESULT %d %d %d %.0f %.0f %d\n", summary.requests,
@@ -48,20 +58,25 @@ function done(summary, latency, requests)
 end
 LUA
 
+policies="null clusterwide-sidecar-injector clusterwide-sidecar-lifecycle clusterwide-sidecar-ordering clusterwide-sidecar-resources"
+failed=0
+# row LABEL CONNECTIONS DURATION PATH [PATHS]: one wrk run, one printed row; any error fails.
+row() {
+  local threads=$(( $2 < 2 ? $2 : 2 ))
+  REVIEW="$tmp/review.json" PATHS="${5:-}" wrk -t "$threads" -c "$2" -d "$3" --timeout 10s \
+    -s "$tmp/post.lua" "$url$4" > "$tmp/wrk.out" 2> "$tmp/wrk.err" || true
+  read -r _ requests socket status p50 p99 micros < <(grep '^RESULT' "$tmp/wrk.err" || echo "RESULT 0 1 0 0 0 1")
+  errors=$((socket + status))
+  awk -v p="$1" -v c="$2" -v n="$requests" -v us="$micros" -v a="$p50" -v b="$p99" -v e="$errors" \
+    'BEGIN { printf "%-30s %5d %10.0f %9.2f %9.2f %7d\n", p, c, n / (us / 1e6), a / 1000, b / 1000, e }'
+  if [ "$errors" -ne 0 ] || [ "$requests" -eq 0 ]; then failed=1; fi
+}
+
 echo "sidecarctl serve load check: $(basename "$pod"), $duration per row, $(nproc) cores, HTTPS on loopback"
 printf '%-30s %5s %10s %9s %9s %7s\n' policy conns 'req/s' 'p50 ms' 'p99 ms' errors
-failed=0
-for policy in null clusterwide-sidecar-injector clusterwide-sidecar-lifecycle \
-  clusterwide-sidecar-ordering clusterwide-sidecar-resources; do
+for policy in $policies; do
   for c in $concurrencies; do
-    threads=$(( c < 2 ? c : 2 ))
-    REVIEW="$tmp/review.json" wrk -t "$threads" -c "$c" -d "$duration" -s "$tmp/post.lua" \
-      "$url/validate/$policy" > "$tmp/wrk.out" 2> "$tmp/wrk.err" || true
-    read -r _ requests socket status p50 p99 micros < <(grep '^RESULT' "$tmp/wrk.err" || echo "RESULT 0 1 0 0 0 1")
-    errors=$((socket + status))
-    awk -v p="$policy" -v c="$c" -v n="$requests" -v us="$micros" -v a="$p50" -v b="$p99" -v e="$errors" \
-      'BEGIN { printf "%-30s %5d %10.0f %9.2f %9.2f %7d\n", p, c, n / (us / 1e6), a / 1000, b / 1000, e }'
-    if [ "$errors" -ne 0 ] || [ "$requests" -eq 0 ]; then failed=1; fi
+    row "$policy" "$c" "$duration" "/validate/$policy"
   done
 done
 
@@ -70,33 +85,8 @@ done
 # must see no error); the server's resident memory at the end within 10% of after warm-up.
 soak_duration=${SOAK_DURATION:-60s}
 soak_connections=${SOAK_CONNECTIONS:-200}
-cat > "$tmp/mixed.lua" <<'LUA'
-local paths = {"/validate/null", "/validate/clusterwide-sidecar-injector",
-  "/validate/clusterwide-sidecar-lifecycle", "/validate/clusterwide-sidecar-ordering",
-  "/validate/clusterwide-sidecar-resources"}
-local f = assert(io.open(os.getenv("REVIEW")))
-local body = f:read("*a")
-f:close()
-request = function()
-  return wrk.format("POST", paths[math.random(#paths)], {["Content-Type"] = "application/json"}, body)
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.stderr:write(string.format("RESULT %d %d %d %.0f %.0f %d\n", summary.requests,
-    e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99), summary.duration))
-end
-LUA
+every=$(for p in $policies; do printf '/validate/%s ' "$p"; done)
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$server/status"; }
-soak_row() {  # label duration
-  REVIEW="$tmp/review.json" wrk -t 2 -c "$soak_connections" -d "$2" --timeout 10s -s "$tmp/mixed.lua" \
-    "$url" > "$tmp/wrk.out" 2> "$tmp/wrk.err" || true
-  read -r _ requests socket status p50 p99 micros < <(grep '^RESULT' "$tmp/wrk.err" || echo "RESULT 0 1 0 0 0 1")
-  errors=$((socket + status))
-  awk -v p="$1" -v c="$soak_connections" -v n="$requests" -v us="$micros" -v a="$p50" -v b="$p99" -v e="$errors" \
-    'BEGIN { printf "%-30s %5d %10.0f %9.2f %9.2f %7d\n", p, c, n / (us / 1e6), a / 1000, b / 1000, e }'
-  if [ "$errors" -ne 0 ] || [ "$requests" -eq 0 ]; then failed=1; fi
-}
 host=${url#*://}; host=${host%:*}; port=${url##*:}
 python3 - "$host" "$port" "$soak_duration" > "$tmp/slow.out" 2>&1 <<'PY' &
 import socket, sys, time
@@ -118,9 +108,9 @@ print(f"slow clients cut off: {cut}")
 PY
 slow=$!
 echo "soak: $soak_connections connections over every policy, 8 clients dripping their headers a byte a second"
-soak_row "warm-up (10s)" 10s
+row "warm-up (10s)" "$soak_connections" 10s "" "$every"
 warm=$(rss)
-soak_row "soak ($soak_duration)" "$soak_duration"
+row "soak ($soak_duration)" "$soak_connections" "$soak_duration" "" "$every"
 end=$(rss)
 wait "$slow" || true
 cat "$tmp/slow.out"
@@ -128,8 +118,8 @@ echo "resident memory: $warm KiB after warm-up, $end KiB after the soak"
 if [ "$end" -gt $(( warm * 11 / 10 )) ]; then echo "resident memory grew more than 10%" >&2; failed=1; fi
 
 # SIGTERM under load: what is in flight is answered, the server exits 0.
-REVIEW="$tmp/review.json" wrk -t 2 -c 64 -d 6s --timeout 10s -s "$tmp/mixed.lua" "$url" \
-  > "$tmp/wrk.out" 2> "$tmp/wrk.err" &
+REVIEW="$tmp/review.json" PATHS="$every" wrk -t 2 -c 64 -d 6s --timeout 10s -s "$tmp/post.lua" \
+  "$url" > "$tmp/wrk.out" 2> "$tmp/wrk.err" &
 load=$!
 sleep 2
 kill -TERM "$server"; status=0; wait "$server" || status=$?; server=

@@ -1,8 +1,8 @@
 //! Property tests: generated pods and workloads through the compiled `.wasm` of every
 //! policy, in wasmtime in-process (a reused instance, and a fresh one every so often),
 //! with the example settings and with generated ones. A failure shrinks to a minimal
-//! object, which is written to `tests/fixtures/properties/` and replayed by
-//! `kept_failures_hold` from then on.
+//! object, which is written to `tests/fixtures/properties/` (with the settings it failed
+//! with) and replayed by `kept_failures_hold` from then on.
 //!
 //! `PROPTEST_CASES` sets the number of cases of each property (256 by default),
 //! `PROPTEST_SEED` the seed (a fixed one by default, so CI runs the same cases).
@@ -101,25 +101,29 @@ fn check<S: Strategy<Value = GenPod>>(
     match result {
         Ok(()) => {}
         Err(TestError::Fail(reason, pod)) => {
-            let object = pod.object();
-            let dir = kept_dir();
-            std::fs::create_dir_all(&dir).unwrap();
-            let text = serde_json::to_string_pretty(&json!({
-                "property": name, "namespace": pod.namespace(), "object": object
-            }))
-            .unwrap();
-            let digest = text
-                .bytes()
-                .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-            let path = dir.join(format!("{name}-{digest:016x}.json"));
-            std::fs::write(&path, text).unwrap();
-            panic!(
-                "{name}: {reason}\nminimal object kept in {}",
-                path.display()
-            );
+            let path = keep(name, &pod, None);
+            panic!("{name}: {reason}\nminimal object kept in {path}");
         }
         Err(e) => panic!("{name}: {e}"),
     }
+}
+
+/// Keeps a shrunk failure as a fixture `kept_failures_hold` replays: the object, its
+/// namespace, and the settings per policy it failed with (the examples' otherwise).
+fn keep(name: &str, pod: &GenPod, settings: Option<Value>) -> String {
+    let dir = kept_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut kept = json!({"property": name, "namespace": pod.namespace(), "object": pod.object()});
+    if let Some(settings) = settings {
+        kept["settings"] = settings;
+    }
+    let text = serde_json::to_string_pretty(&kept).unwrap();
+    let digest = text
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let path = dir.join(format!("{name}-{digest:016x}.json"));
+    std::fs::write(&path, text).unwrap();
+    relative(&path)
 }
 
 /// Property 1, and the rules of property 2 for each policy on its own: no trap, no
@@ -463,7 +467,9 @@ fn injection_never_duplicates_a_name() {
             );
         }
         Err(TestError::Fail(reason, (settings, pod))) => {
-            panic!("{reason}\nsettings {settings}\nobject {}", pod.object())
+            let kept = json!({"sidecar-injector-policy": settings});
+            let path = keep("injection", &pod, Some(kept));
+            panic!("{reason}\nminimal object and settings kept in {path}")
         }
         Err(e) => panic!("{e}"),
     }
@@ -754,7 +760,6 @@ fn kept_failures_hold() {
         eprintln!("no kept failures in {}", dir.display());
         return;
     };
-    let mut h = Harness::examples(FRESH_EVERY);
     let mut files: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
     files.sort();
     for file in files
@@ -763,6 +768,9 @@ fn kept_failures_hold() {
     {
         let kept: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
         let ns = kept["namespace"].as_str().unwrap_or("default");
+        let settings = |policy: &str| kept.get("settings").and_then(|s| s.get(policy)).cloned();
+        let mut h = Harness::new(FRESH_EVERY, settings)
+            .unwrap_or_else(|e| panic!("{}: {e}", relative(file)));
         each_policy_keeps_the_rules(&mut h, &kept["object"], ns)
             .unwrap_or_else(|e| panic!("{}: {e}", relative(file)));
     }
@@ -856,10 +864,12 @@ fn generated_settings_keep_the_api_rules() {
     );
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(reason, ((l, o, r), pod))) => panic!(
-            "{reason}\nlifecycle {l}\nordering {o}\nresources {r}\nobject {}",
-            pod.object()
-        ),
+        Err(TestError::Fail(reason, ((l, o, r), pod))) => {
+            let kept = json!({"sidecar-lifecycle-policy": l, "sidecar-ordering-policy": o,
+                              "sidecar-resources-policy": r});
+            let path = keep("generated-settings", &pod, Some(kept));
+            panic!("{reason}\nminimal object and settings kept in {path}")
+        }
         Err(e) => panic!("{e}"),
     }
 }

@@ -209,22 +209,24 @@ mod tests {
         }
     }
 
+    /// Every word of up to `max` characters from `chars`.
+    fn words(max: usize, chars: &[char]) -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut last = vec![String::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|w| chars.iter().map(move |c| format!("{w}{c}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
     /// Every pattern over a small alphabet against every text, compared with wildmatch.
     #[test]
     fn agrees_with_wildmatch() {
         let alphabet = ['a', 'b', '/', '*', '?'];
-        let words = |max: usize, chars: &[char]| {
-            let mut all = vec![String::new()];
-            let mut last = vec![String::new()];
-            for _ in 0..max {
-                last = last
-                    .iter()
-                    .flat_map(|w| chars.iter().map(move |c| format!("{w}{c}")))
-                    .collect();
-                all.extend(last.iter().cloned());
-            }
-            all
-        };
         let patterns = words(4, &alphabet);
         let texts = words(5, &alphabet[..3]);
         for p in &patterns {
@@ -258,18 +260,6 @@ mod tests {
     /// a letter neither names stands for any other).
     #[test]
     fn overlap_agrees_with_a_search_for_a_common_text() {
-        let words = |max: usize, chars: &[char]| {
-            let mut all = vec![String::new()];
-            let mut last = vec![String::new()];
-            for _ in 0..max {
-                last = last
-                    .iter()
-                    .flat_map(|w| chars.iter().map(move |c| format!("{w}{c}")))
-                    .collect();
-                all.extend(last.iter().cloned());
-            }
-            all
-        };
         let patterns = words(3, &['a', 'b', '*', '?']);
         let texts = words(6, &['a', 'b', 'c']);
         let matched: Vec<Vec<bool>> = patterns
