@@ -209,8 +209,23 @@ impl Answer {
 
     /// Rejected when there is any rejection (then no mutation is returned); the
     /// rejections joined into one message.
-    pub fn into_response(self) -> CallResult {
+    pub fn into_response(mut self) -> CallResult {
         let accepted = self.rejections.is_empty();
+        // Messages quote what the object holds (container names, annotations), and an
+        // object that has not met the API server's validation yet may hold a megabyte
+        // where a name should be: each text is bounded, so an answer stays about the
+        // size of its object. Kubernetes shortens long warnings itself.
+        for w in &mut self.warnings {
+            bound(w, MAX_WARNING);
+        }
+        for v in self.audit.values_mut() {
+            bound(v, MAX_MESSAGE);
+        }
+        let message = (!accepted).then(|| {
+            let mut m = self.rejections.join("; ");
+            bound(&mut m, MAX_MESSAGE);
+            m
+        });
         let mutated_object = self.mutated.as_deref().filter(|_| accepted);
         // Sized for the mutated object up front: growing by doubling would copy it again.
         let mut out = Vec::with_capacity(mutated_object.map_or(0, |m| m.get().len()) + 1024);
@@ -218,7 +233,7 @@ impl Answer {
             &mut out,
             &ValidationResponse {
                 accepted,
-                message: (!accepted).then(|| self.rejections.join("; ")),
+                message,
                 code: None,
                 mutated_object,
                 audit_annotations: (!self.audit.is_empty()).then_some(&self.audit),
@@ -227,6 +242,25 @@ impl Answer {
         )?;
         Ok(out)
     }
+}
+
+/// The longest warning, and the longest message or audit annotation, an answer carries.
+const MAX_WARNING: usize = 16 << 10;
+const MAX_MESSAGE: usize = 64 << 10;
+
+/// Cuts `text` to at most `max` bytes (on a character boundary) and says how much more
+/// there was.
+fn bound(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let more = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!("\u{2026} ({more} bytes more)"));
 }
 
 /// The deepest nesting serde_json reads (its recursion limit of 128, entered before a
@@ -428,5 +462,19 @@ mod tests {
         let response =
             serde_json::to_vec(&serde_json::json!({"mutated_object": deep(127)})).unwrap();
         assert!(serde_json::from_slice::<serde_json::Value>(&response).is_err());
+    }
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let mut short = "é".repeat(10);
+        super::bound(&mut short, 64);
+        assert_eq!(short, "é".repeat(10));
+        let mut long = "é".repeat(10);
+        super::bound(&mut long, 5);
+        assert_eq!(long, "éé\u{2026} (16 bytes more)");
+        let mut answer = Answer::reject("x".repeat(1 << 20));
+        answer.warnings.push("y".repeat(1 << 20));
+        let response = answer.into_response().unwrap();
+        assert!(response.len() < 100 << 10, "{}", response.len());
     }
 }

@@ -35,6 +35,10 @@ pub enum ImplicitEdge {
     AppBeforePostSidecar,
     /// Init containers complete before any app container starts.
     InitBeforeApp,
+    /// Whatever sits in `initContainers` starts before whatever sits in `containers`,
+    /// whatever its type says (a container typed `Init` by annotation that is still in
+    /// `containers` starts with the apps).
+    InitListBeforeContainers,
 }
 
 impl fmt::Display for EdgeOrigin {
@@ -46,6 +50,9 @@ impl fmt::Display for EdgeOrigin {
                 ImplicitEdge::SidecarBeforeApp => "sidecars start before app containers",
                 ImplicitEdge::AppBeforePostSidecar => "app containers start before post-sidecars",
                 ImplicitEdge::InitBeforeApp => "init containers complete before app containers",
+                ImplicitEdge::InitListBeforeContainers => {
+                    "initContainers start before containers, whatever their types say"
+                }
             }),
         }
     }
@@ -115,9 +122,15 @@ fn implied_groups(
     sidecars: Vec<usize>,
     apps: Vec<usize>,
     posts: Vec<usize>,
+    (init_list, containers_list): (Vec<usize>, Vec<usize>),
 ) -> Vec<Implied> {
     let app_and_post: Vec<usize> = apps.iter().chain(&posts).copied().collect();
     vec![
+        Implied {
+            from: init_list,
+            to: containers_list,
+            reason: ImplicitEdge::InitListBeforeContainers,
+        },
         Implied {
             from: sidecars,
             to: app_and_post.clone(),
@@ -203,12 +216,31 @@ impl StartGraph {
             of(LifecycleType::Standard),
             of(LifecycleType::PostSidecar),
         );
+        // Where the containers sit: a legacy sidecar still in `containers` is left out,
+        // since converting it (as the policies do) puts it among the init containers.
+        let placed = |list: ContainerList| -> Vec<usize> {
+            model
+                .containers
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    c.list == list
+                        && !(list == ContainerList::Containers
+                            && c.lifecycle == LifecycleType::Sidecar)
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let lists = (
+            placed(ContainerList::InitContainers),
+            placed(ContainerList::Containers),
+        );
         let nodes = model.containers.len();
         StartGraph {
             nodes,
             declared: edges,
             spec_prev: spec_chains(nodes, &inits, &apps),
-            implied: implied_groups(inits, sidecars, apps, posts),
+            implied: implied_groups(inits, sidecars, apps, posts, lists),
         }
     }
 
@@ -726,7 +758,14 @@ mod tests {
             let of = |t: usize| -> Vec<usize> { (0..nodes).filter(|&i| types[i] == t).collect() };
             let (inits, sidecars, apps, posts) = (of(0), of(1), of(2), of(3));
             let spec_prev = spec_chains(nodes, &inits, &apps);
-            let implied = implied_groups(inits, sidecars, apps, posts);
+            // Where each sits: mostly as its type says, now and then misplaced.
+            let init_list: Vec<usize> = (0..nodes)
+                .filter(|&i| (types[i] < 2) != (next(8) == 0))
+                .collect();
+            let containers_list: Vec<usize> =
+                (0..nodes).filter(|i| !init_list.contains(i)).collect();
+            let implied =
+                implied_groups(inits, sidecars, apps, posts, (init_list, containers_list));
             let mut declared: Vec<Edge> = Vec::new();
             for _ in 0..next(nodes + 4) {
                 let (from, to) = (next(nodes), next(nodes));
