@@ -354,6 +354,21 @@ impl fmt::Display for RequestIncrease {
     }
 }
 
+/// The increases above their resource's cap in `caps` (resources without one are free),
+/// each with its cap.
+pub fn increases_over_cap<'i>(
+    increases: &'i [RequestIncrease],
+    caps: &BTreeMap<String, Quantity>,
+) -> Vec<(&'i RequestIncrease, Quantity)> {
+    increases
+        .iter()
+        .filter_map(|inc| {
+            let cap = caps.get(&inc.resource)?;
+            (inc.increase() > *cap).then_some((inc, *cap))
+        })
+        .collect()
+}
+
 /// The resources whose effective requests grow from `before` to `after`.
 pub fn request_increases(before: &PodResources, after: &PodResources) -> Vec<RequestIncrease> {
     after

@@ -126,19 +126,19 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
             let increases = fixed
                 .as_ref()
                 .map(|f| budget::request_increases(accounting.pod(), f.pod()));
+            let caps = &settings.preserve_qos_max_increase;
             let over_cap: Vec<String> = increases
-                .iter()
-                .flatten()
-                .filter_map(|inc| {
-                    let cap = settings.preserve_qos_max_increase.get(&inc.resource)?;
-                    (inc.increase() > *cap).then(|| {
-                        format!(
-                            "{} more {} ({inc}), more than preserveQosMaxIncrease.{} {cap}",
-                            inc.increase(),
-                            inc.resource,
-                            inc.resource
-                        )
-                    })
+                .as_deref()
+                .map(|i| budget::increases_over_cap(i, caps))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(inc, cap)| {
+                    format!(
+                        "{} more {} ({inc}), more than preserveQosMaxIncrease.{} {cap}",
+                        inc.increase(),
+                        inc.resource,
+                        inc.resource
+                    )
                 })
                 .collect();
             if !over_cap.is_empty() {
