@@ -16,7 +16,6 @@ use crate::resources::{
     self, Accounted, Breakdown, CPU, ContainerResources, MEMORY, PerResource, PodResources,
     QosClass,
 };
-use crate::selector::ContainerSelector;
 
 /// Requests and limits to fill in for containers matching `name`/`image`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -33,19 +32,11 @@ pub struct ResourceDefault {
 }
 
 impl ResourceDefault {
-    fn selector(&self) -> ContainerSelector {
-        ContainerSelector {
-            name: self.name.clone(),
-            image: self.image.clone(),
-            lifecycle: None,
-        }
-    }
-
     pub fn validate(&self) -> Result<(), String> {
         if self.name.is_none() && self.image.is_none() {
             return Err("a default needs a name or an image pattern".into());
         }
-        self.selector().validate()?;
+        crate::glob::validate_patterns(self.name.as_deref(), self.image.as_deref())?;
         if self.requests.is_empty() && self.limits.is_empty() {
             return Err("a default needs requests or limits".into());
         }

@@ -6,6 +6,44 @@
 //! or twice. Compiling them cost more than classifying the pod; this matcher allocates
 //! nothing. Same semantics as wildmatch (a differential test keeps it so).
 
+/// `registry:5000/org/app:1.2@sha256:…` → `registry:5000/org/app`.
+pub fn image_repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    // A tag follows the last ':' only when no '/' comes after it (a registry port does).
+    match without_digest.rfind(':') {
+        Some(i) if !without_digest[i..].contains('/') => &without_digest[..i],
+        _ => without_digest,
+    }
+}
+
+/// The checks every name and image pattern in settings passes (known sidecars, selectors,
+/// resource defaults): something to match, no white space, and for an image no tag or
+/// digest, since image patterns match the repository only.
+pub fn validate_patterns(name: Option<&str>, image: Option<&str>) -> Result<(), String> {
+    if let Some(name) = name {
+        validate_pattern("name", name)?;
+    }
+    if let Some(image) = image {
+        validate_pattern("image", image)?;
+        if image_repository(image) != image {
+            return Err(format!(
+                "image pattern {image:?} names a tag or digest; image patterns match the repository only (e.g. \"*/proxyv2\")"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_pattern(field: &str, pattern: &str) -> Result<(), String> {
+    if pattern.trim().is_empty() {
+        return Err(format!("{field} pattern is empty"));
+    }
+    if pattern.chars().any(char::is_whitespace) {
+        return Err(format!("{field} pattern {pattern:?} contains white space"));
+    }
+    Ok(())
+}
+
 pub fn matches(pattern: &str, text: &str) -> bool {
     Glob::new(pattern).matches(text)
 }
@@ -183,6 +221,20 @@ fn char_len(lead: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_repository_drops_tag_and_digest_but_keeps_ports() {
+        assert_eq!(image_repository("nginx"), "nginx");
+        assert_eq!(image_repository("nginx:1.27"), "nginx");
+        assert_eq!(
+            image_repository("registry:5000/org/app:1.2@sha256:abc"),
+            "registry:5000/org/app"
+        );
+        assert_eq!(
+            image_repository("registry:5000/org/app"),
+            "registry:5000/org/app"
+        );
+    }
 
     #[test]
     fn globs() {

@@ -1,6 +1,6 @@
 //! Lifecycle types, and how a container gets one (DESIGN.md, "The sidecar vocabulary").
 
-use crate::glob::Glob;
+use crate::glob::{self, Glob, image_repository};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -150,12 +150,7 @@ impl KnownSidecar {
         if self.name.is_none() && self.image.is_none() {
             return Err("a known sidecar needs a name or an image pattern".into());
         }
-        crate::selector::ContainerSelector {
-            name: self.name.clone(),
-            image: self.image.clone(),
-            lifecycle: None,
-        }
-        .validate()
+        glob::validate_patterns(self.name.as_deref(), self.image.as_deref())
     }
 
     /// How the rule reads in messages: `image */istio/proxyv2`.
@@ -173,15 +168,6 @@ impl KnownSidecar {
     }
 }
 
-/// `registry:5000/org/app:1.2@sha256:…` → `registry:5000/org/app`.
-pub fn image_repository(image: &str) -> &str {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    // A tag follows the last ':' only when no '/' comes after it (a registry port does).
-    match without_digest.rfind(':') {
-        Some(i) if !without_digest[i..].contains('/') => &without_digest[..i],
-        _ => without_digest,
-    }
-}
 
 /// The known-sidecar list policies classify with: the defaults, extended or replaced by
 /// settings.
@@ -399,20 +385,6 @@ mod tests {
         assert_eq!("Standard".parse(), Ok(LifecycleType::Standard));
         let err = "Sidekick".parse::<LifecycleType>().unwrap_err();
         assert!(err.contains("\"Sidekick\""), "{err}");
-    }
-
-    #[test]
-    fn image_repository_drops_tag_and_digest_but_keeps_ports() {
-        assert_eq!(image_repository("nginx"), "nginx");
-        assert_eq!(image_repository("nginx:1.27"), "nginx");
-        assert_eq!(
-            image_repository("registry:5000/org/app:1.2@sha256:abc"),
-            "registry:5000/org/app"
-        );
-        assert_eq!(
-            image_repository("registry:5000/org/app"),
-            "registry:5000/org/app"
-        );
     }
 
     #[test]

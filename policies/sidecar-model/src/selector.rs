@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::lifecycle::{LifecycleType, image_repository};
+use crate::glob::{self, image_repository};
+use crate::lifecycle::LifecycleType;
 use crate::pod::ContainerInfo;
 
 /// Matches containers whose name, image (repository, without tag or digest) and lifecycle
@@ -24,18 +25,7 @@ impl ContainerSelector {
         if self.name.is_none() && self.image.is_none() && self.lifecycle.is_none() {
             return Err("a selector needs a name, an image or a type".into());
         }
-        if let Some(name) = &self.name {
-            validate_pattern("name", name)?;
-        }
-        if let Some(image) = &self.image {
-            validate_pattern("image", image)?;
-            if image_repository(image) != image {
-                return Err(format!(
-                    "image pattern {image:?} names a tag or digest; image patterns match the repository only (e.g. \"*/proxyv2\")"
-                ));
-            }
-        }
-        Ok(())
+        glob::validate_patterns(self.name.as_deref(), self.image.as_deref())
     }
 
     pub fn matches(&self, c: &ContainerInfo) -> bool {
@@ -56,24 +46,14 @@ pub fn matches_fields(
     lifecycle: Option<LifecycleType>,
     c: &ContainerInfo,
 ) -> bool {
-    let name_ok = name.is_none_or(|p| crate::glob::matches(p, &c.name));
+    let name_ok = name.is_none_or(|p| glob::matches(p, &c.name));
     let image_ok = image.is_none_or(|p| {
         c.image
             .as_deref()
-            .is_some_and(|i| crate::glob::matches(p, image_repository(i)))
+            .is_some_and(|i| glob::matches(p, image_repository(i)))
     });
     let type_ok = lifecycle.is_none_or(|t| t == c.lifecycle);
     name_ok && image_ok && type_ok
-}
-
-fn validate_pattern(field: &str, pattern: &str) -> Result<(), String> {
-    if pattern.trim().is_empty() {
-        return Err(format!("{field} pattern is empty"));
-    }
-    if pattern.chars().any(char::is_whitespace) {
-        return Err(format!("{field} pattern {pattern:?} contains white space"));
-    }
-    Ok(())
 }
 
 impl fmt::Display for ContainerSelector {
