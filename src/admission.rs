@@ -314,7 +314,7 @@ pub fn wrap_object(object: Value) -> Value {
     let gvr = json!({"group": group, "version": version, "resource": plural(&kind)});
     // A stable uid, so the same input gives the same answer.
     let digest = sha2::Sha256::digest(serde_json::to_vec(&object).unwrap_or_default());
-    let h = crate::runtime::hex(&digest);
+    let h = hex::encode(digest);
     let uid = format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod bench;
 pub mod evaluation;
+pub mod files;
 pub mod metadata;
 pub mod oci;
 pub mod runtime;

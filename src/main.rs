@@ -310,7 +310,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let settings = settings.load()?;
             let request = admission::to_request(read_document(&request_path)?)?;
             let runtime = Runtime::new()?;
-            let module = runtime.load_ref(
+            let module = oci::load_policy(
+                &runtime,
                 &oci::ModuleRef::parse(&policy)?,
                 &registry.access(),
                 Duration::from_millis(timeout_ms),
@@ -490,7 +491,8 @@ fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 .map(|b| (b, true))
                 .chain(policies.iter().map(|p| (p, false)))
             {
-                let policy = runtime.load_ref(
+                let policy = oci::load_policy(
+                    &runtime,
                     &oci::ModuleRef::parse(reference)?,
                     &access,
                     runtime::DEFAULT_TIMEOUT,

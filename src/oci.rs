@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::metadata::{self, Metadata};
+use crate::runtime::{Policy, Runtime};
+use std::time::Duration;
 
 pub const WASM_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm";
 pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v1+json";
@@ -174,10 +176,7 @@ pub fn pull(image: &str, access: &Access) -> anyhow::Result<Vec<u8>> {
     let [layer] = data.layers.as_slice() else {
         bail!("{image}: expected one wasm layer");
     };
-    let digest = format!(
-        "sha256:{}",
-        crate::runtime::hex(&Sha256::digest(&layer.data))
-    );
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&layer.data)));
     if digest != descriptor.digest {
         bail!(
             "{image}: the layer's bytes have digest {digest}, the manifest says {}",
@@ -185,6 +184,27 @@ pub fn pull(image: &str, access: &Access) -> anyhow::Result<Vec<u8>> {
         );
     }
     Ok(layer.data.to_vec())
+}
+
+/// Loads a policy from a path, `file://` or `registry://` reference.
+pub fn load_policy(
+    runtime: &Runtime,
+    module: &ModuleRef,
+    access: &Access,
+    timeout: Duration,
+) -> anyhow::Result<Policy> {
+    let (name, bytes) = read_module(runtime, module, access)?;
+    Ok(runtime.load_bytes(&name, &bytes, timeout)?)
+}
+
+/// A module's name and bytes, pulled ones kept in `runtime`'s cache.
+pub fn read_module(
+    runtime: &Runtime,
+    module: &ModuleRef,
+    access: &Access,
+) -> anyhow::Result<(String, Vec<u8>)> {
+    let pulled = runtime.cache_dir().map(|d| d.join("pulled"));
+    fetch(module, access, pulled.as_deref())
 }
 
 /// The bytes of a module reference: read from disk, or pulled. A pulled module is kept
@@ -205,14 +225,14 @@ pub fn fetch(
         ModuleRef::Registry(image) => {
             let name = format!("registry://{image}");
             let kept = cache.map(|dir| {
-                let key = crate::runtime::hex(&Sha256::digest(image.as_bytes()));
+                let key = hex::encode(Sha256::digest(image.as_bytes()));
                 dir.join(format!("{key}.wasm"))
             });
             match pull(image, access) {
                 Ok(bytes) => {
                     if let Some(file) = &kept {
                         // A cache that cannot be written only costs the offline copy.
-                        let _ = crate::runtime::write_atomically(file, &bytes);
+                        let _ = crate::files::write_atomically(file, &bytes);
                     }
                     Ok((name, bytes))
                 }

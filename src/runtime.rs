@@ -92,25 +92,9 @@ impl Runtime {
         self
     }
 
-    /// Loads a policy from a path, `file://` or `registry://` reference.
-    pub fn load_ref(
-        &self,
-        module: &crate::oci::ModuleRef,
-        access: &crate::oci::Access,
-        timeout: Duration,
-    ) -> anyhow::Result<Policy> {
-        let (name, bytes) = self.fetch(module, access)?;
-        Ok(self.load_bytes(&name, &bytes, timeout)?)
-    }
-
-    /// A module's name and bytes, pulled ones kept in the cache.
-    pub fn fetch(
-        &self,
-        module: &crate::oci::ModuleRef,
-        access: &crate::oci::Access,
-    ) -> anyhow::Result<(String, Vec<u8>)> {
-        let pulled = self.cache_dir.as_ref().map(|d| d.join("pulled"));
-        crate::oci::fetch(module, access, pulled.as_deref())
+    /// Where compiled modules (and pulled ones, under `pulled/`) are kept, if anywhere.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache_dir.as_deref()
     }
 
     pub fn load_bytes(
@@ -125,7 +109,7 @@ impl Runtime {
                 reason: "it does not start with the wasm magic number".into(),
             });
         }
-        let digest = hex(&Sha256::digest(bytes));
+        let digest = hex::encode(Sha256::digest(bytes));
         let module = self.compile(name, bytes, &digest)?;
         for export in ["__guest_call", "wapc_init"] {
             if module.get_export(export).is_none() {
@@ -190,7 +174,7 @@ impl Runtime {
         })?;
         if let (Some(file), Ok(serialized)) = (cached, module.serialize()) {
             // A cache that cannot be written only costs time.
-            let _ = write_atomically(&file, &serialized);
+            let _ = crate::files::write_atomically(&file, &serialized);
         }
         Ok(module)
     }
@@ -202,15 +186,6 @@ impl Runtime {
             .hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
-}
-
-pub(crate) fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, file)
 }
 
 /// `$SIDECARCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/sidecarctl`, else `~/.cache/sidecarctl`.
@@ -236,10 +211,6 @@ fn start_ticker(engine: &Engine) {
             }
         });
     });
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A compiled, pre-instantiated policy module.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::admission::{self, AdmissionResponse, Constraints};
 use crate::evaluation::Evaluator;
-use crate::oci::Access;
+use crate::oci::{self, Access};
 use crate::runtime::Runtime;
 
 pub struct Options {
@@ -76,7 +76,8 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
     for entry in entries {
         let timeout = entry.timeout.unwrap_or(options.default_timeout);
         let context = || format!("policy {:?}", entry.id);
-        let (name, bytes) = runtime.fetch(&entry.module, access).with_context(context)?;
+        let (name, bytes) =
+            oci::read_module(&runtime, &entry.module, access).with_context(context)?;
         check_metadata(&name, &bytes).with_context(context)?;
         let policy = runtime
             .load_bytes(&name, &bytes, timeout)
