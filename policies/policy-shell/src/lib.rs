@@ -11,6 +11,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sidecar_model::error::json_message;
+use sidecar_model::{PodModel, WorkloadKind};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -117,6 +118,13 @@ impl<'a> AdmissionRequest<'a> {
 
     pub fn object_json(&self) -> &'a str {
         self.object().get()
+    }
+
+    /// An UPDATE of a Pod, not of a workload's template: its containers are a running
+    /// pod's, which the API server lets no one change but their images, so there is
+    /// nothing to fix or order, only to report.
+    pub fn updates_running_pod(&self, model: &PodModel) -> bool {
+        self.operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod
     }
 }
 

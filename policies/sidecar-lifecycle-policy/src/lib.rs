@@ -6,17 +6,16 @@ mod settings;
 
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
+use sidecar_model::PodModel;
 use sidecar_model::checks::{self, CheckOptions, Rule};
 use sidecar_model::doc::Node;
 use sidecar_model::surgery::{self, NormaliseError};
-use sidecar_model::{PodModel, WorkloadKind};
 
 use settings::{Level, Settings};
 
 policy_shell::export_policy!(Settings, evaluate);
 
 fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
-    let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
     let options = CheckOptions {
         kubernetes_version: settings.version()?,
@@ -26,8 +25,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     else {
         return Ok(Answer::accept());
     };
-    // A running pod's containers cannot be changed: its updates are not ours to judge.
-    if operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod {
+    if request.updates_running_pod(&model) {
         return Ok(Answer::accept());
     }
     let levels = &settings.rules;

@@ -4,6 +4,7 @@ use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::keys;
 use crate::lifecycle::{ContainerList, LifecycleType};
 use crate::pod::PodModel;
 
@@ -500,14 +501,33 @@ impl StartGraph {
 /// The order containers start in today, as Kubernetes runs the spec: init containers
 /// and sidecars in list order, then app containers in list order.
 pub fn spec_order(model: &PodModel) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..model.containers.len())
-        .filter(|&i| model.containers[i].list == ContainerList::InitContainers)
-        .collect();
-    order.extend(
-        (0..model.containers.len())
-            .filter(|&i| model.containers[i].list == ContainerList::Containers),
-    );
-    order
+    by_list(model, &(0..model.containers.len()).collect::<Vec<_>>())
+}
+
+/// `order` list by list: init containers and sidecars, then app containers, each in
+/// `order`'s order. It is the order Kubernetes starts a spec rewritten to `order`, since
+/// a rewrite keeps every container in its list.
+pub fn by_list(model: &PodModel, order: &[usize]) -> Vec<usize> {
+    let in_list = |list| {
+        order
+            .iter()
+            .copied()
+            .filter(move |&i| model.containers[i].list == list)
+    };
+    in_list(ContainerList::InitContainers)
+        .chain(in_list(ContainerList::Containers))
+        .collect()
+}
+
+/// The audit annotations recording the start order and the stop order of `start`.
+pub fn order_annotations(model: &PodModel, start: &[usize]) -> [(&'static str, String); 2] {
+    [
+        (keys::START_ORDER, names(model, start).join(",")),
+        (
+            keys::STOP_ORDER,
+            names(model, &stop_order(model, start)).join(","),
+        ),
+    ]
 }
 
 /// The stop order for a start order: app containers (Standard and PostSidecar) together

@@ -7,24 +7,20 @@ mod settings;
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
 use sidecar_model::doc::Node;
-use sidecar_model::{
-    ContainerList, OrderFinding, PodModel, WorkloadKind, graph, keys, ordering, surgery,
-};
+use sidecar_model::{OrderFinding, PodModel, graph, ordering, surgery};
 
 use settings::{Mode, Settings};
 
 policy_shell::export_policy!(Settings, evaluate);
 
 fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
-    let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
     let Some(mut model) =
         PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
         return Ok(Answer::accept());
     };
-    // A running pod's containers cannot be changed: nothing to order on its updates.
-    if operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod {
+    if request.updates_running_pod(&model) {
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();
@@ -62,9 +58,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
     let start = plan.start.as_ref().ok_or("the start graph has no order")?;
 
-    // The orders Kubernetes will follow for the spec that is admitted. A rewrite keeps each
-    // container in its list, so the admitted order is the plan's, list by list, in the
-    // model's indices: no re-read of the rewritten object is needed.
+    // The orders Kubernetes will follow for the spec that is admitted.
     let mut admitted = graph::spec_order(&model);
     if settings.mode == Mode::Mutate && *start != admitted {
         let target = mutated.get_or_insert_with(|| request.object().into());
@@ -72,25 +66,11 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         answer
             .warnings
             .extend(moves.iter().map(ToString::to_string));
-        let containers = &model.containers;
-        admitted = [ContainerList::InitContainers, ContainerList::Containers]
-            .into_iter()
-            .flat_map(|list| {
-                start
-                    .iter()
-                    .copied()
-                    .filter(move |&i| containers[i].list == list)
-            })
-            .collect();
+        admitted = graph::by_list(&model, start);
     }
-    answer.audit.insert(
-        keys::START_ORDER.into(),
-        graph::names(&model, &admitted).join(","),
-    );
-    answer.audit.insert(
-        keys::STOP_ORDER.into(),
-        graph::names(&model, &graph::stop_order(&model, &admitted)).join(","),
-    );
+    answer
+        .audit
+        .extend(graph::order_annotations(&model, &admitted).map(|(k, v)| (k.to_string(), v)));
     if let Some(doc) = &mutated {
         answer.set_mutated(doc)?;
     }
