@@ -9,11 +9,9 @@ use policy_shell::Answer;
 use sidecar_model::doc::Node;
 use sidecar_model::inject::{self, SetOutcome};
 use sidecar_model::surgery::NormaliseError;
-use sidecar_model::{PodModel, WorkloadKind, surgery};
+use sidecar_model::{PodModel, WorkloadKind, keys, surgery};
 
 use settings::Settings;
-
-pub const INJECTED: &str = "sidecars.dev/injected";
 
 policy_shell::export_policy!(Settings, evaluate);
 
@@ -133,7 +131,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
             answer.warnings.push(line);
         }
     }
-    answer.audit.insert(INJECTED.into(), injected.join(","));
+    answer
+        .audit
+        .insert(keys::INJECTED.into(), injected.join(","));
     answer.set_mutated(&mutated)?;
     Ok(answer)
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::error::ModelError;
+use crate::keys;
 use crate::lifecycle::{KnownSidecars, LifecycleType};
 use crate::pod::{ContainerInfo, PodModel};
 use crate::quantity::Quantity;
@@ -166,7 +167,8 @@ pub struct SidecarGaps {
 }
 
 /// A default limit below the sidecar's own request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LimitBelowRequest {
     pub container: String,
     pub resource: String,
@@ -513,12 +515,31 @@ pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
     out
 }
 
-/// The sidecars' share of the effective requests, per resource, where it is above `max`
-/// percent: (resource, sidecar sum, effective, percent).
-pub fn sidecar_share_over(
-    acc: &Accounting,
-    max: &BTreeMap<String, u32>,
-) -> Vec<(String, Quantity, Quantity, f64)> {
+/// The sidecars request more than `max` percent of the pod's effective requests of
+/// `resource`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareOver {
+    pub resource: String,
+    pub sidecars: Quantity,
+    pub effective: Quantity,
+    pub percent: f64,
+    pub max: u32,
+}
+
+impl fmt::Display for ShareOver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sidecars request {} of the pod's {} {} ({:.2}%), more than maxSidecarShare {}%",
+            self.sidecars, self.effective, self.resource, self.percent, self.max
+        )
+    }
+}
+
+/// The sidecars' share of the effective requests, per resource, where it is above its
+/// maximum in `max` (by resource, `*` for every resource).
+pub fn sidecar_share_over(acc: &Accounting, max: &BTreeMap<String, u32>) -> Vec<ShareOver> {
     let mut out = Vec::new();
     for (resource, b) in &acc.pod().requests {
         let Some(limit) = max.get(resource).or_else(|| max.get("*")) else {
@@ -528,30 +549,102 @@ pub fn sidecar_share_over(
         if b.effective.is_positive()
             && b.sidecar_sum.nanos() * 100 > b.effective.nanos() * i128::from(*limit)
         {
-            let pct = b.sidecar_sum.percent_of(&b.effective).unwrap_or_default();
-            out.push((resource.clone(), b.sidecar_sum, b.effective, pct));
+            out.push(ShareOver {
+                resource: resource.clone(),
+                sidecars: b.sidecar_sum,
+                effective: b.effective,
+                percent: b.sidecar_sum.percent_of(&b.effective).unwrap_or_default(),
+                max: *limit,
+            });
         }
     }
     out
 }
 
-/// Effective figures above a maximum: (resource, effective or `None` when unbounded, max).
+/// The pod reserves more of `resource` than a maximum allows: `effective` is `None` when
+/// the limit is unbounded, because `unbounded_on` set none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverMax {
+    pub field: Field,
+    pub resource: String,
+    pub effective: Option<Quantity>,
+    pub unbounded_on: Vec<String>,
+    pub max: Quantity,
+}
+
+impl fmt::Display for OverMax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let setting = match self.field {
+            Field::Requests => "maxEffectiveRequests",
+            Field::Limits => "maxEffectiveLimits",
+        };
+        let (field, resource, max) = (self.field.as_str(), &self.resource, self.max);
+        match self.effective {
+            Some(e) => write!(
+                f,
+                "the pod's effective {resource} {field} are {e}, more than {setting}.{resource} {max}"
+            ),
+            None => write!(
+                f,
+                "the pod's {resource} limit is unbounded (no limit on {}), but {setting}.{resource} is {max}",
+                self.unbounded_on.join(", ")
+            ),
+        }
+    }
+}
+
+/// The pod's effective requests and limits above the maxima (an unbounded limit is above
+/// any maximum).
 pub fn over_max(
-    effective: &PerResource<Breakdown>,
-    unbounded: &[String],
-    max: &BTreeMap<String, Quantity>,
-) -> Vec<(String, Option<Quantity>, Quantity)> {
+    pod: &PodResources,
+    max_requests: &BTreeMap<String, Quantity>,
+    max_limits: &BTreeMap<String, Quantity>,
+) -> Vec<OverMax> {
     let mut out = Vec::new();
-    for (resource, cap) in max {
-        if unbounded.contains(resource) {
-            out.push((resource.clone(), None, *cap));
-        } else if let Some(b) = effective.get(resource)
-            && b.effective > *cap
-        {
-            out.push((resource.clone(), Some(b.effective), *cap));
+    for (field, figures, max) in [
+        (Field::Requests, &pod.requests, max_requests),
+        (Field::Limits, &pod.limits, max_limits),
+    ] {
+        for (resource, cap) in max {
+            let unbounded = (field == Field::Limits)
+                .then(|| {
+                    pod.unbounded_limits
+                        .iter()
+                        .find(|u| &u.resource == resource)
+                })
+                .flatten();
+            let over = |effective, unbounded_on| OverMax {
+                field,
+                resource: resource.clone(),
+                effective,
+                unbounded_on,
+                max: *cap,
+            };
+            if let Some(u) = unbounded {
+                out.push(over(None, u.containers.clone()));
+            } else if let Some(b) = figures.get(resource)
+                && b.effective > *cap
+            {
+                out.push(over(Some(b.effective), Vec::new()));
+            }
         }
     }
     out
+}
+
+impl PodResources {
+    /// The audit annotations that record what the pod reserves and its QoS class.
+    pub fn audit_annotations(&self) -> [(&'static str, String); 3] {
+        [
+            (keys::EFFECTIVE_REQUESTS, summary(&self.requests, &[])),
+            (
+                keys::EFFECTIVE_LIMITS,
+                summary(&self.limits, &self.unbounded_limits),
+            ),
+            (keys::QOS_CLASS, self.qos_class.as_str().to_string()),
+        ]
+    }
 }
 
 /// `cpu=4100m,memory=9Gi`, for audit annotations; resources in `unbounded` read
@@ -707,22 +800,32 @@ mod tests {
         let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "500m", "memory": "128Mi"}}));
         let acc = Accounting::of(&m).unwrap();
         let over = sidecar_share_over(&acc, &BTreeMap::from([("*".to_string(), 30)]));
-        assert_eq!(over, [("cpu".to_string(), q("500m"), q("1500m"), 33.33)]);
-        let unbounded: Vec<String> = acc
-            .pod()
-            .unbounded_limits
-            .iter()
-            .map(|u| u.resource.clone())
-            .collect();
+        assert_eq!(
+            over,
+            [ShareOver {
+                resource: "cpu".into(),
+                sidecars: q("500m"),
+                effective: q("1500m"),
+                percent: 33.33,
+                max: 30
+            }]
+        );
         let max = BTreeMap::from([
             ("cpu".to_string(), q("1")),
             ("memory".to_string(), q("4Gi")),
         ]);
+        let over: Vec<String> = over_max(acc.pod(), &max, &max)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
-            over_max(&acc.pod().requests, &[], &max),
-            [("cpu".to_string(), Some(q("1500m")), q("1"))]
+            over,
+            [
+                "the pod's effective cpu requests are 1500m, more than maxEffectiveRequests.cpu 1",
+                "the pod's cpu limit is unbounded (no limit on istio-proxy), but maxEffectiveLimits.cpu is 1",
+                "the pod's memory limit is unbounded (no limit on istio-proxy), but maxEffectiveLimits.memory is 4Gi",
+            ]
         );
-        assert_eq!(over_max(&acc.pod().limits, &unbounded, &max).len(), 2);
     }
 
     #[test]

@@ -28,3 +28,11 @@ pub const INJECT: &str = "inject.sidecars.dev";
 pub const INJECT_PREFIX: &str = "inject.sidecars.dev/";
 /// `injected.sidecars.dev/<set>: <revision>`: the set and revision a pod was injected with.
 pub const INJECTED_PREFIX: &str = "injected.sidecars.dev/";
+/// Audit annotation: the sets and revisions injected into this pod, `set@revision,…`.
+pub const INJECTED: &str = "sidecars.dev/injected";
+/// Audit annotation: the pod's effective requests, `cpu=4100m,memory=9Gi`.
+pub const EFFECTIVE_REQUESTS: &str = "sidecars.dev/effective-requests";
+/// Audit annotation: the pod's effective limits; `unbounded` where a container sets none.
+pub const EFFECTIVE_LIMITS: &str = "sidecars.dev/effective-limits";
+/// Audit annotation: the pod's QoS class as Kubernetes will compute it.
+pub const QOS_CLASS: &str = "sidecars.dev/qos-class";

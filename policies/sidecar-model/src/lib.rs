@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod ordering;
 pub mod pod;
 pub mod quantity;
+pub mod resource_rules;
 pub mod resources;
 pub mod selector;
 pub mod spec;

@@ -168,7 +168,6 @@ impl KnownSidecar {
     }
 }
 
-
 /// The known-sidecar list policies classify with: the defaults, extended or replaced by
 /// settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]

@@ -66,8 +66,9 @@ impl std::fmt::Display for Change {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormaliseError {
     #[error(
-        "every container of the pod ({}) is a sidecar: converting them would leave no app container; mark the application container lifecycle.sidecars.dev/<name>: Standard",
-        .0.join(", ")
+        "every container of the pod ({}) is a sidecar: converting them would leave no app container; mark the application container {}<name>: Standard",
+        .0.join(", "),
+        crate::keys::LIFECYCLE_PREFIX
     )]
     NoAppContainerLeft(Vec<String>),
     #[error(transparent)]

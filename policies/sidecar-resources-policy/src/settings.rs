@@ -2,30 +2,9 @@ use kubewarden_policy_sdk::settings::Validatable;
 pub use policy_shell::Level;
 use serde::{Deserialize, Serialize};
 use sidecar_model::budget::ResourceDefault;
+use sidecar_model::resource_rules::Rule;
 use sidecar_model::{KnownSidecarSettings, Quantity};
 use std::collections::BTreeMap;
-
-/// The rules by their stable names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rule {
-    SidecarRequests,
-    Qos,
-    PodLevel,
-    SidecarShare,
-    PodMax,
-}
-
-impl Rule {
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::SidecarRequests => "sidecar-requests",
-            Rule::Qos => "qos",
-            Rule::PodLevel => "pod-level",
-            Rule::SidecarShare => "sidecar-share",
-            Rule::PodMax => "pod-max",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
