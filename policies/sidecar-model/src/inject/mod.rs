@@ -1,0 +1,19 @@
+//! SidecarSet-style injection: sets of sidecars declared once and injected into every
+//! matching pod at creation, in the place and order the sidecar vocabulary gives them.
+
+mod canary;
+mod edit;
+mod labels;
+mod overlap;
+mod set;
+mod survey;
+
+pub use canary::bucket;
+pub use edit::{inject, inject_surveyed};
+pub use labels::selector_matches;
+pub use overlap::validate_sets;
+pub use set::{Canary, SetContainer, SidecarSet, TransferEnv};
+pub use survey::{SetOutcome, survey};
+
+#[cfg(test)]
+mod tests;
