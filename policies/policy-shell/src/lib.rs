@@ -110,6 +110,12 @@ pub struct AdmissionRequest<'a> {
 }
 
 impl<'a> AdmissionRequest<'a> {
+    /// An AdmissionRequest from its JSON text (the `request` of a review), as `validate`
+    /// reads it: for running a policy's `evaluate` natively, in its unit tests.
+    pub fn from_json(text: &'a str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|e| json_message(&e))
+    }
+
     /// The object as the JSON text it came as (`null` when the request has none, as for
     /// a DELETE). A mutating policy edits this text where it changes (`sidecar_model::doc`).
     pub fn object(&self) -> &'a RawValue {
@@ -126,6 +132,20 @@ impl<'a> AdmissionRequest<'a> {
     pub fn updates_running_pod(&self, model: &PodModel) -> bool {
         self.operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod
     }
+}
+
+/// A policy's `evaluate` run natively on settings and an AdmissionRequest given as JSON
+/// text, each read as `validate_settings` and `validate` read them, and answered as
+/// `validate` answers (an error is a rejection): a policy's logic tested without building
+/// its `.wasm`. `Err` only for settings or a request that do not read.
+pub fn evaluate_natively<S: DeserializeOwned + Validatable>(
+    evaluate: impl Fn(&S, &AdmissionRequest) -> Result<Answer, String>,
+    settings: &str,
+    request: &str,
+) -> Result<Answer, String> {
+    let settings: S = read_settings(settings)?;
+    let request = AdmissionRequest::from_json(request)?;
+    Ok(evaluate(&settings, &request).unwrap_or_else(Answer::reject))
 }
 
 /// `validate`: parses the payload once, hands the request with the settings to
@@ -204,6 +224,13 @@ impl Answer {
         }
         self.mutated = Some(text);
         Ok(())
+    }
+
+    /// The mutated object as a tree, for tests and reports.
+    pub fn mutated_object(&self) -> Option<serde_json::Value> {
+        self.mutated
+            .as_ref()
+            .and_then(|m| serde_json::from_str(m.get()).ok())
     }
 
     /// Files `message` as `level` says: a rejection, a warning, or nothing.

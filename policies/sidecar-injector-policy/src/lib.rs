@@ -15,28 +15,6 @@ use settings::Settings;
 
 policy_shell::export_policy!(Settings, evaluate);
 
-fn outdated_message(
-    set: &str,
-    recorded: &str,
-    current: &str,
-    images: &[(String, String, String)],
-) -> String {
-    let changes: Vec<String> = images
-        .iter()
-        .map(|(c, old, new)| {
-            if old == new {
-                format!("{c} runs {old}")
-            } else {
-                format!("{c} runs {old}, the set now injects {new}")
-            }
-        })
-        .collect();
-    format!(
-        "outdated sidecar: set {set:?} is at revision {current}, this pod was injected with revision {recorded} ({}); recreate the pod to get the current sidecars",
-        changes.join("; ")
-    )
-}
-
 fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
     let operation = request.operation.as_ref();
     let known = settings.known_sidecars.resolve();
@@ -59,14 +37,8 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let mut answer = Answer::accept();
     let outcomes = inject::survey(&model, &settings.sidecar_sets, namespace);
     for outcome in &outcomes {
-        if let SetOutcome::Outdated {
-            set,
-            recorded,
-            current,
-            images,
-        } = outcome
-        {
-            let message = outdated_message(set, recorded, current, images);
+        if let SetOutcome::Outdated { .. } = outcome {
+            let message = outcome.to_string();
             // On UPDATE a warning; anything else (a CREATE, Kubewarden's audit scan of a
             // running pod) is a failed check, so it lands in the policy report.
             if operation == "UPDATE" {
@@ -113,22 +85,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     .map_err(|e| e.to_string())?;
     let mut injected = Vec::new();
     for outcome in &outcomes {
-        if let SetOutcome::Injected {
-            set,
-            revision,
-            containers,
-            canary,
-        } = outcome
-        {
+        if let SetOutcome::Injected { set, revision, .. } = outcome {
             injected.push(format!("{set}@{revision}"));
-            let mut line = format!(
-                "injected sidecar set {set:?} (revision {revision}): {}",
-                containers.join(", ")
-            );
-            if !canary.is_empty() {
-                line.push_str(&format!("; canary image for {}", canary.join(", ")));
-            }
-            answer.warnings.push(line);
+            answer.warnings.push(outcome.to_string());
         }
     }
     answer
@@ -136,4 +95,66 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         .insert(keys::INJECTED.into(), injected.join(","));
     answer.set_mutated(&mutated)?;
     Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::{Value, json};
+
+    fn settings() -> String {
+        json!({"sidecarSets": [{"name": "logs", "selector": {"matchLabels": {"logs": "ship"}},
+            "namespaces": ["shop"],
+            "containers": [{"name": "fluent-bit", "image": "cr.fluentbit.io/fluent/fluent-bit:3.1.9",
+                            "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}}}]}]})
+        .to_string()
+    }
+
+    fn run(operation: &str, namespace: &str, object: Value) -> Answer {
+        let request =
+            json!({"uid": "1", "operation": operation, "namespace": namespace, "object": object});
+        policy_shell::evaluate_natively(evaluate, &settings(), &request.to_string()).unwrap()
+    }
+
+    fn pod(labels: Value) -> Value {
+        json!({"kind": "Pod", "metadata": {"name": "web", "labels": labels},
+               "spec": {"containers": [{"name": "app", "image": "shop:1"}]}})
+    }
+
+    #[test]
+    fn a_selected_pod_gets_the_set_as_native_sidecars() {
+        let answer = run("CREATE", "shop", pod(json!({"logs": "ship"})));
+        assert!(answer.rejections.is_empty(), "{answer:?}");
+        let object = answer.mutated_object().unwrap();
+        assert_eq!(object["spec"]["initContainers"][0]["name"], "fluent-bit");
+        assert_eq!(
+            object["spec"]["initContainers"][0]["restartPolicy"],
+            "Always"
+        );
+        let revision = answer.audit[sidecar_model::keys::INJECTED]
+            .strip_prefix("logs@")
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            answer.warnings,
+            [format!(
+                "injected sidecar set \"logs\" (revision {revision}): fluent-bit"
+            )]
+        );
+        // Its own output is left alone: the set is present.
+        let again = run("CREATE", "shop", object);
+        assert!(again.mutated.is_none() && again.warnings.is_empty());
+    }
+
+    #[rstest]
+    #[case::other_namespace("CREATE", "pay", pod(json!({"logs": "ship"})))]
+    #[case::not_selected("CREATE", "shop", pod(json!({"logs": "keep"})))]
+    #[case::update("UPDATE", "shop", pod(json!({"logs": "ship"})))]
+    #[case::workload_template("CREATE", "shop", json!({"kind": "Deployment", "spec": {"template": {
+        "metadata": {"labels": {"logs": "ship"}}, "spec": {"containers": [{"name": "app"}]}}}}))]
+    fn left_alone(#[case] operation: &str, #[case] namespace: &str, #[case] object: Value) {
+        let answer = run(operation, namespace, object);
+        assert!(answer.mutated.is_none() && answer.rejections.is_empty());
+    }
 }

@@ -82,3 +82,74 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::{Value, json};
+
+    fn run(settings: Value, operation: &str, object: Value) -> Answer {
+        let request = json!({"uid": "1", "operation": operation, "object": object});
+        policy_shell::evaluate_natively(evaluate, &settings.to_string(), &request.to_string())
+            .unwrap()
+    }
+
+    fn job_with_legacy_proxy() -> Value {
+        json!({"kind": "Job", "metadata": {"name": "pi"}, "spec": {"template": {"spec": {
+        "restartPolicy": "Never",
+        "containers": [
+            {"name": "pi", "image": "perl:5.34"},
+            {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1"}
+        ]}}}})
+    }
+
+    #[rstest]
+    #[case::converted(json!({"convert": true}), true, false)]
+    #[case::reported(json!({"convert": false}), false, true)]
+    #[case::warned_only(json!({"convert": false, "rules": {"legacy-sidecar": "warn"}}), false, false)]
+    fn a_legacy_proxy_in_a_job(
+        #[case] settings: Value,
+        #[case] mutates: bool,
+        #[case] rejects: bool,
+    ) {
+        let answer = run(settings, "CREATE", job_with_legacy_proxy());
+        assert_eq!(answer.mutated.is_some(), mutates);
+        assert_eq!(!answer.rejections.is_empty(), rejects, "{answer:?}");
+        let said: Vec<&String> = answer.rejections.iter().chain(&answer.warnings).collect();
+        assert!(said[0].starts_with("legacy-sidecar: "), "{said:?}");
+        // The proxy has no startupProbe: a warning of its own rule, converted or not.
+        assert!(said[1].starts_with("startup-probe: "), "{said:?}");
+        if let Some(object) = answer.mutated_object() {
+            let spec = &object["spec"]["template"]["spec"];
+            assert_eq!(spec["initContainers"][0]["name"], "istio-proxy");
+            assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
+            assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
+        } else {
+            assert!(said[0].contains("the Job would never complete"), "{said:?}");
+        }
+    }
+
+    #[rstest]
+    #[case::running_pod_update("UPDATE", json!({"kind": "Pod", "spec": {"containers": [
+        {"name": "app"}, {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1"}]}}))]
+    #[case::no_pod_inside("CREATE", json!({"kind": "ConfigMap", "data": {"a": "b"}}))]
+    fn accepted_untouched(#[case] operation: &str, #[case] object: Value) {
+        let answer = run(json!({}), operation, object);
+        assert!(answer.rejections.is_empty() && answer.warnings.is_empty());
+        assert!(answer.mutated.is_none());
+    }
+
+    #[test]
+    fn a_malformed_pod_is_rejected_naming_the_field() {
+        let answer = run(
+            json!({}),
+            "CREATE",
+            json!({"kind": "Pod", "spec": {"containers": "app"}}),
+        );
+        assert!(
+            answer.rejections[0].contains("spec.containers"),
+            "{answer:?}"
+        );
+    }
+}

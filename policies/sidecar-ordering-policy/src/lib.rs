@@ -76,3 +76,76 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::{Value, json};
+
+    fn run(settings: Value, annotations: Value) -> Answer {
+        let object = json!({"kind": "Pod", "metadata": {"name": "shop", "annotations": annotations},
+            "spec": {"initContainers": [
+                {"name": "vault-agent", "image": "hashicorp/vault:1.17", "restartPolicy": "Always"},
+                {"name": "envoy", "image": "envoyproxy/envoy:v1.31", "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "shop:1"}]}});
+        let request = json!({"uid": "1", "operation": "CREATE", "object": object});
+        policy_shell::evaluate_natively(evaluate, &settings.to_string(), &request.to_string())
+            .unwrap()
+    }
+
+    /// `vault-agent` must start after `envoy`, which the spec starts second.
+    #[rstest]
+    #[case::reordered(json!({"mode": "mutate"}), true, false, "envoy,vault-agent,app")]
+    #[case::refused(json!({"mode": "validate"}), false, true, "")]
+    fn a_declared_edge_against_the_spec(
+        #[case] settings: Value,
+        #[case] mutates: bool,
+        #[case] rejects: bool,
+        #[case] start_order: &str,
+    ) {
+        let answer = run(settings, json!({"after.sidecars.dev/vault-agent": "envoy"}));
+        assert_eq!(answer.mutated.is_some(), mutates, "{answer:?}");
+        assert_eq!(!answer.rejections.is_empty(), rejects, "{answer:?}");
+        if mutates {
+            let object = answer.mutated_object().unwrap();
+            assert_eq!(object["spec"]["initContainers"][0]["name"], "envoy");
+            assert_eq!(answer.audit[sidecar_model::keys::START_ORDER], start_order);
+            assert_eq!(
+                answer.audit[sidecar_model::keys::STOP_ORDER],
+                "app,vault-agent,envoy"
+            );
+        } else {
+            assert!(
+                answer.rejections[0].contains("\"vault-agent\""),
+                "{answer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cycle_is_refused_and_nothing_is_moved() {
+        let answer = run(
+            json!({"mode": "mutate"}),
+            json!({"after.sidecars.dev/vault-agent": "envoy", "after.sidecars.dev/envoy": "vault-agent"}),
+        );
+        assert!(answer.mutated.is_none());
+        assert!(
+            answer.rejections[0].starts_with("the start dependencies form a cycle"),
+            "{answer:?}"
+        );
+    }
+
+    #[test]
+    fn an_ordered_pod_is_answered_without_a_patch() {
+        let answer = run(
+            json!({"mode": "mutate"}),
+            json!({"after.sidecars.dev/envoy": "vault-agent"}),
+        );
+        assert!(answer.mutated.is_none() && answer.rejections.is_empty());
+        assert_eq!(
+            answer.audit[sidecar_model::keys::START_ORDER],
+            "vault-agent,envoy,app"
+        );
+    }
+}

@@ -68,3 +68,106 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
     Ok(answer)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::{Value, json};
+
+    fn run(settings: Value, operation: &str) -> Answer {
+        run_with(
+            settings,
+            operation,
+            json!({"requests": {"cpu": "100m", "memory": "128Mi"}}),
+        )
+    }
+
+    fn run_with(settings: Value, operation: &str, proxy: Value) -> Answer {
+        let object = json!({"kind": "Pod", "metadata": {"name": "shop"}, "spec": {
+            "initContainers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1",
+                "restartPolicy": "Always",
+                "resources": proxy}],
+            "containers": [{"name": "app", "image": "shop:1", "resources": {
+                "requests": {"cpu": "1", "memory": "1Gi"},
+                "limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        let request = json!({"uid": "1", "operation": operation, "object": object});
+        policy_shell::evaluate_natively(evaluate, &settings.to_string(), &request.to_string())
+            .unwrap()
+    }
+
+    /// A Guaranteed app and a proxy without limits: kept Guaranteed, or told why not.
+    #[rstest]
+    #[case::kept_guaranteed(json!({}), "CREATE", true, None, "Guaranteed")]
+    #[case::running_pod_reported(json!({}), "UPDATE", false,
+        Some(r#"qos: the app containers alone are Guaranteed, but "istio-proxy" make the pod Burstable; set their cpu and memory requests equal to their limits, or enable preserveQos"#),
+        "Burstable")]
+    #[case::not_preserved(json!({"preserveQos": false}), "CREATE", false,
+        Some(r#"qos: the app containers alone are Guaranteed, but "istio-proxy" make the pod Burstable; set their cpu and memory requests equal to their limits, or enable preserveQos"#),
+        "Burstable")]
+    #[case::rule_off(json!({"rules": {"qos": "off"}}), "CREATE", false, None, "Burstable")]
+    fn a_proxy_without_limits(
+        #[case] settings: Value,
+        #[case] operation: &str,
+        #[case] mutates: bool,
+        #[case] rejection: Option<&str>,
+        #[case] class: &str,
+    ) {
+        let answer = run(settings, operation);
+        assert_eq!(answer.mutated.is_some(), mutates, "{answer:?}");
+        match rejection {
+            Some(r) => assert!(answer.rejections[0].starts_with(r), "{answer:?}"),
+            None => assert!(answer.rejections.is_empty(), "{answer:?}"),
+        }
+        assert_eq!(answer.audit[sidecar_model::keys::QOS_CLASS], class);
+        if let Some(object) = answer.mutated_object() {
+            let proxy = &object["spec"]["initContainers"][0]["resources"];
+            assert_eq!(proxy["limits"], json!({"cpu": "100m", "memory": "128Mi"}));
+            assert!(
+                answer.warnings.iter().all(|w| w.starts_with("qos: ")),
+                "{answer:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_fix_that_reserves_more_than_the_cap_is_not_made() {
+        let proxy = json!({"requests": {"cpu": "100m", "memory": "128Mi"},
+                           "limits": {"cpu": "2", "memory": "128Mi"}});
+        let answer = run_with(
+            json!({"preserveQosMaxIncrease": {"cpu": "1"}}),
+            "CREATE",
+            proxy.clone(),
+        );
+        assert_eq!(
+            answer.rejections,
+            [
+                "qos: the app containers alone are Guaranteed, but \"istio-proxy\" make the pod Burstable; keeping it Guaranteed would reserve 1900m more cpu (cpu 1100m \u{2192} 3), more than preserveQosMaxIncrease.cpu 1; set their requests equal to their limits, or raise the cap"
+            ]
+        );
+        let answer = run_with(json!({}), "CREATE", proxy);
+        assert!(answer.rejections.is_empty());
+        assert_eq!(
+            answer.warnings[0],
+            "qos: keeping the pod Guaranteed raises its effective requests: cpu 1100m \u{2192} 3"
+        );
+    }
+
+    #[test]
+    fn maxima_and_share_name_the_setting() {
+        let answer = run(
+            json!({"rules": {"qos": "off"}, "maxSidecarShare": 5,
+                   "maxEffectiveRequests": {"cpu": "1"}, "maxEffectiveLimits": {"memory": "2Gi"}}),
+            "CREATE",
+        );
+        assert_eq!(
+            answer.rejections,
+            [
+                "sidecar-share: sidecars request 100m of the pod's 1100m cpu (9.09%), more than maxSidecarShare 5%",
+                "sidecar-share: sidecars request 128Mi of the pod's 1152Mi memory (11.11%), more than maxSidecarShare 5%",
+                "pod-max: the pod's effective cpu requests are 1100m, more than maxEffectiveRequests.cpu 1",
+                "pod-max: the pod's memory limit is unbounded (no limit on istio-proxy), but maxEffectiveLimits.memory is 2Gi",
+            ]
+        );
+    }
+}
