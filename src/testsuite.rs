@@ -235,7 +235,7 @@ pub fn run(
                 let policy = match policies.get(&key) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = crate::oci::load_policy(&runtime, &module, access, timeout)?;
+                        let p = crate::oci::load_policy(runtime, &module, access, timeout)?;
                         policies.insert(key, p.clone());
                         p
                     }

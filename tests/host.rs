@@ -175,6 +175,10 @@ fn input_shapes_and_stdin() {
         text.contains("+  labels:\n+    sidecars.dev/test-mutator: applied"),
         "{text}"
     );
+    assert!(text.ends_with('\n'), "{text:?}");
+    // No warnings, no patch: the verdict alone, a line like any other.
+    let plain = run_policy(&null_policy(), &fixture("pod.yaml"), &["-o", "pretty"]);
+    assert_eq!(stdout(&plain), "ALLOWED\n");
 }
 
 #[test]

@@ -1,0 +1,295 @@
+//! The command line: every command's arguments, as clap reads them.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use std::path::PathBuf;
+
+use sidecarctl::{admission, bench, oci, runtime};
+
+use crate::input::read_file;
+
+#[derive(Parser)]
+#[command(
+    name = "sidecarctl",
+    version,
+    about = "Runs Kubewarden policies locally, the way policy-server does"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Evaluate one admission request with a policy and print the AdmissionResponse.
+    Run(RunArgs),
+    /// Print the AdmissionReview the API server sends for an object (a CREATE), to post to
+    /// `serve` or keep as a test input.
+    Review(ReviewArgs),
+    /// Show what the sidecar model sees in a pod or workload: types, order, resources, QoS.
+    Explain(ExplainArgs),
+    /// Run declarative test suites (*.suite.yaml).
+    Test(TestArgs),
+    /// Embed Kubewarden metadata (and the README) in a policy module, as kwctl annotate does.
+    Annotate(AnnotateArgs),
+    /// Print the Kubewarden metadata a module carries.
+    Inspect(InspectArgs),
+    /// Push a policy to an OCI registry.
+    Push(PushArgs),
+    /// Pull a policy from an OCI registry.
+    Pull(PullArgs),
+    /// Time validate and validate_settings, fresh and reused instances, against a baseline.
+    Bench(BenchArgs),
+    /// Generate deployment resources and packages from a policy's metadata.
+    #[command(subcommand)]
+    Scaffold(Scaffold),
+    /// Serve policies as an admission webhook, configured by policy-server's policies.yml.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The policy module: a path, file://PATH or registry://HOST/REPO:TAG.
+    #[arg(long, short = 'p')]
+    pub policy: String,
+    /// An AdmissionReview, AdmissionRequest or Kubernetes object (JSON or YAML); - for stdin.
+    #[arg(long, short = 'r')]
+    pub request_path: String,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[arg(long, short = 'o', value_enum, default_value_t = RunOutput::Json)]
+    pub output: RunOutput,
+    /// Evaluation deadline in milliseconds (policy-server's default is 2 s).
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ReviewArgs {
+    /// A Kubernetes object, AdmissionRequest or AdmissionReview (JSON or YAML); - for stdin.
+    pub path: String,
+}
+
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// A Kubernetes object, AdmissionRequest or AdmissionReview (JSON or YAML); - for stdin.
+    pub path: String,
+    #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
+}
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// Suite files or directories to search for *.suite.yaml.
+    #[arg(default_value = "tests/suites")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+pub struct AnnotateArgs {
+    /// metadata.yml
+    #[arg(long, short = 'm')]
+    pub metadata_path: PathBuf,
+    /// A README to embed as io.kubewarden.policy.usage.
+    #[arg(long, short = 'u')]
+    pub usage_path: Option<PathBuf>,
+    #[arg(long, short = 'o')]
+    pub output_path: PathBuf,
+    /// The module to annotate.
+    pub module: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    /// A path, file:// or registry:// reference.
+    pub module: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+pub struct PushArgs {
+    pub module: PathBuf,
+    /// registry://HOST/REPO:TAG
+    pub destination: String,
+    /// Push a module that carries no metadata.
+    #[arg(long)]
+    pub force: bool,
+    /// org.opencontainers.image.source (default: io.kubewarden.policy.source).
+    #[arg(long)]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// registry://HOST/REPO:TAG
+    pub source: String,
+    #[arg(long, short = 'o')]
+    pub output_path: PathBuf,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Policy modules (paths, file:// or registry://); repeat for several.
+    #[arg(long = "policy", short = 'p', required = true)]
+    pub policies: Vec<String>,
+    /// Requests or objects to evaluate; repeat for several.
+    #[arg(long = "request-path", short = 'r', required = true)]
+    pub requests: Vec<String>,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Settings per policy: DIR/<module name>.yaml, when present, for that policy.
+    #[arg(long)]
+    pub settings_dir: Option<PathBuf>,
+    /// A policy measured on the same requests in the same run (the null policy); every
+    /// row gets its ratio to it.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Only this mode; both when omitted.
+    #[arg(long, value_enum)]
+    pub instance: Option<bench::InstanceMode>,
+    #[arg(long, default_value_t = 200)]
+    pub samples: usize,
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
+    pub output: ExplainOutput,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// policies.yml: policy id -> module, settings, policyMode, allowedToMutate,
+    /// timeoutEvalSeconds, message.
+    #[arg(long, short = 'c')]
+    pub config: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub addr: std::net::SocketAddr,
+    /// TLS certificate (PEM). With --key; HTTPS is the default and the API server's only way.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Serve plain HTTP instead of HTTPS (a laptop, a test, a TLS-terminating proxy).
+    #[arg(long, conflicts_with_all = ["cert", "key"])]
+    pub insecure_plain_http: bool,
+    /// Evaluations at the same time (default: the number of cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Largest request body accepted, in bytes (the API server sends at most ~3 MiB).
+    #[arg(long, default_value_t = 3 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// What one instance's memory may grow to, in MiB: a policy that allocates
+    /// without end fails that request, not the node.
+    #[arg(long, default_value_t = runtime::DEFAULT_MAX_MEMORY >> 20)]
+    pub max_memory_mib: usize,
+    /// Seconds a client may take to send a request's headers, and then its body.
+    #[arg(long, default_value_t = 10)]
+    pub read_timeout: u64,
+    /// Evaluation deadline in seconds for policies without timeoutEvalSeconds.
+    #[arg(long, default_value_t = 2)]
+    pub policy_timeout: u64,
+    /// Seconds a shutdown waits for requests in flight.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Scaffold {
+    /// A policies.kubewarden.io/v1 ClusterAdmissionPolicy or AdmissionPolicy for a module.
+    Manifest {
+        #[arg(long = "type", short = 't')]
+        kind: String,
+        /// The module as the cluster fetches it (registry://…), or a path; its metadata is read.
+        module: String,
+        #[arg(long, short = 's')]
+        settings_path: Option<PathBuf>,
+        #[arg(long)]
+        name: Option<String>,
+        /// The module reference to write into the manifest, when the metadata is read from
+        /// a local copy of a published module (e.g. registry://ghcr.io/org/policy:v1).
+        #[arg(long)]
+        published_as: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// The Artifact Hub package (artifacthub-pkg.yml) of a policy.
+    Artifacthub {
+        #[arg(long, short = 'm')]
+        metadata_path: PathBuf,
+        #[arg(long, short = 'q')]
+        questions_path: Option<PathBuf>,
+        /// RFC 3339 time; now when omitted.
+        #[arg(long)]
+        created_at: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to registries (a registry on loopback); HTTPS otherwise.
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+impl RegistryArgs {
+    pub fn access(&self) -> oci::Access {
+        oci::Access {
+            plain_http: self.plain_http,
+            docker_config: None,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+#[group(multiple = false)]
+pub struct SettingsArgs {
+    /// Policy settings as a JSON or YAML file.
+    #[arg(long, short = 's')]
+    pub settings_path: Option<PathBuf>,
+    /// Policy settings as inline JSON.
+    #[arg(long)]
+    pub settings_json: Option<String>,
+}
+
+impl SettingsArgs {
+    pub fn load(&self) -> anyhow::Result<Value> {
+        let settings = if let Some(path) = &self.settings_path {
+            admission::parse_document(&read_file(path)?, &path.display().to_string())?
+        } else if let Some(json) = &self.settings_json {
+            serde_json::from_str(json).context("--settings-json: invalid JSON")?
+        } else {
+            return Ok(Value::Object(Default::default()));
+        };
+        if !settings.is_object() {
+            bail!("settings must be an object");
+        }
+        Ok(settings)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RunOutput {
+    Json,
+    Yaml,
+    Pretty,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExplainOutput {
+    Text,
+    Json,
+}
