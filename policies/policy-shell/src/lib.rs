@@ -130,7 +130,7 @@ impl<'a> AdmissionRequest<'a> {
     /// pod's, which the API server lets no one change but their images, so there is
     /// nothing to fix or order, only to report.
     pub fn updates_running_pod(&self, model: &PodModel) -> bool {
-        self.operation == "UPDATE" && model.pod.kind == WorkloadKind::Pod
+        self.operation == "UPDATE" && model.workload.kind == WorkloadKind::Pod
     }
 }
 

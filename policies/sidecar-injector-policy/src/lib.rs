@@ -25,13 +25,13 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     };
     let namespace = Some(request.namespace.as_ref())
         .filter(|n| !n.is_empty())
-        .or(model.pod.namespace.as_deref())
+        .or(model.workload.namespace.as_deref())
         .unwrap_or("default")
         .to_string();
     let namespace = namespace.as_str();
     // SidecarSets inject into pods, not into workload templates: a template injected
     // once would pin its sidecars' versions until the workload itself changes.
-    if model.pod.kind != WorkloadKind::Pod {
+    if model.workload.kind != WorkloadKind::Pod {
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();

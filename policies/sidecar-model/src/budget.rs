@@ -10,7 +10,7 @@ use std::fmt;
 
 use crate::error::ModelError;
 use crate::keys;
-use crate::lifecycle::{KnownSidecars, LifecycleType};
+use crate::lifecycle_type::{KnownSidecars, LifecycleType};
 use crate::pod::{ContainerInfo, PodModel};
 use crate::quantity::Quantity;
 use crate::resources::{
@@ -104,7 +104,7 @@ pub struct Accounting {
 
 impl Accounting {
     pub fn of(model: &PodModel) -> Result<Self, ModelError> {
-        let spec = &model.pod.spec;
+        let spec = &model.workload.spec;
         let containers = resources::accounted_containers(spec)?;
         let pod_level = resources::pod_level(spec)?;
         let overhead = ContainerResources::read(
@@ -196,7 +196,7 @@ pub fn sidecar_gaps(
     let mut fill = Vec::new();
     let mut below_request = Vec::new();
     for (i, c) in model.containers.iter().enumerate() {
-        if c.lifecycle != LifecycleType::Sidecar {
+        if c.lifecycle_type != LifecycleType::Sidecar {
             continue;
         }
         let own = &acc.containers[i].resources;
@@ -271,7 +271,7 @@ pub struct QosDowngrade {
 
 fn is_app(c: &ContainerInfo) -> bool {
     matches!(
-        c.lifecycle,
+        c.lifecycle_type,
         LifecycleType::Standard | LifecycleType::PostSidecar
     )
 }
@@ -307,7 +307,7 @@ pub fn qos_downgrade(
         .enumerate()
         .filter(|(i, c)| !is_app(c) && acc.containers[*i].resources.qos_class() != app_class)
         .map(|(i, c)| {
-            let own = c.lifecycle == LifecycleType::Init
+            let own = c.lifecycle_type == LifecycleType::Init
                 && known.find(&c.name, c.image.as_deref()).is_none();
             (i, own)
         })
@@ -678,7 +678,7 @@ pub fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::KnownSidecars;
+    use crate::lifecycle_type::KnownSidecars;
     use serde_json::{Value, json};
 
     fn model(spec: Value) -> PodModel {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::finding::Finding;
-use crate::lifecycle::{ContainerList, LifecycleType};
+use crate::lifecycle_type::{ContainerList, LifecycleType};
 use crate::pod::PodModel;
 
 /// The rules, by their stable names.
@@ -277,7 +277,7 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
 
     for (i, info) in model.containers.iter().enumerate() {
         let c = model.container(i);
-        match (info.list, info.lifecycle) {
+        match (info.list, info.lifecycle_type) {
             (ContainerList::InitContainers, LifecycleType::Init) => {
                 for field in init_only_sidecar_fields(c) {
                     push(
@@ -325,7 +325,9 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
     }
 
     for (i, info) in model.containers.iter().enumerate() {
-        if info.lifecycle == LifecycleType::Sidecar && model.container(i).startup_probe.is_none() {
+        if info.lifecycle_type == LifecycleType::Sidecar
+            && model.container(i).startup_probe.is_none()
+        {
             push(
                 Rule::StartupProbe,
                 Problem::NoStartupProbe {
@@ -424,7 +426,7 @@ fn handler_seconds(hook: &LifecycleHandler) -> i64 {
 
 fn termination_budget(model: &PodModel) -> Option<Problem> {
     let grace = model
-        .pod
+        .workload
         .spec
         .termination_grace_period_seconds
         .unwrap_or(30);
@@ -433,7 +435,7 @@ fn termination_budget(model: &PodModel) -> Option<Problem> {
         .iter()
         .enumerate()
         .filter(|(_, c)| {
-            c.list == ContainerList::Containers && c.lifecycle != LifecycleType::Sidecar
+            c.list == ContainerList::Containers && c.lifecycle_type != LifecycleType::Sidecar
         })
         .map(|(i, c)| PreStop {
             container: c.name.clone(),
@@ -448,7 +450,7 @@ fn termination_budget(model: &PodModel) -> Option<Problem> {
         .iter()
         .enumerate()
         .rev()
-        .filter(|(_, c)| c.lifecycle == LifecycleType::Sidecar)
+        .filter(|(_, c)| c.lifecycle_type == LifecycleType::Sidecar)
         .map(|(i, c)| PreStop {
             container: c.name.clone(),
             seconds: pre_stop_seconds(model.container(i)),
@@ -468,7 +470,7 @@ fn termination_budget(model: &PodModel) -> Option<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::KnownSidecars;
+    use crate::lifecycle_type::KnownSidecars;
     use serde_json::{Value, json};
 
     fn model(object: Value) -> PodModel {

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use crate::error::ModelError;
 use crate::finding::Finding;
 use crate::graph::{self, StartGraph};
-use crate::lifecycle::{ContainerList, KnownSidecars, LifecycleType};
+use crate::lifecycle_type::{ContainerList, KnownSidecars, LifecycleType};
 use crate::pod::PodModel;
 use crate::resources::{self, Breakdown, PerResource, Unbounded};
 
@@ -71,7 +71,7 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
     let Some(model) = PodModel::from_object(object, known)? else {
         return Ok(None);
     };
-    let res = resources::compute(&model.pod.spec)?;
+    let res = resources::compute(&model.workload.spec)?;
     let mut findings: Vec<Finding> = model.findings.clone();
     for c in model.legacy_sidecars() {
         findings.push(Finding::LegacySidecar {
@@ -107,8 +107,8 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
     let fmt_map =
         |m: PerResource<crate::Quantity>| m.into_iter().map(|(k, v)| (k, v.to_string())).collect();
     Ok(Some(Explanation {
-        kind: model.pod.kind.as_str().into(),
-        name: model.pod.name.clone(),
+        kind: model.workload.kind.as_str().into(),
+        name: model.workload.name.clone(),
         runs_to_completion: model.runs_to_completion(),
         containers: model
             .containers
@@ -117,7 +117,7 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
                 name: c.name.clone(),
                 list: c.list,
                 index: c.index,
-                lifecycle: c.lifecycle,
+                lifecycle: c.lifecycle_type,
                 reason: c.reason.to_string(),
             })
             .collect(),

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use std::fmt;
 
-use crate::lifecycle::LifecycleType;
+use crate::lifecycle_type::LifecycleType;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(
@@ -104,6 +104,15 @@ impl Finding {
             Finding::UnnamedContainer { .. } => None,
         }
     }
+}
+
+/// Container names as messages quote them: `"istio-init", "istio-proxy"`.
+pub(crate) fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Finding {

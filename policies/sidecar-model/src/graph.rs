@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::keys;
-use crate::lifecycle::{ContainerList, LifecycleType};
+use crate::lifecycle_type::{ContainerList, LifecycleType};
 use crate::pod::PodModel;
 
 /// Why an edge exists.
@@ -207,7 +207,7 @@ impl StartGraph {
                 .containers
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.lifecycle == t)
+                .filter(|(_, c)| c.lifecycle_type == t)
                 .map(|(i, _)| i)
                 .collect()
         };
@@ -227,7 +227,7 @@ impl StartGraph {
                 .filter(|(_, c)| {
                     c.list == list
                         && !(list == ContainerList::Containers
-                            && c.lifecycle == LifecycleType::Sidecar)
+                            && c.lifecycle_type == LifecycleType::Sidecar)
                 })
                 .map(|(i, _)| i)
                 .collect()
@@ -534,7 +534,7 @@ pub fn order_annotations(model: &PodModel, start: &[usize]) -> [(&'static str, S
 /// first, then sidecars one at a time in reverse start order. Init containers have
 /// finished before anything stops.
 pub fn stop_order(model: &PodModel, start: &[usize]) -> Vec<usize> {
-    let is = |i: &usize, t: LifecycleType| model.containers[*i].lifecycle == t;
+    let is = |i: &usize, t: LifecycleType| model.containers[*i].lifecycle_type == t;
     let mut stop: Vec<usize> = start
         .iter()
         .filter(|i| is(i, LifecycleType::Standard) || is(i, LifecycleType::PostSidecar))
@@ -555,7 +555,7 @@ pub fn names(model: &PodModel, order: &[usize]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::KnownSidecars;
+    use crate::lifecycle_type::KnownSidecars;
     use serde_json::{Value, json};
 
     fn model(annotations: Value, init: Value, containers: Value) -> PodModel {

@@ -16,7 +16,7 @@ pub mod graph;
 pub mod inject;
 pub mod keys;
 pub mod lazy;
-pub mod lifecycle;
+pub mod lifecycle_type;
 pub mod ordering;
 pub mod pod;
 pub mod quantity;
@@ -30,7 +30,7 @@ pub mod workload;
 pub use error::ModelError;
 pub use finding::Finding;
 pub use graph::{Cycle, Edge, EdgeOrigin, StartGraph};
-pub use lifecycle::{
+pub use lifecycle_type::{
     ContainerList, KnownRule, KnownSidecar, KnownSidecarSettings, KnownSidecars, LifecycleType,
     TypeReason,
 };
@@ -39,4 +39,4 @@ pub use pod::{ContainerInfo, PodModel};
 pub use quantity::{Quantity, QuantityError};
 pub use resources::{PodResources, QosClass};
 pub use selector::ContainerSelector;
-pub use workload::{PodView, WorkloadKind};
+pub use workload::{Workload, WorkloadKind};

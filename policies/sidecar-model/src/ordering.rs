@@ -3,9 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::finding::Finding;
+use crate::finding::{Finding, quoted};
 use crate::graph::{self, Edge, EdgeOrigin, StartGraph};
-use crate::lifecycle::LifecycleType;
+use crate::lifecycle_type::LifecycleType;
 use crate::pod::PodModel;
 use crate::selector::ContainerSelector;
 
@@ -173,14 +173,6 @@ impl std::fmt::Display for OrderFinding {
     }
 }
 
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The analysis of one pod.
 #[derive(Debug, Clone)]
 pub struct OrderPlan {
@@ -254,7 +246,7 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
     let graph = StartGraph::build(model, rules.iter().flat_map(|r| r.edges(model)));
     let explicit: &[Edge] = graph.declared();
     let name = |i: usize| model.containers[i].name.clone();
-    let kind = |i: usize| model.containers[i].lifecycle;
+    let kind = |i: usize| model.containers[i].lifecycle_type;
 
     for e in explicit {
         if phase(kind(e.from)) > phase(kind(e.to)) {
@@ -333,7 +325,7 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::KnownSidecars;
+    use crate::lifecycle_type::KnownSidecars;
     use serde_json::{Value, json};
 
     fn model(annotations: Value, init: Value, containers: Value) -> PodModel {

@@ -10,8 +10,8 @@ use std::ops::Bound;
 use crate::error::ModelError;
 use crate::finding::Finding;
 use crate::keys;
-use crate::lifecycle::{ContainerList, KnownSidecars, LifecycleType, TypeReason};
-use crate::workload::PodView;
+use crate::lifecycle_type::{ContainerList, KnownSidecars, LifecycleType, TypeReason};
+use crate::workload::Workload;
 
 /// One container of the pod and its lifecycle type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -22,7 +22,7 @@ pub struct ContainerInfo {
     pub list: ContainerList,
     pub index: usize,
     #[serde(rename = "type")]
-    pub lifecycle: LifecycleType,
+    pub lifecycle_type: LifecycleType,
     pub reason: TypeReason,
 }
 
@@ -34,7 +34,7 @@ impl ContainerInfo {
 
     /// The list the container's type puts it in.
     pub fn target_list(&self) -> ContainerList {
-        match self.lifecycle {
+        match self.lifecycle_type {
             LifecycleType::Init | LifecycleType::Sidecar => ContainerList::InitContainers,
             LifecycleType::PostSidecar | LifecycleType::Standard => ContainerList::Containers,
         }
@@ -57,7 +57,7 @@ pub struct DeclaredAfter {
 
 #[derive(Debug, Clone)]
 pub struct PodModel {
-    pub pod: PodView,
+    pub workload: Workload,
     /// `initContainers` in order, then `containers` in order.
     pub containers: Vec<ContainerInfo>,
     pub declared_after: Vec<DeclaredAfter>,
@@ -67,13 +67,13 @@ pub struct PodModel {
 impl PodModel {
     /// The model of `object`'s pod; `Ok(None)` for kinds that hold none.
     pub fn from_object(object: &Value, known: &KnownSidecars) -> Result<Option<Self>, ModelError> {
-        Ok(PodView::from_object(object)?.map(|pod| Self::new(pod, known)))
+        Ok(Workload::from_object(object)?.map(|pod| Self::new(pod, known)))
     }
 
     /// The model of the object whose JSON text is `text` (as an admission request carries
     /// it), read in one pass without a `Value` in between.
     pub fn from_json(text: &str, known: &KnownSidecars) -> Result<Option<Self>, ModelError> {
-        Ok(PodView::from_json(text)?.map(|pod| Self::new(pod, known)))
+        Ok(Workload::from_json(text)?.map(|pod| Self::new(pod, known)))
     }
 
     /// [`PodModel::from_json`] with the containers' resources read, for resource
@@ -88,10 +88,10 @@ impl PodModel {
     /// The model after `edit` changes the pod the way a policy changed the object: no
     /// re-read of the whole object (the edit functions in `surgery` and `inject` keep the
     /// two in step, and their tests compare them with a re-read).
-    /// Consumes the model: its view is edited in place, not copied (a 200-container pod's
+    /// Consumes the model: its workload is edited in place, not copied (a 200-container pod's
     /// copy cost the injector as much as the edit).
-    pub fn with_view(self, known: &KnownSidecars, edit: impl FnOnce(&mut PodView)) -> Self {
-        let mut pod = self.pod;
+    pub fn with_workload(self, known: &KnownSidecars, edit: impl FnOnce(&mut Workload)) -> Self {
+        let mut pod = self.workload;
         edit(&mut pod);
         Self::new(pod, known)
     }
@@ -101,7 +101,7 @@ impl PodModel {
     /// added can change how the others read: no annotation of the sidecar vocabulary on
     /// the pod or among the added, only init containers added (app containers decide
     /// whether the pod is helpers alone), and no name taken twice. Otherwise the pod is
-    /// read again ([`PodModel::with_view`]); a 200-container pod's second reading was a
+    /// read again ([`PodModel::with_workload`]); a 200-container pod's second reading was a
     /// sixth of the injector's work.
     pub fn with_added(
         mut self,
@@ -128,14 +128,14 @@ impl PodModel {
             && added
                 .iter()
                 .all(|(list, _)| *list == ContainerList::InitContainers)
-            && !self.pod.annotations.keys().any(|k| vocabulary(k))
+            && !self.workload.annotations.keys().any(|k| vocabulary(k))
             && !annotations.iter().any(|(k, _)| vocabulary(k));
         if !incremental {
-            return self.with_view(known, |view| {
+            return self.with_workload(known, |workload| {
                 for (list, container) in added {
-                    view.list_mut(list).push(container);
+                    workload.list_mut(list).push(container);
                 }
-                view.annotations.extend(annotations);
+                workload.annotations.extend(annotations);
             });
         }
         // Classified as a fresh reading would (no annotation types them here); their
@@ -147,14 +147,14 @@ impl PodModel {
             .count();
         for (at, (_, container)) in (first..).zip(added) {
             let (lifecycle, reason) = classify(
-                &self.pod,
+                &self.workload,
                 ContainerList::InitContainers,
                 &container,
                 known,
                 false,
                 &mut self.findings,
             );
-            let list = self.pod.list_mut(ContainerList::InitContainers);
+            let list = self.workload.list_mut(ContainerList::InitContainers);
             self.containers.insert(
                 at,
                 ContainerInfo {
@@ -162,17 +162,17 @@ impl PodModel {
                     image: container.image.clone(),
                     list: ContainerList::InitContainers,
                     index: list.len(),
-                    lifecycle,
+                    lifecycle_type: lifecycle,
                     reason,
                 },
             );
             list.push(container);
         }
-        self.pod.annotations.extend(annotations);
+        self.workload.annotations.extend(annotations);
         self
     }
 
-    pub fn new(pod: PodView, known: &KnownSidecars) -> Self {
+    pub fn new(pod: Workload, known: &KnownSidecars) -> Self {
         let mut findings = Vec::new();
         let mut containers = Vec::new();
         let lists = [
@@ -205,7 +205,7 @@ impl PodModel {
                     image: c.image.clone(),
                     list,
                     index,
-                    lifecycle,
+                    lifecycle_type: lifecycle,
                     reason,
                 });
             }
@@ -226,7 +226,7 @@ impl PodModel {
             {
                 if let TypeReason::KnownSidecar { rule } = &c.reason {
                     c.reason = TypeReason::KnownSidecarAlone { rule: rule.clone() };
-                    c.lifecycle = LifecycleType::Standard;
+                    c.lifecycle_type = LifecycleType::Standard;
                 }
             }
         }
@@ -240,7 +240,7 @@ impl PodModel {
 
         let declared_after = read_annotations(&pod.annotations, &by_name, &mut findings);
         PodModel {
-            pod,
+            workload: pod,
             containers,
             declared_after,
             findings,
@@ -251,10 +251,13 @@ impl PodModel {
     pub fn container(&self, i: usize) -> &Container {
         let info = &self.containers[i];
         match info.list {
-            ContainerList::InitContainers => {
-                &self.pod.spec.init_containers.as_deref().unwrap_or_default()[info.index]
-            }
-            ContainerList::Containers => &self.pod.spec.containers[info.index],
+            ContainerList::InitContainers => &self
+                .workload
+                .spec
+                .init_containers
+                .as_deref()
+                .unwrap_or_default()[info.index],
+            ContainerList::Containers => &self.workload.spec.containers[info.index],
         }
     }
 
@@ -265,19 +268,19 @@ impl PodModel {
     pub fn of_type(&self, lifecycle: LifecycleType) -> impl Iterator<Item = &ContainerInfo> {
         self.containers
             .iter()
-            .filter(move |c| c.lifecycle == lifecycle)
+            .filter(move |c| c.lifecycle_type == lifecycle)
     }
 
     /// Containers typed `Sidecar` that run as regular app containers (legacy sidecars).
     pub fn legacy_sidecars(&self) -> impl Iterator<Item = &ContainerInfo> {
         self.containers.iter().filter(|c| {
-            c.lifecycle == LifecycleType::Sidecar && c.list == ContainerList::Containers
+            c.lifecycle_type == LifecycleType::Sidecar && c.list == ContainerList::Containers
         })
     }
 
     /// `optional.sidecars.dev/<name>: "true"`.
     pub fn is_optional(&self, name: &str) -> bool {
-        self.pod
+        self.workload
             .annotations
             .get(&keys::container_key(keys::OPTIONAL_PREFIX, name))
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
@@ -288,7 +291,7 @@ impl PodModel {
     pub fn optional_sidecars_gating_readiness(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.containers.len()).filter(|&i| {
             let c = &self.containers[i];
-            c.lifecycle == LifecycleType::Sidecar
+            c.lifecycle_type == LifecycleType::Sidecar
                 && self.is_optional(&c.name)
                 && self.container(i).readiness_probe.is_some()
         })
@@ -296,7 +299,7 @@ impl PodModel {
 
     /// The run-to-completion flag of the pod (Job, CronJob, restartPolicy Never/OnFailure).
     pub fn runs_to_completion(&self) -> bool {
-        self.pod.runs_to_completion()
+        self.workload.runs_to_completion()
     }
 }
 
@@ -318,7 +321,7 @@ impl PodModel {
 }
 
 fn classify(
-    pod: &PodView,
+    pod: &Workload,
     list: ContainerList,
     c: &Container,
     known: &KnownSidecars,
@@ -498,7 +501,7 @@ mod tests {
     fn types(m: &PodModel) -> Vec<(&str, LifecycleType)> {
         m.containers
             .iter()
-            .map(|c| (c.name.as_str(), c.lifecycle))
+            .map(|c| (c.name.as_str(), c.lifecycle_type))
             .collect()
     }
 
@@ -564,7 +567,7 @@ mod tests {
                 {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24"}
             ]}}}}),
         );
-        assert_eq!(m.containers[0].lifecycle, LifecycleType::Standard);
+        assert_eq!(m.containers[0].lifecycle_type, LifecycleType::Standard);
         assert!(matches!(
             m.containers[0].reason,
             TypeReason::KnownSidecarAlone { .. }
@@ -575,7 +578,7 @@ mod tests {
             json!({"kind": "Pod", "metadata": {"annotations": {"lifecycle.sidecars.dev/envoy": "Sidecar"}},
             "spec": {"containers": [{"name": "envoy", "image": "envoyproxy/envoy:v1"}]}}),
         );
-        assert_eq!(m.containers[0].lifecycle, LifecycleType::Sidecar);
+        assert_eq!(m.containers[0].lifecycle_type, LifecycleType::Sidecar);
     }
 
     #[test]
@@ -585,7 +588,7 @@ mod tests {
             "metadata": {"annotations": {"lifecycle.sidecars.dev/setup": "Sidecar"}},
             "spec": {"initContainers": [{"name": "setup"}], "containers": [{"name": "app"}]}
         }));
-        assert_eq!(m.containers[0].lifecycle, LifecycleType::Init);
+        assert_eq!(m.containers[0].lifecycle_type, LifecycleType::Init);
         assert_eq!(m.findings.len(), 1);
         assert_eq!(m.findings[0].code(), "typeAnnotationIgnored");
         assert!(m.findings[0].to_string().contains("restartPolicy: Always"));
@@ -644,7 +647,7 @@ mod tests {
             ]
         );
         // An unknown type falls through to the next rule instead of failing.
-        assert_eq!(m.containers[0].lifecycle, LifecycleType::Standard);
+        assert_eq!(m.containers[0].lifecycle_type, LifecycleType::Standard);
         assert!(m.declared_after.is_empty());
         for f in &m.findings {
             assert!(!f.to_string().is_empty());
@@ -716,18 +719,21 @@ mod tests {
             for (added, annotations) in &additions {
                 let incremental =
                     model(pod.clone()).with_added(&known, added.clone(), annotations.clone());
-                let fresh = model(pod.clone()).with_view(&known, |view| {
+                let fresh = model(pod.clone()).with_workload(&known, |workload| {
                     for (list, c) in added.clone() {
-                        view.list_mut(list).push(c);
+                        workload.list_mut(list).push(c);
                     }
-                    view.annotations.extend(annotations.clone());
+                    workload.annotations.extend(annotations.clone());
                 });
                 let case = format!("{pod} + {added:?} {annotations:?}");
                 assert_eq!(incremental.containers, fresh.containers, "{case}");
                 assert_eq!(incremental.declared_after, fresh.declared_after, "{case}");
                 assert_eq!(incremental.findings, fresh.findings, "{case}");
-                assert_eq!(incremental.pod.annotations, fresh.pod.annotations, "{case}");
-                assert_eq!(incremental.pod.spec, fresh.pod.spec, "{case}");
+                assert_eq!(
+                    incremental.workload.annotations, fresh.workload.annotations,
+                    "{case}"
+                );
+                assert_eq!(incremental.workload.spec, fresh.workload.spec, "{case}");
             }
         }
     }

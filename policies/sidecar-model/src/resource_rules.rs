@@ -12,7 +12,8 @@ use crate::budget::{
     self, Accounting, Field, LimitBelowRequest, OverMax, PodLevelBreach, RequestIncrease,
     ResourceDefault, ResourceEdit, ShareOver,
 };
-use crate::lifecycle::KnownSidecars;
+use crate::finding::quoted;
+use crate::lifecycle_type::KnownSidecars;
 use crate::pod::PodModel;
 use crate::quantity::Quantity;
 use crate::resources::QosClass;
@@ -173,14 +174,6 @@ impl ResourceFinding {
                 | BestEffortLifted { .. }
         )
     }
-}
-
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("{n:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl fmt::Display for ResourceFinding {

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::glob::{self, image_repository};
-use crate::lifecycle::LifecycleType;
+use crate::lifecycle_type::LifecycleType;
 use crate::pod::ContainerInfo;
 
 /// Matches containers whose name, image (repository, without tag or digest) and lifecycle
@@ -52,7 +52,7 @@ pub fn matches_fields(
             .as_deref()
             .is_some_and(|i| glob::matches(p, image_repository(i)))
     });
-    let type_ok = lifecycle.is_none_or(|t| t == c.lifecycle);
+    let type_ok = lifecycle.is_none_or(|t| t == c.lifecycle_type);
     name_ok && image_ok && type_ok
 }
 
@@ -75,7 +75,7 @@ impl fmt::Display for ContainerSelector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lifecycle::{ContainerList, TypeReason};
+    use crate::lifecycle_type::{ContainerList, TypeReason};
 
     fn info(name: &str, image: &str, lifecycle: LifecycleType) -> ContainerInfo {
         ContainerInfo {
@@ -83,7 +83,7 @@ mod tests {
             image: Some(image.into()),
             list: ContainerList::Containers,
             index: 0,
-            lifecycle,
+            lifecycle_type: lifecycle,
             reason: TypeReason::Default,
         }
     }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::doc::{Node, Object};
 use crate::error::ModelError;
-use crate::lifecycle::{ContainerList, KnownSidecars};
+use crate::lifecycle_type::{ContainerList, KnownSidecars};
 use crate::pod::PodModel;
 use crate::workload::WorkloadKind;
 
@@ -121,12 +121,12 @@ pub fn normalise(object: &mut Node, model: &PodModel) -> Result<Vec<Change>, Nor
     if legacy.is_empty() {
         return Ok(Vec::new());
     }
-    if legacy.len() == model.pod.spec.containers.len() {
+    if legacy.len() == model.workload.spec.containers.len() {
         return Err(NormaliseError::NoAppContainerLeft(
             legacy.into_iter().map(|(_, n)| n).collect(),
         ));
     }
-    let spec = spec_mut(object, model.pod.kind)?;
+    let spec = spec_mut(object, model.workload.kind)?;
     let containers = list_mut(spec, ContainerList::Containers)?;
     let indices: Vec<usize> = legacy.iter().map(|(i, _)| *i).collect();
     let moved = take_at(containers, &indices).ok_or_else(|| {
@@ -160,18 +160,20 @@ fn take_at<T>(list: &mut Vec<T>, indices: &[usize]) -> Option<Vec<T>> {
     Some(taken)
 }
 
-/// What [`normalise`] does to the object, done to the model's view of the pod: the model
+/// What [`normalise`] does to the object, done to the model's workload: the model
 /// of the normalised pod, without reading the object again.
 pub fn normalised(model: PodModel, known: &KnownSidecars) -> PodModel {
     let legacy: Vec<usize> = model.legacy_sidecars().map(|c| c.index).collect();
-    model.with_view(known, |view| {
-        let containers = view.list_mut(ContainerList::Containers);
-        // The indices come from this very view: they are all there.
+    model.with_workload(known, |workload| {
+        let containers = workload.list_mut(ContainerList::Containers);
+        // The indices come from this very workload: they are all there.
         let mut moved = take_at(containers, &legacy).unwrap_or_default();
         for c in &mut moved {
             c.restart_policy = Some("Always".into());
         }
-        view.list_mut(ContainerList::InitContainers).extend(moved);
+        workload
+            .list_mut(ContainerList::InitContainers)
+            .extend(moved);
     })
 }
 
@@ -186,9 +188,9 @@ pub fn without_readiness_probes(
         .iter()
         .map(|&i| (model.containers[i].list, model.containers[i].index))
         .collect();
-    model.with_view(known, |view| {
+    model.with_workload(known, |workload| {
         for (list, index) in at {
-            if let Some(c) = view.list_mut(list).get_mut(index) {
+            if let Some(c) = workload.list_mut(list).get_mut(index) {
                 c.readiness_probe = None;
             }
         }
@@ -203,7 +205,7 @@ pub fn apply_start_order(
     model: &PodModel,
     start: &[usize],
 ) -> Result<Vec<Change>, ModelError> {
-    let spec = spec_mut(object, model.pod.kind)?;
+    let spec = spec_mut(object, model.workload.kind)?;
     let mut changes = Vec::new();
     for list in [ContainerList::InitContainers, ContainerList::Containers] {
         let wanted: Vec<usize> = start
@@ -249,7 +251,7 @@ pub fn remove_container_field(
     i: usize,
     field: &str,
 ) -> Result<bool, ModelError> {
-    let spec = spec_mut(object, model.pod.kind)?;
+    let spec = spec_mut(object, model.workload.kind)?;
     Ok(container_mut(spec, model, i)?.remove(field))
 }
 
@@ -260,7 +262,7 @@ pub fn apply_resource_edits(
     model: &PodModel,
     edits: &[crate::budget::ResourceEdit],
 ) -> Result<(), ModelError> {
-    let spec = spec_mut(object, model.pod.kind)?;
+    let spec = spec_mut(object, model.workload.kind)?;
     for edit in edits {
         let mut node = container_mut(spec, model, edit.container)?;
         for key in ["resources", edit.field.as_str()] {
@@ -323,7 +325,7 @@ mod tests {
     use super::*;
     use crate::doc::edit_value;
     use crate::graph::StartGraph;
-    use crate::lifecycle::{KnownSidecars, LifecycleType};
+    use crate::lifecycle_type::{KnownSidecars, LifecycleType};
     use serde_json::json;
 
     fn model(object: &Value) -> PodModel {
@@ -379,7 +381,7 @@ mod tests {
         assert_eq!(rest, original);
 
         let again = model(&object);
-        assert_eq!(again.containers[1].lifecycle, LifecycleType::Sidecar);
+        assert_eq!(again.containers[1].lifecycle_type, LifecycleType::Sidecar);
         assert!(again.containers[1].is_native_sidecar());
         let mut twice = object.clone();
         assert!(

@@ -1,6 +1,6 @@
 //! Where the pod spec lives in each kind of object, and reading it.
 
-use crate::lifecycle::ContainerList;
+use crate::lifecycle_type::ContainerList;
 use crate::spec::{Container, PodSpec, null_as_empty};
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -76,9 +76,13 @@ impl WorkloadKind {
     }
 }
 
-/// A pod, or a workload's pod template, read from an admission object.
+/// The admission object a pod comes from: a Pod, or a workload with its pod template
+/// (its kind, name and namespace, and the pod's metadata and spec). [`PodModel`] is the
+/// one pod wrapper: it types this workload's containers.
+///
+/// [`PodModel`]: crate::PodModel
 #[derive(Debug, Clone)]
-pub struct PodView {
+pub struct Workload {
     pub kind: WorkloadKind,
     /// The object's own name (or `generateName`), for messages.
     pub name: Option<String>,
@@ -92,20 +96,20 @@ pub struct PodView {
     pub spec: PodSpec,
 }
 
-impl PodView {
+impl Workload {
     /// Reads the pod of `object`. `Ok(None)` for kinds that hold no pod (they are accepted
     /// untouched); an error for a supported kind that is malformed.
-    pub fn from_object(object: &Value) -> Result<Option<PodView>, ModelError> {
+    pub fn from_object(object: &Value) -> Result<Option<Workload>, ModelError> {
         match ObjectPod::deserialize(object) {
             Ok(read) => Ok(read.0),
             Err(e) => Err(malformed(e, serde_path_to_error::deserialize(object))),
         }
     }
 
-    /// [`PodView::from_object`] straight from the object's JSON text, as it came in the
+    /// [`Workload::from_object`] straight from the object's JSON text, as it came in the
     /// admission request: one pass that builds only what the model reads, where parsing
     /// the whole object into a `Value` first would cost more than the policy itself.
-    pub fn from_json(text: &str) -> Result<Option<PodView>, ModelError> {
+    pub fn from_json(text: &str) -> Result<Option<Workload>, ModelError> {
         match serde_json::from_str::<ObjectPod>(text) {
             Ok(read) => Ok(read.0),
             Err(e) => Err(malformed(
@@ -174,7 +178,7 @@ pub(crate) fn where_and_why<T>(
 /// The pod an object holds, read in one pass over the object. The shapes are chosen by
 /// `kind`; an object whose `kind` comes after its `spec` (never from the API server) has
 /// its `metadata` and `spec` kept as values until the kind is known.
-struct ObjectPod(Option<PodView>);
+struct ObjectPod(Option<Workload>);
 
 #[derive(Deserialize)]
 #[serde(field_identifier, rename_all = "camelCase")]
@@ -357,7 +361,7 @@ impl<'de> Visitor<'de> for ObjectVisitor {
             Some(m) => (m.annotations, m.labels),
             None => (metadata.annotations, metadata.labels),
         };
-        Ok(ObjectPod(Some(PodView {
+        Ok(ObjectPod(Some(Workload {
             kind,
             name_is_generated: metadata.name.is_none() && metadata.generate_name.is_some(),
             name: metadata.name.or(metadata.generate_name),
@@ -391,7 +395,7 @@ mod tests {
             json!({"kind": "ReplicationController", "spec": {"template": {"metadata": {"annotations": {"a": "b"}}, "spec": pod_spec()}}}),
         ];
         for object in &objects {
-            let view = PodView::from_object(object).unwrap().unwrap();
+            let view = Workload::from_object(object).unwrap().unwrap();
             assert_eq!(view.spec.containers[0].name, "app");
             assert_eq!(view.annotations["a"], "b", "{}", view.kind.as_str());
             assert_eq!(
@@ -404,16 +408,16 @@ mod tests {
     #[test]
     fn other_kinds_are_not_pods() {
         assert!(
-            PodView::from_object(&json!({"kind": "ConfigMap", "data": {}}))
+            Workload::from_object(&json!({"kind": "ConfigMap", "data": {}}))
                 .unwrap()
                 .is_none()
         );
         assert!(
-            PodView::from_object(&json!({"spec": {}}))
+            Workload::from_object(&json!({"spec": {}}))
                 .unwrap()
                 .is_none()
         );
-        assert!(PodView::from_object(&Value::Null).unwrap().is_none());
+        assert!(Workload::from_object(&Value::Null).unwrap().is_none());
     }
 
     #[test]
@@ -425,14 +429,14 @@ mod tests {
             json!({"kind": "Pod", "metadata": {"annotations": {"a": 1}}, "spec": pod_spec()}),
         ];
         for case in cases {
-            assert!(PodView::from_object(&case).is_err(), "{case}");
+            assert!(Workload::from_object(&case).is_err(), "{case}");
         }
     }
 
     /// The text reader and the value reader agree, whatever the key order.
-    fn read_both(object: &Value) -> Result<Option<PodView>, ModelError> {
-        let from_text = PodView::from_json(&object.to_string());
-        let from_value = PodView::from_object(object);
+    fn read_both(object: &Value) -> Result<Option<Workload>, ModelError> {
+        let from_text = Workload::from_json(&object.to_string());
+        let from_value = Workload::from_object(object);
         assert_eq!(
             format!("{from_text:?}"),
             format!("{from_value:?}"),
@@ -470,7 +474,7 @@ mod tests {
     #[test]
     fn a_kind_after_the_spec_is_still_read() {
         let text = r#"{"spec": {"template": {"metadata": {"annotations": {"a": "b"}}, "spec": {"containers": [{"name": "app"}]}}}, "metadata": {"name": "late"}, "kind": "Job"}"#;
-        let view = PodView::from_json(text).unwrap().unwrap();
+        let view = Workload::from_json(text).unwrap().unwrap();
         assert_eq!(
             (view.kind, view.name.as_deref()),
             (WorkloadKind::Job, Some("late"))
@@ -478,7 +482,7 @@ mod tests {
         assert_eq!(view.annotations["a"], "b");
         assert_eq!(view.spec.containers[0].name, "app");
         let other = r#"{"spec": {"containers": "not a list"}, "kind": "Service"}"#;
-        assert!(PodView::from_json(other).unwrap().is_none());
+        assert!(Workload::from_json(other).unwrap().is_none());
     }
 
     #[test]
@@ -499,14 +503,14 @@ mod tests {
         ];
         for (object, expected) in cases {
             for error in [
-                PodView::from_object(&object).unwrap_err(),
-                PodView::from_json(&object.to_string()).unwrap_err(),
+                Workload::from_object(&object).unwrap_err(),
+                Workload::from_json(&object.to_string()).unwrap_err(),
             ] {
                 assert!(error.to_string().contains(expected), "{error} ∌ {expected}");
             }
         }
         let truncated =
-            PodView::from_json(r#"{"kind": "Pod", "spec": {"containers": ["#).unwrap_err();
+            Workload::from_json(r#"{"kind": "Pod", "spec": {"containers": ["#).unwrap_err();
         assert!(truncated.to_string().contains("EOF"), "{truncated}");
     }
 
@@ -522,7 +526,7 @@ mod tests {
             if let Some(p) = policy {
                 spec["restartPolicy"] = json!(p);
             }
-            let view = PodView::from_object(&json!({"kind": "Pod", "spec": spec}))
+            let view = Workload::from_object(&json!({"kind": "Pod", "spec": spec}))
                 .unwrap()
                 .unwrap();
             assert_eq!(view.runs_to_completion(), expected, "{policy:?}");

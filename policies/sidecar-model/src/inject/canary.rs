@@ -22,8 +22,8 @@ pub(super) fn canary_key(
     set: &str,
     container: &str,
 ) -> String {
-    match model.pod.name.as_deref() {
-        Some(name) if !model.pod.name_is_generated => {
+    match model.workload.name.as_deref() {
+        Some(name) if !model.workload.name_is_generated => {
             format!("{namespace}/{name}/{set}/{container}")
         }
         _ => format!("{namespace}/request {request_uid}/{set}/{container}"),

@@ -9,7 +9,7 @@ use crate::doc::{Node, Object};
 use crate::error::ModelError;
 use crate::graph::StartGraph;
 use crate::keys;
-use crate::lifecycle::{ContainerList, LifecycleType};
+use crate::lifecycle_type::{ContainerList, LifecycleType};
 use crate::ordering::EdgeRule;
 use crate::pod::PodModel;
 use crate::surgery;
@@ -44,12 +44,12 @@ pub fn inject_surveyed(
     mut outcomes: Vec<SetOutcome>,
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
-    let kind = model.pod.kind;
+    let kind = model.workload.kind;
     let app_mounts: Vec<&VolumeMount> = model
         .containers
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.lifecycle == LifecycleType::Standard)
+        .filter(|(_, c)| c.lifecycle_type == LifecycleType::Standard)
         .flat_map(|(i, _)| model.container(i).volume_mounts())
         .collect();
     let mut injected_any = false;
@@ -87,7 +87,7 @@ pub fn inject_surveyed(
                         let key = canary_key(&model, namespace, request_uid, &set.name, c.name());
                         bucket(&key) < *p
                     }
-                    (None, Some(s)) => selector_matches(s, &model.pod.labels),
+                    (None, Some(s)) => selector_matches(s, &model.workload.labels),
                     (None, None) => false,
                 };
                 if chosen {
@@ -187,7 +187,7 @@ pub fn inject_surveyed(
             }
         }
         for (k, v) in &set.pod_annotations {
-            if !model.pod.annotations.contains_key(k) {
+            if !model.workload.annotations.contains_key(k) {
                 surgery::set_pod_annotation(object, kind, k, v)?;
                 added_annotations.push((k.clone(), v.clone()));
             }

@@ -3,7 +3,7 @@
 
 use super::labels::{selector_matches, validate_selector};
 use crate::lazy::Lazy;
-use crate::lifecycle::LifecycleType;
+use crate::lifecycle_type::LifecycleType;
 use crate::ordering::EdgeRule;
 use crate::pod::PodModel;
 use crate::resources::ContainerResources;
@@ -280,6 +280,6 @@ impl SidecarSet {
                 .namespaces
                 .iter()
                 .any(|p| crate::glob::matches(p, namespace));
-        ns_ok && selector_matches(&self.selector, &model.pod.labels)
+        ns_ok && selector_matches(&self.selector, &model.workload.labels)
     }
 }

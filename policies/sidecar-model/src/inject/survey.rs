@@ -92,7 +92,7 @@ impl fmt::Display for SetOutcome {
 
 fn annotation_is_false(model: &PodModel, key: &str) -> bool {
     model
-        .pod
+        .workload
         .annotations
         .get(key)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
@@ -122,10 +122,11 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
             });
             continue;
         }
-        let recorded = model
-            .pod
-            .annotations
-            .get(&format!("{}{}", keys::INJECTED_PREFIX, set.name));
+        let recorded =
+            model
+                .workload
+                .annotations
+                .get(&format!("{}{}", keys::INJECTED_PREFIX, set.name));
         // Hashing the set costs more than the rest of a survey: only for a recorded revision.
         match recorded.map(|r| (r, set.revision())) {
             Some((recorded, current)) if *recorded != current => {

@@ -5,7 +5,7 @@ use crate::lazy::Lazy;
 use crate::pod::PodModel;
 use serde_json::Value;
 
-use crate::lifecycle::KnownSidecars;
+use crate::lifecycle_type::KnownSidecars;
 use serde_json::json;
 
 fn set(v: Value) -> SidecarSet {

@@ -1,4 +1,7 @@
 //! Lifecycle types, and how a container gets one (DESIGN.md, "The sidecar vocabulary").
+//! "Lifecycle type" is ours (Init, Sidecar, PostSidecar, Standard); Kubernetes' own
+//! `lifecycle` field holds a container's hooks (postStart, preStop), which the model calls
+//! hooks.
 
 use crate::glob::{self, Glob, image_repository};
 use serde::{Deserialize, Serialize};
