@@ -54,22 +54,16 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         }
     }
     if settings.convert && levels.of(Rule::OptionalSidecar) != Level::Off {
-        // Only native sidecars: a legacy one left unconverted keeps its probe.
-        let optional: Vec<usize> = model
-            .optional_sidecars_gating_readiness()
-            .filter(|&i| model.containers[i].is_native_sidecar())
-            .collect();
-        for &i in &optional {
-            let target = mutated.get_or_insert_with(|| request.object().into());
-            surgery::remove_container_field(target, &model, i, "readinessProbe")
-                .map_err(|e| e.to_string())?;
-            answer.warnings.push(format!(
-                "{}: removed the readinessProbe of optional sidecar {:?} so its failures do not take the pod out of service",
-                Rule::OptionalSidecar,
-                model.containers[i].name
-            ));
-        }
+        let optional = surgery::readiness_probes_to_drop(&model);
         if !optional.is_empty() {
+            let target = mutated.get_or_insert_with(|| request.object().into());
+            let changes = surgery::drop_readiness_probes(target, &model, &optional)
+                .map_err(|e| e.to_string())?;
+            answer.warnings.extend(
+                changes
+                    .iter()
+                    .map(|c| format!("{}: {c}", Rule::OptionalSidecar)),
+            );
             model = surgery::without_readiness_probes(model, &optional, &known);
         }
     }

@@ -28,6 +28,8 @@ pub enum Change {
         from: String,
         to: String,
     },
+    /// An optional native sidecar's readinessProbe was removed.
+    RemovedReadinessProbe { container: String },
     /// A list was put into a new order.
     Reordered {
         list: ContainerList,
@@ -46,6 +48,10 @@ impl std::fmt::Display for Change {
             } => write!(
                 f,
                 "{container}: moved from {from} to {to} with restartPolicy: Always (native sidecar)"
+            ),
+            Change::RemovedReadinessProbe { container } => write!(
+                f,
+                "removed the readinessProbe of optional sidecar {container:?} so its failures do not take the pod out of service"
             ),
             Change::Reordered {
                 list,
@@ -175,6 +181,33 @@ pub fn normalised(model: PodModel, known: &KnownSidecars) -> PodModel {
             .list_mut(ContainerList::InitContainers)
             .extend(moved);
     })
+}
+
+/// The optional sidecars whose readinessProbe takes the pod out of service when they
+/// fail, and that may lose it: native ones only, since a legacy one left unconverted is
+/// an app container whose probe is the user's.
+pub fn readiness_probes_to_drop(model: &PodModel) -> Vec<usize> {
+    model
+        .optional_sidecars_gating_readiness()
+        .filter(|&i| model.containers[i].is_native_sidecar())
+        .collect()
+}
+
+/// Removes the readinessProbe of each of `indices` from the object.
+pub fn drop_readiness_probes(
+    object: &mut Node,
+    model: &PodModel,
+    indices: &[usize],
+) -> Result<Vec<Change>, ModelError> {
+    let mut changes = Vec::new();
+    for &i in indices {
+        if remove_container_field(object, model, i, "readinessProbe")? {
+            changes.push(Change::RemovedReadinessProbe {
+                container: model.containers[i].name.clone(),
+            });
+        }
+    }
+    Ok(changes)
 }
 
 /// The model of the pod once `remove_container_field(.., i, "readinessProbe")` has run
