@@ -7,9 +7,10 @@ mod settings;
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
 use sidecar_model::PodModel;
-use sidecar_model::checks::{self, CheckOptions, Rule};
+use sidecar_model::checks::{self, CheckOptions, Problem, Rule};
 use sidecar_model::doc::Node;
 use sidecar_model::surgery::{self, NormaliseError};
+use sidecar_model::version::Feature;
 
 use settings::{Level, Settings};
 
@@ -33,7 +34,10 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     // The object is opened for editing only when something is about to change.
     let mut mutated: Option<Node> = None;
 
-    if settings.convert
+    // Before 1.29 the API server refuses native sidecars: nothing is converted, the rules
+    // report.
+    let convert = settings.convert && options.kubernetes_version.supports(Feature::NativeSidecars);
+    if convert
         && levels.of(Rule::LegacySidecar) != Level::Off
         && model.legacy_sidecars().next().is_some()
     {
@@ -53,7 +57,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
             Err(e) => return Err(e.to_string()),
         }
     }
-    if settings.convert && levels.of(Rule::OptionalSidecar) != Level::Off {
+    if convert && levels.of(Rule::OptionalSidecar) != Level::Off {
         let optional = surgery::readiness_probes_to_drop(&model);
         if !optional.is_empty() {
             let target = mutated.get_or_insert_with(|| request.object().into());
@@ -69,7 +73,19 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
 
     for violation in checks::check(&model, &options) {
-        answer.file(levels.of(violation.rule), violation.to_string());
+        let mut level = levels.of(violation.rule);
+        // A proxy its mesh's annotation keeps legacy is the user's choice where it does no
+        // harm; in a pod that runs to completion it still never lets the pod complete.
+        if let Problem::LegacySidecar {
+            opted_out: Some(_),
+            runs_to_completion: false,
+            ..
+        } = violation.problem
+            && level == Level::Deny
+        {
+            level = Level::Warn;
+        }
+        answer.file(level, violation.to_string());
     }
     if let Some(doc) = &mutated {
         answer.set_mutated(doc)?;
@@ -112,14 +128,20 @@ mod tests {
         assert_eq!(!answer.rejections.is_empty(), rejects, "{answer:?}");
         let said: Vec<&String> = answer.rejections.iter().chain(&answer.warnings).collect();
         assert!(said[0].starts_with("legacy-sidecar: "), "{said:?}");
-        // The proxy has no startupProbe: a warning of its own rule, converted or not.
-        assert!(said[1].starts_with("startup-probe: "), "{said:?}");
         if let Some(object) = answer.mutated_object() {
+            // Converted, the proxy has the startupProbe Istio gives a native proxy.
+            assert_eq!(said.len(), 1, "{said:?}");
             let spec = &object["spec"]["template"]["spec"];
             assert_eq!(spec["initContainers"][0]["name"], "istio-proxy");
             assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
+            assert_eq!(
+                spec["initContainers"][0]["startupProbe"]["httpGet"]["port"],
+                15021
+            );
             assert_eq!(spec["containers"].as_array().unwrap().len(), 1);
         } else {
+            // Left legacy, it has no startupProbe: a warning of its own rule.
+            assert!(said[1].starts_with("startup-probe: "), "{said:?}");
             assert!(said[0].contains("the Job would never complete"), "{said:?}");
         }
     }

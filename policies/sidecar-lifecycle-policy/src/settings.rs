@@ -15,6 +15,11 @@ pub struct Levels {
     pub termination_budget: Level,
     pub optional_sidecar: Level,
     pub post_sidecar_job: Level,
+    pub restart_forever: Level,
+    pub restart_rules: Level,
+    /// Restart rules on native sidecars. `off` lets a sidecar restart the whole pod
+    /// (`RestartAllContainers`); `warn`, the default, says that a helper can restart the app.
+    pub sidecar_restart_rules: Level,
 }
 
 impl Default for Levels {
@@ -27,6 +32,9 @@ impl Default for Levels {
             termination_budget: Level::Warn,
             optional_sidecar: Level::Deny,
             post_sidecar_job: Level::Deny,
+            restart_forever: Level::Deny,
+            restart_rules: Level::Deny,
+            sidecar_restart_rules: Level::Warn,
         }
     }
 }
@@ -41,6 +49,9 @@ impl Levels {
             Rule::TerminationBudget => self.termination_budget,
             Rule::OptionalSidecar => self.optional_sidecar,
             Rule::PostSidecarJob => self.post_sidecar_job,
+            Rule::RestartForever => self.restart_forever,
+            Rule::RestartRules => self.restart_rules,
+            Rule::SidecarRestartRules => self.sidecar_restart_rules,
         }
     }
 }
@@ -51,7 +62,8 @@ pub struct Settings {
     /// Fix what can be fixed (legacy sidecars become native, optional sidecars lose their
     /// readinessProbe) instead of reporting it.
     pub convert: bool,
-    /// The Kubernetes version pods will run on; decides which fields app containers may have.
+    /// The Kubernetes version pods will run on: which fields containers may have, and
+    /// whether `convert` may write native sidecars (1.29).
     pub kubernetes_version: String,
     pub rules: Levels,
     pub known_sidecars: KnownSidecarSettings,
@@ -61,7 +73,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             convert: true,
-            kubernetes_version: "1.33".into(),
+            kubernetes_version: KubeVersion::DEFAULT.to_string(),
             rules: Levels::default(),
             known_sidecars: KnownSidecarSettings::default(),
         }

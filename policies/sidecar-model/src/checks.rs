@@ -9,6 +9,9 @@ use std::fmt;
 use crate::finding::Finding;
 use crate::lifecycle_type::{ContainerList, LifecycleType};
 use crate::pod::PodModel;
+use crate::restart_rules::{self, RestartCause, RuleError};
+use crate::version::Feature;
+pub use crate::version::KubeVersion;
 
 /// The rules, by their stable names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -21,10 +24,13 @@ pub enum Rule {
     TerminationBudget,
     OptionalSidecar,
     PostSidecarJob,
+    RestartForever,
+    RestartRules,
+    SidecarRestartRules,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 10] = [
         Rule::LegacySidecar,
         Rule::FieldPlacement,
         Rule::Annotations,
@@ -32,6 +38,9 @@ impl Rule {
         Rule::TerminationBudget,
         Rule::OptionalSidecar,
         Rule::PostSidecarJob,
+        Rule::RestartForever,
+        Rule::RestartRules,
+        Rule::SidecarRestartRules,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,6 +52,9 @@ impl Rule {
             Rule::TerminationBudget => "termination-budget",
             Rule::OptionalSidecar => "optional-sidecar",
             Rule::PostSidecarJob => "post-sidecar-job",
+            Rule::RestartForever => "restart-forever",
+            Rule::RestartRules => "restart-rules",
+            Rule::SidecarRestartRules => "sidecar-restart-rules",
         }
     }
 }
@@ -50,58 +62,6 @@ impl Rule {
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// A Kubernetes minor version, for fields that depend on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KubeVersion {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl KubeVersion {
-    /// Container restart rules (`restartPolicy` and `restartPolicyRules` on app
-    /// containers, KEP-5307) arrived in 1.34.
-    pub const CONTAINER_RESTART_RULES: KubeVersion = KubeVersion {
-        major: 1,
-        minor: 34,
-    };
-
-    /// `1.33`, `v1.33`, `1.33.2`, and what clusters print: `v1.30.4-eks-a737599` (EKS),
-    /// `v1.31.2+k3s1` (k3s), `v1.29.1-gke.1589018` (GKE). A pre-release or build suffix
-    /// follows the patch number, as in semantic versions; only major and minor gate rules.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!(
-                "invalid Kubernetes version {text:?} (expected e.g. \"1.33\" or \"v1.33.2-eks-1\")"
-            )
-        };
-        let trimmed = text.trim();
-        let trimmed = trimmed.strip_prefix('v').unwrap_or(trimmed);
-        let number = |p: &str| {
-            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse::<u32>().ok())
-                .flatten()
-        };
-        let mut parts = trimmed.splitn(3, '.');
-        let major = parts.next().and_then(number).ok_or_else(bad)?;
-        let minor = parts.next().and_then(number).ok_or_else(bad)?;
-        if let Some(rest) = parts.next() {
-            // `4-eks-a737599`, `2+k3s1`: the patch, then a suffix that is not empty.
-            let end = rest.find(['-', '+']).unwrap_or(rest.len());
-            let (patch, suffix) = rest.split_at(end);
-            if number(patch).is_none() || suffix.len() == 1 {
-                return Err(bad());
-            }
-        }
-        Ok(KubeVersion { major, minor })
-    }
-}
-
-impl fmt::Display for KubeVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
     }
 }
 
@@ -124,10 +84,13 @@ pub enum Problem {
     LegacySidecar {
         container: String,
         runs_to_completion: bool,
+        /// The mesh annotation that keeps it legacy, which conversion honours.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opted_out: Option<String>,
     },
     /// A field an init step may not have (probes, hooks, a restartPolicy other than Always).
     InitField { container: String, field: String },
-    /// `restartPolicy`/`restartPolicyRules` on an app container before Kubernetes 1.34.
+    /// `restartPolicy`/`restartPolicyRules` on an app container before Kubernetes 1.35.
     AppRestartField {
         container: String,
         field: String,
@@ -148,6 +111,18 @@ pub enum Problem {
     OptionalGatesReadiness { container: String },
     /// A post-sidecar in a pod that runs to completion.
     PostSidecarInJob { container: String },
+    /// A container of `containers` that is started again after it succeeds, in a pod that
+    /// runs to completion: the pod never completes.
+    RestartsForever {
+        container: String,
+        cause: RestartCause,
+    },
+    /// A restart rule the API server refuses, or one that never matches.
+    BadRestartRule { container: String, error: RuleError },
+    /// Restart rules on a native sidecar, which restarts whatever they say.
+    SidecarRestartRuleIgnored { container: String, index: usize },
+    /// A native sidecar whose exit restarts every container of the pod, the apps too.
+    SidecarRestartsPod { container: String, index: usize },
 }
 
 /// A rule and what it found.
@@ -165,7 +140,11 @@ impl Violation {
             | Problem::AppRestartField { container, .. }
             | Problem::NoStartupProbe { container }
             | Problem::OptionalGatesReadiness { container }
-            | Problem::PostSidecarInJob { container } => Some(container),
+            | Problem::PostSidecarInJob { container }
+            | Problem::RestartsForever { container, .. }
+            | Problem::BadRestartRule { container, .. }
+            | Problem::SidecarRestartRuleIgnored { container, .. }
+            | Problem::SidecarRestartsPod { container, .. } => Some(container),
             Problem::Annotation { finding } => finding.container(),
             Problem::TerminationBudget { .. } => None,
         }
@@ -179,8 +158,12 @@ impl fmt::Display for Violation {
             Problem::LegacySidecar {
                 container,
                 runs_to_completion,
+                opted_out,
             } => {
                 write!(f, "sidecar {container:?} runs as a regular container")?;
+                if let Some(key) = opted_out {
+                    write!(f, " ({key}: \"false\" keeps it so)")?;
+                }
                 if *runs_to_completion {
                     f.write_str(
                         ", so it keeps running after the app exits and the Job would never complete",
@@ -188,9 +171,13 @@ impl fmt::Display for Violation {
                 } else {
                     f.write_str(", so nothing makes it start before the app or stop after it")?;
                 }
-                f.write_str(
-                    "; move it to initContainers with restartPolicy: Always (a native sidecar)",
-                )
+                if opted_out.is_some() {
+                    f.write_str("; remove the annotation to let it become a native sidecar")
+                } else {
+                    f.write_str(
+                        "; move it to initContainers with restartPolicy: Always (a native sidecar)",
+                    )
+                }
             }
             Problem::InitField { container, field } => write!(
                 f,
@@ -202,7 +189,8 @@ impl fmt::Display for Violation {
                 version,
             } => write!(
                 f,
-                "app container {container:?} sets {field}, which Kubernetes {version} refuses (container restart rules arrive in 1.34); remove it, or make {container:?} a native sidecar in initContainers"
+                "container {container:?} sets {field}, which Kubernetes {version} refuses (container restart rules are on by default from {}); remove it, or make {container:?} a native sidecar in initContainers",
+                Feature::ContainerRestartRules.since()
             ),
             Problem::Annotation { finding } => write!(f, "{finding}"),
             Problem::NoStartupProbe { container } => write!(
@@ -239,6 +227,21 @@ impl fmt::Display for Violation {
                 f,
                 "post-sidecar {container:?} runs in a pod that runs to completion: it keeps running after the work is done and the pod never completes; make it a native sidecar or drop it"
             ),
+            Problem::RestartsForever { container, cause } => write!(
+                f,
+                "{container:?} restarts forever in a run-to-completion pod ({cause} starts it again after it succeeds), so the pod never completes: make it a native sidecar (initContainers with restartPolicy: Always) if it serves the app, or let it stop on exit code 0"
+            ),
+            Problem::BadRestartRule { container, error } => {
+                write!(f, "container {container:?}: {error}")
+            }
+            Problem::SidecarRestartRuleIgnored { container, index } => write!(
+                f,
+                "sidecar {container:?} has restartPolicyRules[{index}] with action Restart, which does nothing: a native sidecar is restarted whenever it exits; remove the rule"
+            ),
+            Problem::SidecarRestartsPod { container, index } => write!(
+                f,
+                "sidecar {container:?} restarts every container of the pod when it exits (restartPolicyRules[{index}]: RestartAllContainers), so a crashing helper restarts the app; remove the rule, or set this rule to off if the sidecar may do that"
+            ),
         }
     }
 }
@@ -252,10 +255,7 @@ pub struct CheckOptions {
 impl Default for CheckOptions {
     fn default() -> Self {
         CheckOptions {
-            kubernetes_version: KubeVersion {
-                major: 1,
-                minor: 33,
-            },
+            kubernetes_version: KubeVersion::DEFAULT,
         }
     }
 }
@@ -265,21 +265,26 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut push = |rule: Rule, problem: Problem| out.push(Violation { rule, problem });
 
-    for c in model.legacy_sidecars() {
-        push(
-            Rule::LegacySidecar,
-            Problem::LegacySidecar {
-                container: c.name.clone(),
-                runs_to_completion: model.runs_to_completion(),
-            },
-        );
+    for (i, c) in model.containers.iter().enumerate() {
+        if c.lifecycle_type == LifecycleType::Sidecar && c.list == ContainerList::Containers {
+            push(
+                Rule::LegacySidecar,
+                Problem::LegacySidecar {
+                    container: c.name.clone(),
+                    runs_to_completion: model.runs_to_completion(),
+                    opted_out: model.mesh_opt_out(i).map(|(_, key)| key.to_string()),
+                },
+            );
+        }
     }
 
+    let version = options.kubernetes_version;
+    let restart_rules = version.supports(Feature::ContainerRestartRules);
     for (i, info) in model.containers.iter().enumerate() {
         let c = model.container(i);
-        match (info.list, info.lifecycle_type) {
+        let restart_fields: &[(&str, bool)] = match (info.list, info.lifecycle_type) {
             (ContainerList::InitContainers, LifecycleType::Init) => {
-                for field in init_only_sidecar_fields(c) {
+                for field in init_only_sidecar_fields(c, restart_rules) {
                     push(
                         Rule::FieldPlacement,
                         Problem::InitField {
@@ -288,30 +293,27 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
                         },
                     );
                 }
+                &[("restartPolicyRules", c.restart_policy_rules.is_some())]
             }
-            (ContainerList::Containers, _)
-                if options.kubernetes_version < KubeVersion::CONTAINER_RESTART_RULES =>
-            {
-                // A legacy sidecar carries no restartPolicy before conversion; anything
-                // else set here is refused by the API server.
-                let fields = [
-                    ("restartPolicy", c.restart_policy.is_some()),
-                    ("restartPolicyRules", c.restart_policy_rules.is_some()),
-                ];
-                for (field, present) in fields {
-                    if present {
-                        push(
-                            Rule::FieldPlacement,
-                            Problem::AppRestartField {
-                                container: info.name.clone(),
-                                field: field.into(),
-                                version: options.kubernetes_version.to_string(),
-                            },
-                        );
-                    }
-                }
+            // A legacy sidecar carries no restartPolicy before conversion; anything
+            // else set here is refused by the API server.
+            (ContainerList::Containers, _) => &[
+                ("restartPolicy", c.restart_policy.is_some()),
+                ("restartPolicyRules", c.restart_policy_rules.is_some()),
+            ],
+            _ => &[],
+        };
+        if !restart_rules {
+            for &(field, _) in restart_fields.iter().filter(|(_, present)| *present) {
+                push(
+                    Rule::FieldPlacement,
+                    Problem::AppRestartField {
+                        container: info.name.clone(),
+                        field: field.into(),
+                        version: version.to_string(),
+                    },
+                );
             }
-            _ => {}
         }
     }
     for f in &model.findings {
@@ -360,11 +362,67 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
             );
         }
     }
+
+    if restart_rules {
+        restart_checks(model, version, &mut push);
+    }
     out
 }
 
+/// Restart rules as the API server checks them, what they do to sidecars, and the app
+/// containers that keep a run-to-completion pod from completing.
+fn restart_checks(model: &PodModel, version: KubeVersion, push: &mut impl FnMut(Rule, Problem)) {
+    for (i, info) in model.containers.iter().enumerate() {
+        let c = model.container(i);
+        for error in restart_rules::validate(c, version) {
+            push(
+                Rule::RestartRules,
+                Problem::BadRestartRule {
+                    container: info.name.clone(),
+                    error,
+                },
+            );
+        }
+        if info.is_native_sidecar() {
+            for (index, rule) in c.restart_policy_rules.iter().flatten().enumerate() {
+                let container = info.name.clone();
+                match rule.action.as_str() {
+                    restart_rules::RESTART => push(
+                        Rule::SidecarRestartRules,
+                        Problem::SidecarRestartRuleIgnored { container, index },
+                    ),
+                    restart_rules::RESTART_ALL_CONTAINERS => push(
+                        Rule::SidecarRestartRules,
+                        Problem::SidecarRestartsPod { container, index },
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+    if !model.runs_to_completion() {
+        return;
+    }
+    // Legacy sidecars are the legacy-sidecar rule's: converting them fixes this too.
+    for (i, info) in model.containers.iter().enumerate() {
+        if info.list == ContainerList::Containers
+            && info.lifecycle_type != LifecycleType::Sidecar
+            && let Some(cause) = restart_rules::restart_after(model.container(i), 0)
+        {
+            push(
+                Rule::RestartForever,
+                Problem::RestartsForever {
+                    container: info.name.clone(),
+                    cause,
+                },
+            );
+        }
+    }
+}
+
 /// Fields the API server allows on an init container only when it is a native sidecar.
-fn init_only_sidecar_fields(c: &Container) -> Vec<String> {
+/// With container restart rules, a regular init step may say `Never` or `OnFailure`.
+fn init_only_sidecar_fields(c: &Container, restart_rules: bool) -> Vec<String> {
     let mut fields = Vec::new();
     for (name, present) in [
         ("startupProbe", c.startup_probe.is_some()),
@@ -385,6 +443,7 @@ fn init_only_sidecar_fields(c: &Container) -> Vec<String> {
     }
     if let Some(policy) = c.restart_policy.as_deref()
         && policy != "Always"
+        && !(restart_rules && matches!(policy, "Never" | "OnFailure"))
     {
         fields.push(format!("restartPolicy: {policy}"));
     }
@@ -482,51 +541,6 @@ mod tests {
     }
 
     #[test]
-    fn versions() {
-        assert_eq!(
-            KubeVersion::parse("1.33").unwrap(),
-            KubeVersion {
-                major: 1,
-                minor: 33
-            }
-        );
-        assert_eq!(
-            KubeVersion::parse("v1.34.2").unwrap(),
-            KubeVersion {
-                major: 1,
-                minor: 34
-            }
-        );
-        // What `kubectl version` prints on EKS, k3s and GKE.
-        for (printed, minor) in [
-            ("v1.30.4-eks-a737599", 30),
-            ("v1.31.2+k3s1", 31),
-            ("v1.29.1-gke.1589018", 29),
-            (" 1.35 ", 35),
-        ] {
-            assert_eq!(
-                KubeVersion::parse(printed).unwrap(),
-                KubeVersion { major: 1, minor },
-                "{printed}"
-            );
-        }
-        for bad in [
-            "",
-            "1",
-            "one.two",
-            "1.33.x",
-            "1.2.3.4",
-            "1.30-eks",
-            "1.30.4-",
-            "1.30.+k3s",
-            "vv1.30",
-            "1.-3",
-        ] {
-            assert!(KubeVersion::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn init_steps_may_not_carry_sidecar_fields() {
         let m = model(json!({"kind": "Deployment", "spec": {"template": {"spec": {
             "initContainers": [{"name": "migrate", "readinessProbe": {"exec": {"command": ["true"]}},
@@ -537,11 +551,95 @@ mod tests {
         assert_eq!(rules(&v), ["field-placement"; 4], "{fields:?}");
         assert!(fields[0].contains("readinessProbe"));
         assert!(fields[2].contains("restartPolicy: OnFailure"));
-        assert!(fields[3].contains("Kubernetes 1.33 refuses"));
-        let newer = CheckOptions {
-            kubernetes_version: KubeVersion::parse("1.34").unwrap(),
+        assert!(fields[3].contains("Kubernetes 1.34 refuses"), "{fields:?}");
+        // From 1.35 a regular init step may be tried once (Never) or retried (OnFailure),
+        // and an app container may carry its own restartPolicy.
+        let newer = on("1.35");
+        let fields: Vec<String> = check(&m, &newer).iter().map(ToString::to_string).collect();
+        assert_eq!(fields.len(), 2, "{fields:?}");
+    }
+
+    fn on(version: &str) -> CheckOptions {
+        CheckOptions {
+            kubernetes_version: KubeVersion::parse(version).unwrap(),
+        }
+    }
+
+    #[test]
+    fn an_app_that_restarts_after_success_keeps_a_job_running() {
+        let job = |container: Value| {
+            model(
+                json!({"kind": "Job", "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "pi", "image": "perl"}, container]}}}}),
+            )
         };
-        assert_eq!(check(&m, &newer).len(), 3);
+        let watcher =
+            job(json!({"name": "watcher", "image": "busybox", "restartPolicy": "Always"}));
+        let said = check(&watcher, &on("1.35"));
+        assert_eq!(rules(&said), ["restart-forever"]);
+        assert!(
+            said[0].to_string().starts_with(
+                "restart-forever: \"watcher\" restarts forever in a run-to-completion pod (restartPolicy: Always starts it again after it succeeds)"
+            ),
+            "{}",
+            said[0]
+        );
+        // Before 1.35 the API server refuses the field itself.
+        assert_eq!(rules(&check(&watcher, &on("1.34"))), ["field-placement"]);
+        // A rule that restarts on exit code 0 does the same; one that spares 0 does not.
+        let on_zero = job(
+            json!({"name": "w", "restartPolicy": "Never", "restartPolicyRules": [
+            {"action": "Restart", "exitCodes": {"operator": "NotIn", "values": [3]}}]}),
+        );
+        let said = check(&on_zero, &on("1.35"));
+        assert!(
+            said[0]
+                .to_string()
+                .contains("(restartPolicyRules[0] (Restart) starts it"),
+            "{said:?}"
+        );
+        let spares_zero = job(
+            json!({"name": "w", "restartPolicy": "Never", "restartPolicyRules": [
+            {"action": "Restart", "exitCodes": {"operator": "In", "values": [3]}}]}),
+        );
+        assert!(check(&spares_zero, &on("1.35")).is_empty());
+        // In a long-running pod, restarting is what the pod does anyway.
+        let deployment = model(json!({"kind": "Deployment", "spec": {"template": {"spec": {
+            "containers": [{"name": "web"}, {"name": "watcher", "restartPolicy": "Always"}]}}}}));
+        assert!(check(&deployment, &on("1.35")).is_empty());
+    }
+
+    #[test]
+    fn restart_rules_on_sidecars() {
+        let m = model(json!({"kind": "Pod", "spec": {"initContainers": [
+            {"name": "logs", "image": "fluent/fluent-bit:3", "restartPolicy": "Always",
+             "startupProbe": {"exec": {"command": ["true"]}},
+             "restartPolicyRules": [
+                {"action": "Restart", "exitCodes": {"operator": "In", "values": [1]}},
+                {"action": "RestartAllContainers", "exitCodes": {"operator": "In", "values": [2]}}]}],
+            "containers": [{"name": "app"}]}}));
+        let said = check(&m, &on("1.36"));
+        assert_eq!(rules(&said), ["sidecar-restart-rules"; 2]);
+        assert!(
+            said[1]
+                .to_string()
+                .contains("restarts every container of the pod"),
+            "{said:?}"
+        );
+        // 1.35 has RestartAllContainers only behind its alpha gate.
+        let said = check(&m, &on("1.35"));
+        assert_eq!(
+            rules(&said),
+            [
+                "restart-rules",
+                "sidecar-restart-rules",
+                "sidecar-restart-rules"
+            ]
+        );
+        assert!(
+            said[0].to_string().contains("needs Kubernetes 1.36"),
+            "{said:?}"
+        );
     }
 
     #[test]

@@ -223,6 +223,10 @@ impl<'a> Object<'a> {
         *self.entry_or(key, || Node::Value(Value::Null)) = value;
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Removes `key`; whether it was there.
     pub fn remove(&mut self, key: &str) -> bool {
         let before = self.0.len();

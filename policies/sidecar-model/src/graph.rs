@@ -40,6 +40,9 @@ pub enum ImplicitEdge {
     /// whatever its type says (a container typed `Init` by annotation that is still in
     /// `containers` starts with the apps).
     InitListBeforeContainers,
+    /// The known-sidecar list says the init step belongs before the sidecar (a mesh's
+    /// traffic redirection before its proxy).
+    InitStepBeforeItsSidecar,
 }
 
 impl fmt::Display for EdgeOrigin {
@@ -53,6 +56,9 @@ impl fmt::Display for EdgeOrigin {
                 ImplicitEdge::InitBeforeApp => "init containers complete before app containers",
                 ImplicitEdge::InitListBeforeContainers => {
                     "initContainers start before containers, whatever their types say"
+                }
+                ImplicitEdge::InitStepBeforeItsSidecar => {
+                    "the known-sidecar list puts this init step before its sidecar"
                 }
             }),
         }
@@ -197,8 +203,26 @@ impl StartGraph {
                 origin: EdgeOrigin::Annotation { key: d.key.clone() },
             })
             .collect();
+        edges.extend(model.init_steps_before.iter().map(|r| Edge {
+            from: r.step,
+            to: r.sidecar,
+            origin: EdgeOrigin::Implicit {
+                reason: ImplicitEdge::InitStepBeforeItsSidecar,
+            },
+        }));
+        // A settings rule broad enough to put a proxy before every init step does not
+        // put it before its own mesh's: the known-sidecar list knows better.
+        let contradicts_init_step = |e: &Edge| {
+            model
+                .init_steps_before
+                .iter()
+                .any(|r| r.sidecar == e.from && r.step == e.to)
+        };
         for e in extra {
-            if e.from != e.to && !edges.iter().any(|x| x.from == e.from && x.to == e.to) {
+            if e.from != e.to
+                && !contradicts_init_step(&e)
+                && !edges.iter().any(|x| x.from == e.from && x.to == e.to)
+            {
                 edges.push(e);
             }
         }

@@ -17,14 +17,17 @@ pub mod inject;
 pub mod keys;
 pub mod lazy;
 pub mod lifecycle_type;
+pub mod mesh;
 pub mod ordering;
 pub mod pod;
 pub mod quantity;
 pub mod resource_rules;
 pub mod resources;
+pub mod restart_rules;
 pub mod selector;
 pub mod spec;
 pub mod surgery;
+pub mod version;
 pub mod workload;
 
 pub use error::ModelError;
@@ -34,9 +37,11 @@ pub use lifecycle_type::{
     ContainerList, KnownRule, KnownSidecar, KnownSidecarSettings, KnownSidecars, LifecycleType,
     TypeReason,
 };
+pub use mesh::Mesh;
 pub use ordering::{EdgeRule, OrderFinding, OrderPlan};
 pub use pod::{ContainerInfo, PodModel};
 pub use quantity::{Quantity, QuantityError};
 pub use resources::{PodResources, QosClass};
 pub use selector::ContainerSelector;
+pub use version::{Feature, KubeVersion};
 pub use workload::{Workload, WorkloadKind};

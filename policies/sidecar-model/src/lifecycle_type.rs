@@ -4,6 +4,7 @@
 //! hooks.
 
 use crate::glob::{self, Glob, image_repository};
+use crate::mesh::Mesh;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -133,6 +134,10 @@ pub struct KnownSidecar {
     /// The type the rule gives; `Sidecar` when omitted.
     #[serde(rename = "type", default = "default_sidecar_type")]
     pub lifecycle: LifecycleType,
+    /// Names (globs) of the init containers that belong before this sidecar, as a mesh's
+    /// traffic-redirection step belongs before its proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_steps: Vec<String>,
 }
 
 fn default_sidecar_type() -> LifecycleType {
@@ -145,6 +150,7 @@ impl KnownSidecar {
             name: name.map(str::to_string),
             image: image.map(str::to_string),
             lifecycle: LifecycleType::Sidecar,
+            init_steps: Vec::new(),
         }
     }
 
@@ -153,7 +159,12 @@ impl KnownSidecar {
         if self.name.is_none() && self.image.is_none() {
             return Err("a known sidecar needs a name or an image pattern".into());
         }
-        glob::validate_patterns(self.name.as_deref(), self.image.as_deref())
+        glob::validate_patterns(self.name.as_deref(), self.image.as_deref())?;
+        for (i, step) in self.init_steps.iter().enumerate() {
+            glob::validate_patterns(Some(step), None)
+                .map_err(|e| format!("initSteps[{i}]: {e}"))?;
+        }
+        Ok(())
     }
 
     /// How the rule reads in messages: `image */istio/proxyv2`.
@@ -167,6 +178,32 @@ impl KnownSidecar {
             name: self.name.as_deref(),
             image: self.image.as_deref(),
             lifecycle: self.lifecycle,
+            init_steps: InitSteps::Settings(&self.init_steps),
+            mesh: None,
+        }
+    }
+}
+
+/// Init-container name patterns of a known sidecar: a mesh's own, or a settings rule's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitSteps<'a> {
+    Mesh(&'static [&'static str]),
+    Settings(&'a [String]),
+}
+
+impl InitSteps<'_> {
+    /// Whether the init container `name` belongs before the sidecar.
+    pub fn include(&self, name: &str) -> bool {
+        match self {
+            InitSteps::Mesh(patterns) => patterns.iter().any(|p| glob::matches(p, name)),
+            InitSteps::Settings(patterns) => patterns.iter().any(|p| glob::matches(p, name)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            InitSteps::Mesh(p) => p.is_empty(),
+            InitSteps::Settings(p) => p.is_empty(),
         }
     }
 }
@@ -207,6 +244,9 @@ pub struct KnownRule<'a> {
     pub name: Option<&'a str>,
     pub image: Option<&'a str>,
     pub lifecycle: LifecycleType,
+    pub init_steps: InitSteps<'a>,
+    /// The mesh whose proxy the rule recognises: conversion gives it the mesh's layout.
+    pub mesh: Option<Mesh>,
 }
 
 impl KnownRule<'_> {
@@ -236,6 +276,8 @@ const fn by_image(pattern: &'static str) -> KnownRule<'static> {
         name: None,
         image: Some(pattern),
         lifecycle: LifecycleType::Sidecar,
+        init_steps: InitSteps::Mesh(&[]),
+        mesh: None,
     }
 }
 
@@ -244,6 +286,19 @@ const fn by_name(pattern: &'static str) -> KnownRule<'static> {
         name: Some(pattern),
         image: None,
         lifecycle: LifecycleType::Sidecar,
+        init_steps: InitSteps::Mesh(&[]),
+        mesh: None,
+    }
+}
+
+impl KnownRule<'static> {
+    /// The proxy of `mesh`, whose init steps run before it.
+    const fn of(self, mesh: Mesh) -> Self {
+        KnownRule {
+            init_steps: InitSteps::Mesh(mesh.init_steps()),
+            mesh: Some(mesh),
+            ..self
+        }
     }
 }
 
@@ -253,11 +308,11 @@ const fn by_name(pattern: &'static str) -> KnownRule<'static> {
 const DEFAULT_RULES: &[KnownRule<'static>] = &[
     // Istio's proxy image also runs istio-init, but that sits in initContainers where
     // position decides.
-    by_image("*/proxyv2"),
-    by_name("istio-proxy"),
-    by_image("*/linkerd/proxy"),
-    by_image("*linkerd*-proxy"),
-    by_name("linkerd-proxy"),
+    by_image("*/proxyv2").of(Mesh::Istio),
+    by_name("istio-proxy").of(Mesh::Istio),
+    by_image("*/linkerd/proxy").of(Mesh::Linkerd),
+    by_image("*linkerd*-proxy").of(Mesh::Linkerd),
+    by_name("linkerd-proxy").of(Mesh::Linkerd),
     by_image("*/envoyproxy/envoy*"),
     by_name("envoy"),
     by_name("envoy-sidecar"),
@@ -344,6 +399,10 @@ impl KnownSidecars {
                 name: r.name.map(str::to_string),
                 image: r.image.map(str::to_string),
                 lifecycle: r.lifecycle,
+                init_steps: match r.init_steps {
+                    InitSteps::Mesh(p) => p.iter().map(|s| s.to_string()).collect(),
+                    InitSteps::Settings(p) => p.to_vec(),
+                },
             })
             .collect()
     }

@@ -364,24 +364,27 @@ mod tests {
 
     #[test]
     fn settings_rules_match_by_image_and_type() {
-        // "The mesh proxy starts before every init container", as Istio's native mode does.
+        // "The mesh proxy starts before every init container": every one but the mesh's
+        // own iptables step, which the known-sidecar list puts before its proxy (Istio's
+        // native order: istio-init, istio-proxy, the user's init containers).
         let rule: EdgeRule = serde_json::from_value(json!({
             "name": "mesh first", "before": {"image": "*/proxyv2"}, "after": {"type": "Init"}}))
         .unwrap();
         rule.validate().unwrap();
         let m = model(
             json!({}),
-            json!([{"name": "istio-init"}, {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1", "restartPolicy": "Always"}]),
+            json!([{"name": "setup"}, {"name": "istio-init"}, {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1", "restartPolicy": "Always"}]),
             json!([{"name": "app"}]),
         );
         let p = plan(&m, &[rule]);
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(
             graph::names(&m, p.start.as_ref().unwrap()),
-            ["istio-proxy", "istio-init", "app"]
+            ["istio-init", "istio-proxy", "setup", "app"]
         );
         assert_eq!(codes(&p.readiness), ["noStartupProbe"]);
-        assert!(p.readiness[0].to_string().contains("\"istio-init\""));
+        assert!(p.readiness[0].to_string().contains("\"setup\""));
+        assert!(!p.readiness[0].to_string().contains("\"istio-init\""));
     }
 
     #[test]

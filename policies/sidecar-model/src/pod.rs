@@ -11,6 +11,7 @@ use crate::error::ModelError;
 use crate::finding::Finding;
 use crate::keys;
 use crate::lifecycle_type::{ContainerList, KnownSidecars, LifecycleType, TypeReason};
+use crate::mesh::Mesh;
 use crate::workload::Workload;
 
 /// One container of the pod and its lifecycle type.
@@ -24,6 +25,9 @@ pub struct ContainerInfo {
     #[serde(rename = "type")]
     pub lifecycle_type: LifecycleType,
     pub reason: TypeReason,
+    /// For a sidecar the known-sidecar list recognises as a mesh's proxy: that mesh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<Mesh>,
 }
 
 impl ContainerInfo {
@@ -61,7 +65,47 @@ pub struct PodModel {
     /// `initContainers` in order, then `containers` in order.
     pub containers: Vec<ContainerInfo>,
     pub declared_after: Vec<DeclaredAfter>,
+    /// Init steps that belong before a sidecar, as the known-sidecar list says (a mesh's
+    /// traffic redirection before its proxy). Indices into `containers`.
+    pub init_steps_before: Vec<InitStepOf>,
     pub findings: Vec<Finding>,
+}
+
+/// `step` is an init container that belongs before `sidecar`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitStepOf {
+    pub step: usize,
+    pub sidecar: usize,
+}
+
+/// Sets each sidecar's mesh and returns the init steps that belong before each: only
+/// sidecars are looked up again, and most pods have one or none.
+fn sidecar_relations(containers: &mut [ContainerInfo], known: &KnownSidecars) -> Vec<InitStepOf> {
+    let mut out = Vec::new();
+    for sidecar in 0..containers.len() {
+        let c = &containers[sidecar];
+        if c.lifecycle_type != LifecycleType::Sidecar {
+            continue;
+        }
+        let Some(rule) = known.find(&c.name, c.image.as_deref()) else {
+            continue;
+        };
+        if !rule.init_steps.is_empty() {
+            out.extend(
+                containers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| {
+                        s.list == ContainerList::InitContainers
+                            && s.lifecycle_type == LifecycleType::Init
+                            && rule.init_steps.include(&s.name)
+                    })
+                    .map(|(step, _)| InitStepOf { step, sidecar }),
+            );
+        }
+        containers[sidecar].mesh = rule.mesh;
+    }
+    out
 }
 
 impl PodModel {
@@ -164,11 +208,16 @@ impl PodModel {
                     index: list.len(),
                     lifecycle_type: lifecycle,
                     reason,
+                    mesh: None,
                 },
             );
             list.push(container);
         }
         self.workload.annotations.extend(annotations);
+        for c in &mut self.containers {
+            c.mesh = None;
+        }
+        self.init_steps_before = sidecar_relations(&mut self.containers, known);
         self
     }
 
@@ -207,6 +256,7 @@ impl PodModel {
                     index,
                     lifecycle_type: lifecycle,
                     reason,
+                    mesh: None,
                 });
             }
         }
@@ -239,10 +289,12 @@ impl PodModel {
         }
 
         let declared_after = read_annotations(&pod.annotations, &by_name, &mut findings);
+        let init_steps_before = sidecar_relations(&mut containers, known);
         PodModel {
             workload: pod,
             containers,
             declared_after,
+            init_steps_before,
             findings,
         }
     }
@@ -276,6 +328,14 @@ impl PodModel {
         self.containers.iter().filter(|c| {
             c.lifecycle_type == LifecycleType::Sidecar && c.list == ContainerList::Containers
         })
+    }
+
+    /// The mesh annotation by which the pod keeps its proxy `containers[i]` in the mesh's
+    /// legacy layout (`sidecar.istio.io/nativeSidecar: "false"`), if one does.
+    pub fn mesh_opt_out(&self, i: usize) -> Option<(Mesh, &str)> {
+        let mesh = self.containers[i].mesh?;
+        mesh.opt_out(&self.workload.annotations)
+            .map(|key| (mesh, key))
     }
 
     /// `optional.sidecars.dev/<name>: "true"`.

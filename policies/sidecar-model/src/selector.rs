@@ -85,6 +85,7 @@ mod tests {
             index: 0,
             lifecycle_type: lifecycle,
             reason: TypeReason::Default,
+            mesh: None,
         }
     }
 

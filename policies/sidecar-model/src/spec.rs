@@ -10,7 +10,9 @@
 //! here are kept as they were.
 
 use crate::lazy::Lazy;
-use k8s_openapi::api::core::v1::{EnvVar, Lifecycle, ResourceRequirements, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    ContainerRestartRule, EnvVar, Lifecycle, ResourceRequirements, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
@@ -37,7 +39,8 @@ pub struct Container {
     pub name: String,
     pub image: Option<String>,
     pub restart_policy: Option<String>,
-    pub restart_policy_rules: Option<IgnoredAny>,
+    /// Read, not skipped: the lifecycle policy validates them as the API server does.
+    pub restart_policy_rules: Option<Vec<ContainerRestartRule>>,
     pub startup_probe: Option<IgnoredAny>,
     pub readiness_probe: Option<IgnoredAny>,
     pub liveness_probe: Option<IgnoredAny>,

@@ -10,8 +10,10 @@ use serde_json::{Map, Value};
 
 use crate::doc::{Node, Object};
 use crate::error::ModelError;
-use crate::lifecycle_type::{ContainerList, KnownSidecars};
+use crate::lifecycle_type::{ContainerList, KnownSidecars, LifecycleType};
+use crate::mesh::Mesh;
 use crate::pod::PodModel;
+use crate::spec::Container;
 use crate::workload::WorkloadKind;
 
 /// What a mutation did, for messages and audit.
@@ -27,6 +29,10 @@ pub enum Change {
         container: String,
         from: String,
         to: String,
+        /// What else changed on it: fields a native sidecar has no use for, and what its
+        /// mesh gives a native proxy.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        also: Vec<String>,
     },
     /// An optional native sidecar's readinessProbe was removed.
     RemovedReadinessProbe { container: String },
@@ -45,10 +51,17 @@ impl std::fmt::Display for Change {
                 container,
                 from,
                 to,
-            } => write!(
-                f,
-                "{container}: moved from {from} to {to} with restartPolicy: Always (native sidecar)"
-            ),
+                also,
+            } => {
+                write!(
+                    f,
+                    "{container}: moved from {from} to {to} with restartPolicy: Always (native sidecar)"
+                )?;
+                if !also.is_empty() {
+                    write!(f, "; {}", also.join(", "))?;
+                }
+                Ok(())
+            }
             Change::RemovedReadinessProbe { container } => write!(
                 f,
                 "removed the readinessProbe of optional sidecar {container:?} so its failures do not take the pod out of service"
@@ -115,44 +128,234 @@ fn container_mut<'n, 'a>(
         .ok_or_else(missing)
 }
 
+/// How one legacy sidecar becomes a native one. Decided once from the model, then done
+/// to the object ([`normalise`]) and to the model ([`normalised`]) alike.
+#[derive(Debug, Clone)]
+struct Conversion {
+    /// Its index in `containers`.
+    from: usize,
+    name: String,
+    /// The init container (index in `initContainers`) it goes right after: the last of the
+    /// init steps that belong before it. `None`: after every init container.
+    after_step: Option<usize>,
+    drop_restart_rules: bool,
+    /// The mesh whose native layout it takes, and what that adds or removes.
+    mesh: Option<Mesh>,
+    add_startup_probe: bool,
+    drop_wait_hook: bool,
+    add_pre_stop: bool,
+}
+
+impl Conversion {
+    fn also(&self) -> Vec<String> {
+        let mut also = Vec::new();
+        if self.drop_restart_rules {
+            also.push("removed restartPolicyRules, which a native sidecar ignores".to_string());
+        }
+        if let Some(mesh) = self.mesh {
+            if self.add_startup_probe {
+                also.push(format!("added {mesh}'s native startupProbe"));
+            }
+            if self.drop_wait_hook {
+                also.push(format!(
+                    "removed the postStart wait hook, which {mesh} renders only for legacy sidecars"
+                ));
+            }
+            if self.add_pre_stop {
+                also.push(format!("added {mesh}'s native preStop drain"));
+            }
+        }
+        also
+    }
+}
+
+/// The legacy sidecars to convert: all but those a mesh annotation keeps legacy.
+fn conversions(model: &PodModel) -> Vec<Conversion> {
+    model
+        .containers
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| {
+            c.lifecycle_type == LifecycleType::Sidecar
+                && c.list == ContainerList::Containers
+                && model.mesh_opt_out(*i).is_none()
+        })
+        .map(|(i, info)| {
+            let c = model.container(i);
+            let hooks = c.lifecycle.as_deref();
+            let mesh = info.mesh;
+            let after_step = model
+                .init_steps_before
+                .iter()
+                .filter(|r| r.sidecar == i)
+                .map(|r| model.containers[r.step].index)
+                .max();
+            Conversion {
+                from: info.index,
+                name: info.name.clone(),
+                after_step,
+                drop_restart_rules: c.restart_policy_rules.is_some(),
+                mesh,
+                add_startup_probe: mesh.is_some() && c.startup_probe.is_none(),
+                drop_wait_hook: mesh.is_some_and(|m| {
+                    hooks
+                        .and_then(|l| l.post_start.as_ref())
+                        .is_some_and(|h| m.is_wait_hook(h))
+                }),
+                add_pre_stop: mesh.is_some_and(|m| m.pre_stop().is_some())
+                    && hooks.and_then(|l| l.pre_stop.as_ref()).is_none(),
+            }
+        })
+        .collect()
+}
+
+/// The init list once `moved` (in the order of `conversions`) join `init`: each right
+/// after its last init step, the others after every init container, in their order.
+fn merge_init<T>(init: Vec<T>, moved: Vec<T>, plan: &[Conversion]) -> Vec<T> {
+    let mut moved: Vec<Option<T>> = moved.into_iter().map(Some).collect();
+    let mut out = Vec::with_capacity(init.len() + moved.len());
+    let mut take = |out: &mut Vec<T>, at: Option<usize>| {
+        for (j, c) in plan.iter().enumerate() {
+            if c.after_step == at
+                && let Some(item) = moved[j].take()
+            {
+                out.push(item);
+            }
+        }
+    };
+    for (k, item) in init.into_iter().enumerate() {
+        out.push(item);
+        take(&mut out, Some(k));
+    }
+    take(&mut out, None);
+    // An init step index past the list (not possible for a plan of this model) lands last.
+    out.extend(moved.into_iter().flatten());
+    out
+}
+
+/// Where each moved container ends up in the merged init list, in plan order.
+fn merged_positions(init_len: usize, plan: &[Conversion]) -> Vec<usize> {
+    let slots = merge_init(
+        (0..init_len).map(|_| None).collect(),
+        (0..plan.len()).map(Some).collect(),
+        plan,
+    );
+    let mut at = vec![0; plan.len()];
+    for (pos, slot) in slots.into_iter().enumerate() {
+        if let Some(j) = slot {
+            at[j] = pos;
+        }
+    }
+    at
+}
+
+fn json_node<'a>(value: Value) -> Node<'a> {
+    Node::Value(value)
+}
+
 /// The shared normalisation: every container typed `Sidecar` that sits in `containers`
-/// becomes a native sidecar, appended after the existing init containers (so it still
-/// starts after every init step and before the app, as it did, and now for sure), in
-/// the order the sidecars had. Returns what it moved; nothing when there is nothing to do.
+/// becomes a native sidecar (unless its mesh's annotation keeps it legacy), in the order
+/// the sidecars had: right after the init steps the known-sidecar list puts before it (a
+/// mesh's proxy after the mesh's traffic redirection and before the user's init
+/// containers, as the mesh itself injects it), otherwise after every init container (so
+/// it still starts after every init step and before the app, as it did, and now for
+/// sure). A mesh's proxy also takes what the mesh gives a native proxy. Returns what it
+/// changed; nothing when there is nothing to do.
 pub fn normalise(object: &mut Node, model: &PodModel) -> Result<Vec<Change>, NormaliseError> {
-    let legacy: Vec<(usize, String)> = model
-        .legacy_sidecars()
-        .map(|c| (c.index, c.name.clone()))
-        .collect();
-    if legacy.is_empty() {
+    let plan = conversions(model);
+    if plan.is_empty() {
         return Ok(Vec::new());
     }
-    if legacy.len() == model.workload.spec.containers.len() {
+    if plan.len() == model.workload.spec.containers.len() {
         return Err(NormaliseError::NoAppContainerLeft(
-            legacy.into_iter().map(|(_, n)| n).collect(),
+            plan.into_iter().map(|c| c.name).collect(),
         ));
     }
     let spec = spec_mut(object, model.workload.kind)?;
     let containers = list_mut(spec, ContainerList::Containers)?;
-    let indices: Vec<usize> = legacy.iter().map(|(i, _)| *i).collect();
-    let moved = take_at(containers, &indices).ok_or_else(|| {
+    let indices: Vec<usize> = plan.iter().map(|c| c.from).collect();
+    let mut moved = take_at(containers, &indices).ok_or_else(|| {
         let last = indices.last().copied().unwrap_or_default();
         ModelError::Malformed(format!("containers[{last}] is missing"))
     })?;
-    let init = list_mut(spec, ContainerList::InitContainers)?;
-    let mut changes = Vec::new();
-    for ((from_index, name), mut container) in legacy.into_iter().zip(moved) {
+    for (conversion, container) in plan.iter().zip(&mut moved) {
         if let Some(fields) = container.as_object_mut()? {
-            fields.insert("restartPolicy", Node::Value(Value::String("Always".into())));
+            convert_object(fields, conversion)?;
         }
-        changes.push(Change::ConvertedToNativeSidecar {
-            container: name,
-            from: format!("containers[{from_index}]"),
-            to: format!("initContainers[{}]", init.len()),
-        });
-        init.push(container);
     }
-    Ok(changes)
+    let init = list_mut(spec, ContainerList::InitContainers)?;
+    let positions = merged_positions(init.len(), &plan);
+    let merged = merge_init(std::mem::take(init), moved, &plan);
+    *init = merged;
+    Ok(plan
+        .iter()
+        .zip(positions)
+        .map(|(c, to)| Change::ConvertedToNativeSidecar {
+            container: c.name.clone(),
+            from: format!("containers[{}]", c.from),
+            to: format!("initContainers[{to}]"),
+            also: c.also(),
+        })
+        .collect())
+}
+
+/// One conversion's edits on the container's JSON.
+fn convert_object(fields: &mut Object, c: &Conversion) -> Result<(), ModelError> {
+    fields.insert("restartPolicy", json_node(Value::String("Always".into())));
+    if c.drop_restart_rules {
+        fields.remove("restartPolicyRules");
+    }
+    let Some(mesh) = c.mesh else {
+        return Ok(());
+    };
+    if c.add_startup_probe {
+        fields.insert("startupProbe", json_node(mesh.startup_probe()));
+    }
+    if c.drop_wait_hook || c.add_pre_stop {
+        let hooks = fields
+            .entry_or("lifecycle", empty_object)
+            .as_object_mut()?
+            .ok_or_else(|| {
+                ModelError::Malformed(format!("{} lifecycle is not an object", c.name))
+            })?;
+        if c.drop_wait_hook {
+            hooks.remove("postStart");
+        }
+        if let Some(pre_stop) = mesh.pre_stop().filter(|_| c.add_pre_stop) {
+            hooks.insert("preStop", json_node(pre_stop));
+        }
+        if hooks.is_empty() {
+            fields.remove("lifecycle");
+        }
+    }
+    Ok(())
+}
+
+/// One conversion's edits on the model's container, as [`convert_object`] makes them.
+fn convert_container(container: &mut Container, c: &Conversion) {
+    container.restart_policy = Some("Always".into());
+    if c.drop_restart_rules {
+        container.restart_policy_rules = None;
+    }
+    let Some(mesh) = c.mesh else {
+        return;
+    };
+    if c.add_startup_probe {
+        container.startup_probe = Some(serde::de::IgnoredAny);
+    }
+    if c.drop_wait_hook || c.add_pre_stop {
+        let hooks = container.lifecycle.get_or_insert_default();
+        if c.drop_wait_hook {
+            hooks.post_start = None;
+        }
+        if let Some(pre_stop) = mesh.pre_stop().filter(|_| c.add_pre_stop) {
+            // The mesh's own hook, which reads.
+            hooks.pre_stop = serde_json::from_value(pre_stop).ok();
+        }
+        if hooks.post_start.is_none() && hooks.pre_stop.is_none() && hooks.stop_signal.is_none() {
+            container.lifecycle = None;
+        }
+    }
 }
 
 /// Removes the items at `indices` (ascending) from `list` and returns them in that
@@ -169,17 +372,21 @@ fn take_at<T>(list: &mut Vec<T>, indices: &[usize]) -> Option<Vec<T>> {
 /// What [`normalise`] does to the object, done to the model's workload: the model
 /// of the normalised pod, without reading the object again.
 pub fn normalised(model: PodModel, known: &KnownSidecars) -> PodModel {
-    let legacy: Vec<usize> = model.legacy_sidecars().map(|c| c.index).collect();
+    let plan = conversions(&model);
+    if plan.is_empty() {
+        return model;
+    }
+    let indices: Vec<usize> = plan.iter().map(|c| c.from).collect();
     model.with_workload(known, |workload| {
         let containers = workload.list_mut(ContainerList::Containers);
         // The indices come from this very workload: they are all there.
-        let mut moved = take_at(containers, &legacy).unwrap_or_default();
-        for c in &mut moved {
-            c.restart_policy = Some("Always".into());
+        let mut moved = take_at(containers, &indices).unwrap_or_default();
+        for (conversion, c) in plan.iter().zip(&mut moved) {
+            convert_container(c, conversion);
         }
-        workload
-            .list_mut(ContainerList::InitContainers)
-            .extend(moved);
+        let init = workload.list_mut(ContainerList::InitContainers);
+        let merged = merge_init(std::mem::take(init), moved, &plan);
+        *init = merged;
     })
 }
 
@@ -395,11 +602,14 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(
             changes[0].to_string(),
-            "istio-proxy: moved from containers[1] to initContainers[1] with restartPolicy: Always (native sidecar)"
+            "istio-proxy: moved from containers[1] to initContainers[1] with restartPolicy: Always (native sidecar); added Istio's native startupProbe, added Istio's native preStop drain"
         );
         let spec = &object["spec"]["template"]["spec"];
+        // As Istio injects a native proxy: its startupProbe and drain added, the rest as it was.
         let mut expected_proxy = original["spec"]["template"]["spec"]["containers"][1].clone();
         expected_proxy["restartPolicy"] = json!("Always");
+        expected_proxy["startupProbe"] = Mesh::Istio.startup_probe();
+        expected_proxy["lifecycle"] = json!({"preStop": Mesh::Istio.pre_stop()});
         assert_eq!(spec["initContainers"][1], expected_proxy);
         assert_eq!(
             spec["containers"],
@@ -430,7 +640,7 @@ mod tests {
         let app =
             r#"{"name": "app", "resources": {"limits": {"cpu": "1.50"}}, "args": ["\u0041"]}"#;
         let text = format!(
-            r#"{{"kind": "Pod", "metadata": {{"name": "p"}}, "spec": {{"containers": [{app}, {{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24"}}]}}}}"#
+            r#"{{"kind": "Pod", "metadata": {{"name": "p"}}, "spec": {{"containers": [{app}, {{"name": "fluent-bit", "image": "fluent/fluent-bit:3"}}]}}}}"#
         );
         let m = model(&serde_json::from_str(&text).unwrap());
         let mut doc = Node::parse(&text).unwrap();
@@ -439,7 +649,7 @@ mod tests {
         assert_eq!(
             out,
             format!(
-                r#"{{"kind":"Pod","metadata":{{"name": "p"}},"spec":{{"containers":[{app}],"initContainers":[{{"name":"istio-proxy","image":"docker.io/istio/proxyv2:1.24","restartPolicy":"Always"}}]}}}}"#
+                r#"{{"kind":"Pod","metadata":{{"name": "p"}},"spec":{{"containers":[{app}],"initContainers":[{{"name":"fluent-bit","image":"fluent/fluent-bit:3","restartPolicy":"Always"}}]}}}}"#
             )
         );
     }
@@ -469,6 +679,104 @@ mod tests {
                 format!("{:?}", PodModel::of(&edited, &known)),
                 "{object}"
             );
+        }
+    }
+
+    #[test]
+    fn mesh_proxies_take_the_layout_their_mesh_injects() {
+        let known = KnownSidecars::default();
+        // Istio with holdApplicationUntilProxyStarts: the wait hook goes, the drain comes,
+        // and the proxy sits after istio-init, before the user's init steps.
+        let istio = json!({"kind": "Pod", "spec": {
+            "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.28"}, {"name": "migrate"}],
+            "containers": [{"name": "app"}, {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.28",
+                "startupProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021}},
+                "lifecycle": {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}}]}});
+        // Linkerd: linkerd-await goes, its startupProbe comes; restart rules a regular
+        // container carried mean nothing on a sidecar.
+        let linkerd = json!({"kind": "Pod", "spec": {
+            "initContainers": [{"name": "linkerd-init", "image": "cr.l5d.io/linkerd/proxy-init:v2"}],
+            "containers": [{"name": "linkerd-proxy", "image": "cr.l5d.io/linkerd/proxy:edge-25.1.1",
+                "restartPolicy": "Always", "restartPolicyRules": [{"action": "Restart", "exitCodes": {"operator": "In", "values": [1]}}],
+                "lifecycle": {"postStart": {"exec": {"command": ["/usr/lib/linkerd/linkerd-await", "--timeout=2m", "--port=4191"]}}}},
+                {"name": "app"}]}});
+        for (object, names, proxy) in [
+            (
+                &istio,
+                ["istio-init", "istio-proxy", "migrate"].as_slice(),
+                1,
+            ),
+            (&linkerd, ["linkerd-init", "linkerd-proxy"].as_slice(), 1),
+        ] {
+            let m = model(object);
+            let mut edited = object.clone();
+            let changes = edit_value(&mut edited, |d| normalise(d, &m)).unwrap();
+            let init = edited["spec"]["initContainers"].as_array().unwrap();
+            let got: Vec<&str> = init.iter().map(|c| c["name"].as_str().unwrap()).collect();
+            assert_eq!(got, names, "{changes:?}");
+            let p = &init[proxy];
+            assert_eq!(p["restartPolicy"], "Always");
+            assert!(p.get("restartPolicyRules").is_none());
+            assert!(p["startupProbe"].is_object());
+            assert!(p["lifecycle"].get("postStart").is_none(), "{p}");
+            assert_eq!(
+                format!("{:?}", normalised(m.clone(), &known)),
+                format!("{:?}", PodModel::of(&edited, &known)),
+                "{object}"
+            );
+            // Once native, the mesh's own layout: nothing more to do.
+            let again = model(&edited);
+            assert!(
+                edit_value(&mut edited, |d| normalise(d, &again))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        let linkerd_proxy = &{
+            let mut e = linkerd.clone();
+            edit_value(&mut e, |d| normalise(d, &model(&linkerd))).unwrap();
+            e
+        }["spec"]["initContainers"][1];
+        assert!(linkerd_proxy.get("lifecycle").is_none(), "{linkerd_proxy}");
+        assert_eq!(linkerd_proxy["startupProbe"]["httpGet"]["path"], "/ready");
+        let istio_proxy = {
+            let mut e = istio.clone();
+            edit_value(&mut e, |d| normalise(d, &model(&istio))).unwrap();
+            e["spec"]["initContainers"][1].clone()
+        };
+        // The user's own startupProbe is kept.
+        assert_eq!(
+            istio_proxy["startupProbe"],
+            json!({"httpGet": {"path": "/healthz/ready", "port": 15021}})
+        );
+        assert_eq!(
+            istio_proxy["lifecycle"],
+            json!({"preStop": Mesh::Istio.pre_stop()})
+        );
+    }
+
+    #[test]
+    fn a_mesh_opt_out_keeps_the_proxy_legacy() {
+        for key in [
+            "sidecar.istio.io/nativeSidecar",
+            "config.beta.linkerd.io/proxy-enable-native-sidecar",
+        ] {
+            let image = if key.contains("istio") {
+                "docker.io/istio/proxyv2:1.28"
+            } else {
+                "cr.l5d.io/linkerd/proxy:stable"
+            };
+            let object = json!({"kind": "Pod", "metadata": {"annotations": {key: "false"}},
+                "spec": {"containers": [{"name": "app"}, {"name": "proxy", "image": image}]}});
+            let m = model(&object);
+            assert_eq!(m.mesh_opt_out(1).map(|(_, k)| k), Some(key));
+            let mut edited = object.clone();
+            assert!(
+                edit_value(&mut edited, |d| normalise(d, &m))
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(edited, object);
         }
     }
 

@@ -90,15 +90,16 @@ fn injects_in_place_and_order() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    // The proxy before every init step, as the set's edge asks.
-    assert_eq!(init, ["istio-proxy", "setup", "istio-init"]);
-    assert_eq!(spec["initContainers"][0]["restartPolicy"], "Always");
+    // The proxy before every init step, as the set's edge asks, but its own mesh's
+    // iptables step, which belongs before it.
+    assert_eq!(init, ["istio-init", "istio-proxy", "setup"]);
+    assert_eq!(spec["initContainers"][1]["restartPolicy"], "Always");
     assert_eq!(
-        spec["initContainers"][0]["env"],
+        spec["initContainers"][1]["env"],
         json!([{"name": "TZ", "value": "UTC"}])
     );
     assert_eq!(
-        spec["initContainers"][0]["volumeMounts"],
+        spec["initContainers"][1]["volumeMounts"],
         json!([{"name": "data", "mountPath": "/data"}])
     );
     // The pod's own volume of the same name wins.
