@@ -107,6 +107,11 @@ pub struct AdmissionRequest<'a> {
     pub namespace: Cow<'a, str>,
     #[serde(default, borrow)]
     object: Option<&'a RawValue>,
+    /// `resize` for `pods/resize` (in-place resize of a running pod).
+    #[serde(default, borrow, rename = "subResource")]
+    pub sub_resource: Cow<'a, str>,
+    #[serde(default, borrow, rename = "oldObject")]
+    old_object: Option<&'a RawValue>,
 }
 
 impl<'a> AdmissionRequest<'a> {
@@ -124,6 +129,16 @@ impl<'a> AdmissionRequest<'a> {
 
     pub fn object_json(&self) -> &'a str {
         self.object().get()
+    }
+
+    /// The object before the change, for an UPDATE (`null` otherwise).
+    pub fn old_object_json(&self) -> &'a str {
+        self.old_object.unwrap_or(RawValue::NULL).get()
+    }
+
+    /// A `pods/resize` request: a running pod's container resources changed in place.
+    pub fn is_resize(&self) -> bool {
+        self.operation == "UPDATE" && self.sub_resource == "resize"
     }
 
     /// An UPDATE of a Pod, not of a workload's template: its containers are a running

@@ -82,7 +82,7 @@ impl Default for Settings {
 
 impl Settings {
     pub fn version(&self) -> Result<KubeVersion, String> {
-        KubeVersion::parse(&self.kubernetes_version).map_err(|e| format!("kubernetesVersion: {e}"))
+        KubeVersion::setting(&self.kubernetes_version)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod mesh;
 pub mod ordering;
 pub mod pod;
 pub mod quantity;
+pub mod resize;
 pub mod resource_rules;
 pub mod resources;
 pub mod restart_rules;

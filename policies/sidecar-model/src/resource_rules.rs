@@ -16,6 +16,7 @@ use crate::finding::quoted;
 use crate::lifecycle_type::KnownSidecars;
 use crate::pod::PodModel;
 use crate::quantity::Quantity;
+use crate::resize::ResizeProblem;
 use crate::resources::QosClass;
 
 /// The rules, by their stable names.
@@ -27,15 +28,17 @@ pub enum Rule {
     PodLevel,
     SidecarShare,
     PodMax,
+    Resize,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 5] = [
+    pub const ALL: [Rule; 6] = [
         Rule::SidecarRequests,
         Rule::Qos,
         Rule::PodLevel,
         Rule::SidecarShare,
         Rule::PodMax,
+        Rule::Resize,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +48,7 @@ impl Rule {
             Rule::PodLevel => "pod-level",
             Rule::SidecarShare => "sidecar-share",
             Rule::PodMax => "pod-max",
+            Rule::Resize => "resize",
         }
     }
 }
@@ -140,6 +144,8 @@ pub enum ResourceFinding {
     PodLevel(PodLevelBreach),
     SidecarShare(ShareOver),
     PodMax(OverMax),
+    /// A `pods/resize` the cluster would refuse.
+    Resize(ResizeProblem),
 }
 
 impl ResourceFinding {
@@ -159,6 +165,7 @@ impl ResourceFinding {
             PodLevel(_) => Rule::PodLevel,
             SidecarShare(_) => Rule::SidecarShare,
             PodMax(_) => Rule::PodMax,
+            Resize(_) => Rule::Resize,
         }
     }
 
@@ -290,6 +297,7 @@ impl fmt::Display for ResourceFinding {
             PodLevel(b) => b.fmt(f),
             SidecarShare(s) => s.fmt(f),
             PodMax(o) => o.fmt(f),
+            Resize(r) => r.fmt(f),
         }
     }
 }

@@ -128,6 +128,13 @@ impl KubeVersion {
     }
 }
 
+impl KubeVersion {
+    /// The `kubernetesVersion` setting of a policy, its error naming the setting.
+    pub fn setting(text: &str) -> Result<Self, String> {
+        Self::parse(text).map_err(|e| format!("kubernetesVersion: {e}"))
+    }
+}
+
 impl Default for KubeVersion {
     fn default() -> Self {
         KubeVersion::DEFAULT

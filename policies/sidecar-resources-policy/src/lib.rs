@@ -8,8 +8,8 @@ use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
 use sidecar_model::budget::Accounting;
 use sidecar_model::doc::Node;
-use sidecar_model::resource_rules::{self, Options, Rule};
-use sidecar_model::{PodModel, surgery};
+use sidecar_model::resource_rules::{self, Options, ResourceFinding, Rule};
+use sidecar_model::{PodModel, resize, surgery};
 
 use settings::{Level, Settings};
 
@@ -23,9 +23,27 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         return Ok(Answer::accept());
     };
     let accounting = Accounting::of(&model).map_err(|e| e.to_string())?;
+    let resize = request.is_resize();
+    let mut answer = Answer::accept();
+    if resize && settings.rules.of(Rule::Resize) != Level::Off {
+        let old = PodModel::from_json_with_resources(request.old_object_json(), &known)
+            .map_err(|e| format!("oldObject: {e}"))?
+            .ok_or("a pods/resize request without its oldObject")?;
+        let before = Accounting::of(&old).map_err(|e| format!("oldObject: {e}"))?;
+        for problem in resize::check(&before, &accounting, settings.version()?) {
+            let finding = ResourceFinding::Resize(problem);
+            answer.file(
+                settings.rules.of(Rule::Resize),
+                format!("{}: {finding}", finding.rule()),
+            );
+        }
+    }
+    // A resize is judged by what holds after it: the pod-level budget, the sidecars' share
+    // and the maxima. How the pod got its class is not the resize's doing.
     let rules: Vec<Rule> = Rule::ALL
         .into_iter()
         .filter(|&r| settings.rules.of(r) != Level::Off)
+        .filter(|r| !resize || matches!(r, Rule::PodLevel | Rule::SidecarShare | Rule::PodMax))
         .collect();
     let share = settings.share();
     let options = Options {
@@ -43,7 +61,6 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     };
     let review = resource_rules::review(&model, &accounting, &known, &options);
 
-    let mut answer = Answer::accept();
     for finding in &review.findings {
         let rule = finding.rule();
         let message = format!("{rule}: {finding}");
@@ -128,6 +145,57 @@ mod tests {
                 "{answer:?}"
             );
         }
+    }
+
+    fn resize(old: Value, new: Value, settings: Value) -> Answer {
+        let pod = |proxy: Value, init: Value| {
+            json!({"kind": "Pod", "metadata": {"name": "shop"}, "spec": {
+            "initContainers": [{"name": "setup", "resources": init},
+                {"name": "istio-proxy", "restartPolicy": "Always", "resources": proxy}],
+            "containers": [{"name": "app", "resources": {
+                "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]}})
+        };
+        let request = json!({"uid": "1", "operation": "UPDATE", "subResource": "resize",
+            "object": pod(new[0].clone(), new[1].clone()), "oldObject": pod(old[0].clone(), old[1].clone())});
+        policy_shell::evaluate_natively(evaluate, &settings.to_string(), &request.to_string())
+            .unwrap()
+    }
+
+    #[test]
+    fn resizes_keep_the_class_and_leave_init_steps_alone() {
+        let fixed = |cpu: &str| json!({"requests": {"cpu": cpu, "memory": "128Mi"}, "limits": {"cpu": cpu, "memory": "128Mi"}});
+        let old = json!([fixed("100m"), fixed("50m")]);
+        // The proxy grows, still Guaranteed: fine.
+        let grown = resize(old.clone(), json!([fixed("200m"), fixed("50m")]), json!({}));
+        assert!(
+            grown.rejections.is_empty() && grown.mutated.is_none(),
+            "{grown:?}"
+        );
+        // Requests below limits would make it Burstable; the init step has finished.
+        let burstable = json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "300m", "memory": "128Mi"}});
+        let answer = resize(old.clone(), json!([burstable, fixed("60m")]), json!({}));
+        assert_eq!(answer.rejections.len(), 2, "{answer:?}");
+        assert!(
+            answer.rejections[0].starts_with(
+                "resize: the resize changes the resources of init container \"setup\""
+            ),
+            "{answer:?}"
+        );
+        assert!(
+            answer.rejections[1]
+                .starts_with("resize: the resize would make the pod Burstable (it is Guaranteed)"),
+            "{answer:?}"
+        );
+        // The share holds after a resize too.
+        let share = resize(
+            old,
+            json!([fixed("900m"), fixed("50m")]),
+            json!({"maxSidecarShare": 25}),
+        );
+        assert!(
+            share.rejections[0].starts_with("sidecar-share: "),
+            "{share:?}"
+        );
     }
 
     #[test]

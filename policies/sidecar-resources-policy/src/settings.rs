@@ -3,7 +3,7 @@ pub use policy_shell::Level;
 use serde::{Deserialize, Serialize};
 use sidecar_model::budget::ResourceDefault;
 use sidecar_model::resource_rules::Rule;
-use sidecar_model::{KnownSidecarSettings, Quantity};
+use sidecar_model::{KnownSidecarSettings, KubeVersion, Quantity};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -14,6 +14,9 @@ pub struct Levels {
     pub pod_level: Level,
     pub sidecar_share: Level,
     pub pod_max: Level,
+    /// `pods/resize` requests the cluster would refuse: a regular init container resized,
+    /// a QoS class changed.
+    pub resize: Level,
 }
 
 impl Default for Levels {
@@ -24,6 +27,7 @@ impl Default for Levels {
             pod_level: Level::Deny,
             sidecar_share: Level::Deny,
             pod_max: Level::Deny,
+            resize: Level::Deny,
         }
     }
 }
@@ -36,6 +40,7 @@ impl Levels {
             Rule::PodLevel => self.pod_level,
             Rule::SidecarShare => self.sidecar_share,
             Rule::PodMax => self.pod_max,
+            Rule::Resize => self.resize,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct Settings {
     pub max_effective_requests: BTreeMap<String, Quantity>,
     pub max_effective_limits: BTreeMap<String, Quantity>,
     pub known_sidecars: KnownSidecarSettings,
+    /// The Kubernetes version pods run on: whether pod-level resources resize in place.
+    pub kubernetes_version: String,
 }
 
 impl Default for Settings {
@@ -85,11 +92,16 @@ impl Default for Settings {
             max_effective_requests: BTreeMap::new(),
             max_effective_limits: BTreeMap::new(),
             known_sidecars: KnownSidecarSettings::default(),
+            kubernetes_version: KubeVersion::DEFAULT.to_string(),
         }
     }
 }
 
 impl Settings {
+    pub fn version(&self) -> Result<KubeVersion, String> {
+        KubeVersion::setting(&self.kubernetes_version)
+    }
+
     /// `maxSidecarShare` per resource, `*` for every resource.
     pub fn share(&self) -> BTreeMap<String, u32> {
         match &self.max_sidecar_share {
@@ -102,6 +114,7 @@ impl Settings {
 
 impl Validatable for Settings {
     fn validate(&self) -> Result<(), String> {
+        self.version()?;
         for (i, d) in self.defaults.iter().enumerate() {
             d.validate().map_err(|e| format!("defaults[{i}]: {e}"))?;
         }
