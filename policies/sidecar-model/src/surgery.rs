@@ -12,7 +12,7 @@ use crate::doc::{Node, Object};
 use crate::error::ModelError;
 use crate::lifecycle_type::{ContainerList, KnownSidecars, LifecycleType};
 use crate::mesh::Mesh;
-use crate::pod::PodModel;
+use crate::pod::{ContainerInfo, PodModel};
 use crate::spec::Container;
 use crate::workload::WorkloadKind;
 
@@ -135,9 +135,8 @@ struct Conversion {
     /// Its index in `containers`.
     from: usize,
     name: String,
-    /// The init container (index in `initContainers`) it goes right after: the last of the
-    /// init steps that belong before it. `None`: after every init container.
-    after_step: Option<usize>,
+    /// The init steps (indices in `initContainers`, ascending) that belong before it.
+    steps: Vec<usize>,
     drop_restart_rules: bool,
     /// The mesh whose native layout it takes, and what that adds or removes.
     mesh: Option<Mesh>,
@@ -184,16 +183,17 @@ fn conversions(model: &PodModel) -> Vec<Conversion> {
             let c = model.container(i);
             let hooks = c.lifecycle.as_deref();
             let mesh = info.mesh;
-            let after_step = model
+            let mut steps: Vec<usize> = model
                 .init_steps_before
                 .iter()
                 .filter(|r| r.sidecar == i)
                 .map(|r| model.containers[r.step].index)
-                .max();
+                .collect();
+            steps.sort_unstable();
             Conversion {
                 from: info.index,
                 name: info.name.clone(),
-                after_step,
+                steps,
                 drop_restart_rules: c.restart_policy_rules.is_some(),
                 mesh,
                 add_startup_probe: mesh.is_some() && c.startup_probe.is_none(),
@@ -209,44 +209,62 @@ fn conversions(model: &PodModel) -> Vec<Conversion> {
         .collect()
 }
 
-/// The init list once `moved` (in the order of `conversions`) join `init`: each right
-/// after its last init step, the others after every init container, in their order.
-fn merge_init<T>(init: Vec<T>, moved: Vec<T>, plan: &[Conversion]) -> Vec<T> {
-    let mut moved: Vec<Option<T>> = moved.into_iter().map(Some).collect();
-    let mut out = Vec::with_capacity(init.len() + moved.len());
-    let mut take = |out: &mut Vec<T>, at: Option<usize>| {
-        for (j, c) in plan.iter().enumerate() {
-            if c.after_step == at
-                && let Some(item) = moved[j].take()
-            {
-                out.push(item);
+/// An entry of the init list after conversion: one that was there, or a converted one
+/// (by its place in the plan).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Kept(usize),
+    Converted(usize),
+}
+
+/// The init list after conversion. A mesh's proxy takes the place its mesh gives it: first,
+/// right after the mesh's own init steps (which lead with it), before the user's init
+/// containers. Another sidecar goes right after the last init step that belongs before
+/// it, or after every init container.
+fn layout(init_len: usize, plan: &[Conversion]) -> Vec<Slot> {
+    let mut out = Vec::with_capacity(init_len + plan.len());
+    let mut placed = vec![false; init_len];
+    for (j, c) in plan.iter().enumerate().filter(|(_, c)| c.mesh.is_some()) {
+        for &k in c.steps.iter().filter(|&&k| k < init_len) {
+            if !std::mem::replace(&mut placed[k], true) {
+                out.push(Slot::Kept(k));
             }
         }
-    };
-    for (k, item) in init.into_iter().enumerate() {
-        out.push(item);
-        take(&mut out, Some(k));
+        out.push(Slot::Converted(j));
     }
-    take(&mut out, None);
-    // An init step index past the list (not possible for a plan of this model) lands last.
-    out.extend(moved.into_iter().flatten());
+    let after = |at: Option<usize>| {
+        plan.iter()
+            .enumerate()
+            .filter(move |(_, c)| c.mesh.is_none() && c.steps.last().copied() == at)
+            .map(|(j, _)| Slot::Converted(j))
+    };
+    for k in 0..init_len {
+        if !placed[k] {
+            out.push(Slot::Kept(k));
+        }
+        out.extend(after(Some(k)));
+    }
+    out.extend(after(None));
+    // A step index past the list (not possible for a plan of this model) lands last.
+    for (j, c) in plan.iter().enumerate() {
+        if c.mesh.is_none() && c.steps.last().is_some_and(|&k| k >= init_len) {
+            out.push(Slot::Converted(j));
+        }
+    }
     out
 }
 
-/// Where each moved container ends up in the merged init list, in plan order.
-fn merged_positions(init_len: usize, plan: &[Conversion]) -> Vec<usize> {
-    let slots = merge_init(
-        (0..init_len).map(|_| None).collect(),
-        (0..plan.len()).map(Some).collect(),
-        plan,
-    );
-    let mut at = vec![0; plan.len()];
-    for (pos, slot) in slots.into_iter().enumerate() {
-        if let Some(j) = slot {
-            at[j] = pos;
-        }
-    }
-    at
+/// `init` and `moved` (in plan order) put in the order of `slots`.
+fn arrange<T>(init: Vec<T>, moved: Vec<T>, slots: &[Slot]) -> Vec<T> {
+    let mut init: Vec<Option<T>> = init.into_iter().map(Some).collect();
+    let mut moved: Vec<Option<T>> = moved.into_iter().map(Some).collect();
+    slots
+        .iter()
+        .filter_map(|slot| match *slot {
+            Slot::Kept(k) => init.get_mut(k).and_then(Option::take),
+            Slot::Converted(j) => moved.get_mut(j).and_then(Option::take),
+        })
+        .collect()
 }
 
 fn json_node<'a>(value: Value) -> Node<'a> {
@@ -284,19 +302,52 @@ pub fn normalise(object: &mut Node, model: &PodModel) -> Result<Vec<Change>, Nor
         }
     }
     let init = list_mut(spec, ContainerList::InitContainers)?;
-    let positions = merged_positions(init.len(), &plan);
-    let merged = merge_init(std::mem::take(init), moved, &plan);
-    *init = merged;
-    Ok(plan
+    let slots = layout(init.len(), &plan);
+    let arranged = arrange(std::mem::take(init), moved, &slots);
+    *init = arranged;
+    let mut changes: Vec<Change> = plan
         .iter()
-        .zip(positions)
-        .map(|(c, to)| Change::ConvertedToNativeSidecar {
+        .enumerate()
+        .map(|(j, c)| Change::ConvertedToNativeSidecar {
             container: c.name.clone(),
             from: format!("containers[{}]", c.from),
-            to: format!("initContainers[{to}]"),
+            to: format!(
+                "initContainers[{}]",
+                slots
+                    .iter()
+                    .position(|s| *s == Slot::Converted(j))
+                    .unwrap_or_default()
+            ),
             also: c.also(),
         })
-        .collect())
+        .collect();
+    // A mesh's init steps moved to the front with their proxy: say so.
+    let kept: Vec<usize> = slots
+        .iter()
+        .filter_map(|s| match s {
+            Slot::Kept(k) => Some(*k),
+            Slot::Converted(_) => None,
+        })
+        .collect();
+    if kept.windows(2).any(|w| w[0] > w[1]) {
+        let inits: Vec<&ContainerInfo> = model
+            .containers
+            .iter()
+            .filter(|c| c.list == ContainerList::InitContainers)
+            .collect();
+        changes.push(Change::Reordered {
+            list: ContainerList::InitContainers,
+            before: inits.iter().map(|c| c.name.clone()).collect(),
+            after: slots
+                .iter()
+                .map(|s| match *s {
+                    Slot::Kept(k) => inits[k].name.clone(),
+                    Slot::Converted(j) => plan[j].name.clone(),
+                })
+                .collect(),
+        });
+    }
+    Ok(changes)
 }
 
 /// One conversion's edits on the container's JSON.
@@ -385,8 +436,9 @@ pub fn normalised(model: PodModel, known: &KnownSidecars) -> PodModel {
             convert_container(c, conversion);
         }
         let init = workload.list_mut(ContainerList::InitContainers);
-        let merged = merge_init(std::mem::take(init), moved, &plan);
-        *init = merged;
+        let slots = layout(init.len(), &plan);
+        let arranged = arrange(std::mem::take(init), moved, &slots);
+        *init = arranged;
     })
 }
 
@@ -752,6 +804,31 @@ mod tests {
         assert_eq!(
             istio_proxy["lifecycle"],
             json!({"preStop": Mesh::Istio.pre_stop()})
+        );
+    }
+
+    #[test]
+    fn a_mesh_proxy_leads_the_init_containers_with_its_own_steps() {
+        let known = KnownSidecars::default();
+        let object = json!({"kind": "Pod", "spec": {
+            "initContainers": [{"name": "vault-agent", "image": "hashicorp/vault:1.18", "restartPolicy": "Always"},
+                               {"name": "istio-init", "image": "docker.io/istio/proxyv2:1.28"}],
+            "containers": [{"name": "app"}, {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.28"}]}});
+        let m = model(&object);
+        let mut edited = object.clone();
+        let changes = edit_value(&mut edited, |d| normalise(d, &m)).unwrap();
+        let said: Vec<String> = changes.iter().map(ToString::to_string).collect();
+        assert!(
+            said[0].starts_with("istio-proxy: moved from containers[1] to initContainers[1]"),
+            "{said:?}"
+        );
+        assert_eq!(
+            said[1],
+            "initContainers: [vault-agent, istio-init] → [istio-init, istio-proxy, vault-agent]"
+        );
+        assert_eq!(
+            format!("{:?}", normalised(m, &known)),
+            format!("{:?}", PodModel::of(&edited, &known))
         );
     }
 
