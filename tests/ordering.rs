@@ -36,6 +36,14 @@ fn names(list: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The pod metadata of a Pod or a workload.
+fn pod_metadata(object: &Value) -> &Value {
+    let spec = &object["spec"];
+    let spec = spec.get("jobTemplate").map_or(spec, |j| &j["spec"]);
+    spec.get("template")
+        .map_or(&object["metadata"], |t| &t["metadata"])
+}
+
 #[test]
 fn istio_corpus_native_untouched_legacy_converted() {
     let Some(dir) = corpus() else { return };
@@ -51,7 +59,10 @@ fn istio_corpus_native_untouched_legacy_converted() {
         let response = evaluate(&path);
         assert_eq!(response["allowed"], true, "{name}: {response}");
         let apps = entry["injected"]["containers"].as_array().unwrap();
-        let legacy = entry["injected_proxy"] == "legacy" && apps.len() > 1;
+        // `sidecar.istio.io/nativeSidecar: "false"` keeps the legacy layout: left as it is.
+        let opted_out = pod_metadata(&request["object"])["annotations"]["sidecar.istio.io/nativeSidecar"]
+            == "false";
+        let legacy = entry["injected_proxy"] == "legacy" && apps.len() > 1 && !opted_out;
         if !legacy {
             assert!(
                 response.get("patch").is_none(),
@@ -79,7 +90,8 @@ fn istio_corpus_native_untouched_legacy_converted() {
             !names(&spec["containers"]).contains(&"istio-proxy".to_string()),
             "{name}"
         );
-        // Everything but the move is as Istio wrote it.
+        // Everything but the move is as Istio wrote it, plus what Istio gives a native
+        // proxy: its startupProbe and preStop drain where missing, no postStart wait.
         let mut original_proxy = pod_spec(&request["object"])["containers"]
             .as_array()
             .unwrap()
@@ -88,6 +100,22 @@ fn istio_corpus_native_untouched_legacy_converted() {
             .unwrap()
             .clone();
         original_proxy["restartPolicy"] = json!("Always");
+        let istio = sidecar_model::Mesh::Istio;
+        if original_proxy.get("startupProbe").is_none() {
+            original_proxy["startupProbe"] = istio.startup_probe();
+        }
+        let hooks = original_proxy
+            .as_object_mut()
+            .unwrap()
+            .entry("lifecycle")
+            .or_insert_with(|| json!({}));
+        let command = &hooks["postStart"]["exec"]["command"];
+        if command[0] == "pilot-agent" && command[1] == "wait" {
+            hooks.as_object_mut().unwrap().remove("postStart");
+        }
+        if hooks.get("preStop").is_none() {
+            hooks["preStop"] = istio.pre_stop().unwrap();
+        }
         assert_eq!(proxy, &original_proxy, "{name}");
         // The proxy starts after Istio's own init steps, and before the app.
         let order = response["auditAnnotations"]["sidecars.dev/start-order"]

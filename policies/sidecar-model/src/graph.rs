@@ -235,9 +235,12 @@ impl StartGraph {
                 .map(|(i, _)| i)
                 .collect()
         };
-        let (inits, sidecars, apps, posts) = (
+        // A legacy proxy its mesh's annotation keeps legacy is not converted: it stays
+        // where the user put it, among the app containers, and nothing moves it.
+        let mut sidecars = of(LifecycleType::Sidecar);
+        sidecars.retain(|&i| !model.stays_legacy(i));
+        let (inits, apps, posts) = (
             of(LifecycleType::Init),
-            of(LifecycleType::Sidecar),
             of(LifecycleType::Standard),
             of(LifecycleType::PostSidecar),
         );
@@ -248,10 +251,11 @@ impl StartGraph {
                 .containers
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| {
+                .filter(|(i, c)| {
                     c.list == list
                         && !(list == ContainerList::Containers
-                            && c.lifecycle_type == LifecycleType::Sidecar)
+                            && c.lifecycle_type == LifecycleType::Sidecar
+                            && !model.stays_legacy(*i))
                 })
                 .map(|(i, _)| i)
                 .collect()

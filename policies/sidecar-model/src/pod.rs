@@ -330,6 +330,15 @@ impl PodModel {
         })
     }
 
+    /// A legacy sidecar that conversion leaves where it is: its mesh's annotation keeps
+    /// it legacy.
+    pub fn stays_legacy(&self, i: usize) -> bool {
+        let c = &self.containers[i];
+        c.lifecycle_type == LifecycleType::Sidecar
+            && c.list == ContainerList::Containers
+            && self.mesh_opt_out(i).is_some()
+    }
+
     /// The mesh annotation by which the pod keeps its proxy `containers[i]` in the mesh's
     /// legacy layout (`sidecar.istio.io/nativeSidecar: "false"`), if one does.
     pub fn mesh_opt_out(&self, i: usize) -> Option<(Mesh, &str)> {

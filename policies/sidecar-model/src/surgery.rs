@@ -177,7 +177,7 @@ fn conversions(model: &PodModel) -> Vec<Conversion> {
         .filter(|(i, c)| {
             c.lifecycle_type == LifecycleType::Sidecar
                 && c.list == ContainerList::Containers
-                && model.mesh_opt_out(*i).is_none()
+                && !model.stays_legacy(*i)
         })
         .map(|(i, info)| {
             let c = model.container(i);

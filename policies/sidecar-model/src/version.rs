@@ -193,6 +193,16 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_has_the_gates_table() {
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(&gates_table()),
+            "README.md's table of gates differs from:\n{}",
+            gates_table()
+        );
+    }
+
+    #[test]
     fn each_feature_from_its_version() {
         let v = |text| KubeVersion::parse(text).unwrap();
         assert!(!v("1.28").supports(Feature::NativeSidecars));
