@@ -54,7 +54,7 @@ impl Mesh {
     }
 
     /// The annotation by which the pod keeps its proxy in legacy mode, if one does.
-    pub fn opt_out<'a>(self, annotations: &'a BTreeMap<String, String>) -> Option<&'a str> {
+    pub fn opt_out(self, annotations: &BTreeMap<String, String>) -> Option<&str> {
         self.mode_annotations().iter().find_map(|key| {
             annotations
                 .get_key_value(*key)

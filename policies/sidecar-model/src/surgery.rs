@@ -238,8 +238,8 @@ fn layout(init_len: usize, plan: &[Conversion]) -> Vec<Slot> {
             .filter(move |(_, c)| c.mesh.is_none() && c.steps.last().copied() == at)
             .map(|(j, _)| Slot::Converted(j))
     };
-    for k in 0..init_len {
-        if !placed[k] {
+    for (k, &moved_up) in placed.iter().enumerate() {
+        if !moved_up {
             out.push(Slot::Kept(k));
         }
         out.extend(after(Some(k)));
