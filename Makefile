@@ -12,7 +12,7 @@ SIDECARCTL  = target/debug/sidecarctl
 POLICIES      := $(notdir $(wildcard policies/*-policy))
 TEST_POLICIES := null-policy test-mutator hostile-policy
 
-.PHONY: all targets deps wasm host test demo bench load fuzz lint fmt clean artifacthub examples
+.PHONY: all targets deps wasm host test demo bench load fuzz lint fmt clean artifacthub examples playground browser
 
 all: wasm host
 
@@ -42,13 +42,45 @@ deps:
 	  else echo "install Debian's docker-registry (apt-get install docker-registry) for the distribution tests" >&2; exit 1; fi; }
 
 # The model also builds for wasm32-unknown-unknown (no WASI), which keeps it free of host APIs.
-test: deps wasm host
+test: deps browser wasm host playground
 	$(CARGO) build -p sidecar-model --target wasm32-unknown-unknown
 	$(CARGO) test --workspace
 	$(SIDECARCTL) test tests/suites
 
-demo: wasm host
+# The playground: the model through wasm-bindgen, the shipped policies through the page's
+# waPC host, static files only, in build/playground/ (`sidecarctl playground` serves it).
+# The wasm-bindgen CLI must be the version the crate pins; it is installed once into
+# build/tools. The WASI shim is the one npm package the page uses (package-lock.json).
+WASM_BINDGEN_VERSION = 0.2.130
+WASM_BINDGEN = $(BUILD)/tools/bin/wasm-bindgen
+PLAYGROUND   = $(BUILD)/playground
+
+$(WASM_BINDGEN):
+	$(CARGO) install wasm-bindgen-cli --version =$(WASM_BINDGEN_VERSION) --root $(BUILD)/tools
+
+playground: wasm $(WASM_BINDGEN)
+	$(CARGO) build -p sidecar-playground --target wasm32-unknown-unknown --profile playground
+	@rm -rf $(PLAYGROUND)/pkg && mkdir -p $(PLAYGROUND)/policies $(PLAYGROUND)/vendor/browser_wasi_shim
+	$(WASM_BINDGEN) --target web --no-typescript --out-dir $(PLAYGROUND)/pkg \
+	  target/wasm32-unknown-unknown/playground/sidecar_playground.wasm
+	cd playground && npm ci --no-audit --no-fund --silent
+	cp playground/node_modules/@bjorn3/browser_wasi_shim/dist/*.js $(PLAYGROUND)/vendor/browser_wasi_shim/
+	cp playground/web/* $(PLAYGROUND)/
+	cp $(BUILD)/wasm/*.wasm $(PLAYGROUND)/policies/
+	node playground/examples.mjs > $(PLAYGROUND)/examples.json
+	@echo "built $(PLAYGROUND); serve it with: $(SIDECARCTL) playground"
+
+# The browser tests drive Debian's chromium through chromium-driver (WebDriver).
+browser:
+	@command -v chromedriver >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "install Debian's chromium and chromium-driver for the playground tests" >&2; exit 1; fi; }
+
+demo: wasm host playground
 	@./examples/demo.sh
+	@echo
+	@echo "The playground (every policy and the model in a browser page, offline): $(SIDECARCTL) playground"
 
 # Artifact Hub packages, one per policy, from each policy's metadata and questions.
 artifacthub: host

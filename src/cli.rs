@@ -46,6 +46,18 @@ pub enum Command {
     Scaffold(Scaffold),
     /// Serve policies as an admission webhook, configured by policy-server's policies.yml.
     Serve(ServeArgs),
+    /// Serve the playground page (built by `make playground`) and print its URL.
+    Playground(PlaygroundArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PlaygroundArgs {
+    /// Where to listen; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// The built page.
+    #[arg(long, default_value = sidecarctl::playground::DEFAULT_DIR)]
+    pub dir: PathBuf,
 }
 
 #[derive(clap::Args)]

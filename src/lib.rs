@@ -8,6 +8,7 @@ pub mod evaluation;
 pub mod files;
 pub mod metadata;
 pub mod oci;
+pub mod playground;
 pub mod runtime;
 pub mod scaffold;
 pub mod serve;

@@ -25,6 +25,12 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => registry::pull(args),
         Command::Bench(args) => bench::bench(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Playground(args) => {
+            sidecarctl::playground::serve(&args.dir, args.addr, |addr| {
+                println!("playground: http://{addr}/");
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Scaffold(command) => scaffold::scaffold(command),
     }
 }

@@ -13,6 +13,7 @@ pub mod explain;
 pub mod finding;
 pub mod glob;
 pub mod graph;
+pub mod graph_view;
 pub mod inject;
 pub mod keys;
 pub mod lazy;
