@@ -57,14 +57,6 @@ fn apply(policy: &Path, settings: &str, request: &Value, scratch: &Path) -> Valu
     object
 }
 
-/// The pod metadata of a Pod or a workload.
-fn pod_metadata(object: &Value) -> &Value {
-    let spec = &object["spec"];
-    let spec = spec.get("jobTemplate").map_or(spec, |j| &j["spec"]);
-    spec.get("template")
-        .map_or(&object["metadata"], |t| &t["metadata"])
-}
-
 fn corpus_entries(dir: &Path) -> Vec<Value> {
     let index: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
@@ -137,13 +129,6 @@ fn object_request(object: &Value) -> Value {
 
 fn yaml(path: &Path) -> Value {
     serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// The pod spec of a Pod or a workload.
-fn pod_spec(object: &Value) -> &Value {
-    let spec = &object["spec"];
-    let spec = spec.get("jobTemplate").map_or(spec, |j| &j["spec"]);
-    spec.get("template").map_or(spec, |t| &t["spec"])
 }
 
 #[test]

@@ -18,14 +18,6 @@ fn evaluate(path: &std::path::Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn pod_spec(object: &Value) -> &Value {
-    match object["kind"].as_str().unwrap() {
-        "Pod" => &object["spec"],
-        "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"]["spec"],
-        _ => &object["spec"]["template"]["spec"],
-    }
-}
-
 fn names(list: &Value) -> Vec<String> {
     list.as_array()
         .map(|a| {
@@ -34,14 +26,6 @@ fn names(list: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The pod metadata of a Pod or a workload.
-fn pod_metadata(object: &Value) -> &Value {
-    let spec = &object["spec"];
-    let spec = spec.get("jobTemplate").map_or(spec, |j| &j["spec"]);
-    spec.get("template")
-        .map_or(&object["metadata"], |t| &t["metadata"])
 }
 
 #[test]

@@ -213,3 +213,18 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// The pod spec of a Pod or a workload.
+pub fn pod_spec(object: &serde_json::Value) -> &serde_json::Value {
+    let spec = &object["spec"];
+    let spec = spec.get("jobTemplate").map_or(spec, |j| &j["spec"]);
+    spec.get("template").map_or(spec, |t| &t["spec"])
+}
+
+/// The pod metadata of a Pod or a workload.
+pub fn pod_metadata(object: &serde_json::Value) -> &serde_json::Value {
+    let spec = &object["spec"];
+    let spec = spec.get("jobTemplate").map_or(spec, |j| &j["spec"]);
+    spec.get("template")
+        .map_or(&object["metadata"], |t| &t["metadata"])
+}
