@@ -317,6 +317,61 @@ async fn the_page_answers_as_sidecarctl_does() {
         assert_eq!(&page["model"]["input"]["drawnOrder"], order, "{name}");
     }
 
+    // A cycle is drawn, its containers marked.
+    let cycle = std::fs::read_to_string(fixture("ordering/cycle.yaml")).unwrap();
+    let page = open(
+        &client,
+        &url,
+        &json!({"example": "", "input": cycle, "operation": "CREATE",
+        "settings": settings, "enabled": enabled}),
+    )
+    .await;
+    let drawn = &page["model"]["input"];
+    assert_eq!(drawn["cycle"].as_array().map(Vec::len), Some(4), "{drawn}");
+    assert_eq!(drawn["marked"], 3, "{drawn}");
+
+    // An UPDATE is the request sidecarctl gets for the same AdmissionRequest.
+    let object = yaml(examples["pods"]["istio-legacy-job.yaml"].as_str().unwrap());
+    let page = open(
+        &client,
+        &url,
+        &json!({"example": "istio-legacy-job.yaml",
+        "input": examples["pods"]["istio-legacy-job.yaml"], "operation": "UPDATE",
+        "settings": settings, "enabled": enabled}),
+    )
+    .await;
+    let request = json!({"uid": "00000000-0000-4000-8000-000000000000",
+        "kind": {"group": "batch", "version": "v1", "kind": "Job"},
+        "resource": {"group": "batch", "version": "v1", "resource": "jobs"},
+        "requestKind": {"group": "batch", "version": "v1", "kind": "Job"},
+        "requestResource": {"group": "batch", "version": "v1", "resource": "jobs"},
+        "name": "pi", "namespace": "batch", "operation": "UPDATE",
+        "userInfo": {"username": "sidecarctl", "groups": ["system:authenticated"]},
+        "object": object, "oldObject": object, "dryRun": false,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions"}});
+    let file = scratch.path().join("update.json");
+    std::fs::write(&file, serde_json::to_vec(&request).unwrap()).unwrap();
+    for policy in POLICIES {
+        let settings_file = scratch.path().join("update-settings.yaml");
+        std::fs::write(&settings_file, settings[policy].as_str().unwrap()).unwrap();
+        let out = run(&[
+            "run",
+            "-p",
+            p(&module(&format!("wasm/{policy}.wasm"))),
+            "-r",
+            p(&file),
+            "--settings-path",
+            p(&settings_file),
+        ]);
+        let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+        same_answer(
+            &format!("UPDATE/{policy}"),
+            &page["input"][policy],
+            &cli,
+            &object,
+        );
+    }
+
     // A settings typo: the policy's own validate_settings message.
     let mut typo = settings.clone();
     typo.insert("sidecar-lifecycle-policy".into(), json!("convertt: true"));

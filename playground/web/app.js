@@ -364,10 +364,14 @@ async function update() {
     renderModel($("model-input"), before);
     renderModel($("model-final"), after);
     const drawn = (id) => [...document.querySelectorAll(`#${id} svg text.node`)].map((t) => t.textContent);
-    results.model = {
-      input: before && { ...before.explanation, drawnOrder: drawn("model-input") },
-      final: after && { ...after.explanation, drawnOrder: drawn("model-final") },
+    const seen = (view, id) => view && {
+      ...view.explanation,
+      drawnOrder: drawn(id),
+      cycle: view.graph.cycle,
+      impossible: view.graph.impossible,
+      marked: document.querySelectorAll(`#${id} svg circle[fill="#d00000"]`).length,
     };
+    results.model = { input: seen(before, "model-input"), final: seen(after, "model-final") };
   } catch (e) {
     $("model-input").replaceChildren(el("p", { class: "error", text: String(e.message ?? e) }));
   }
