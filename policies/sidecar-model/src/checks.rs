@@ -265,17 +265,15 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut push = |rule: Rule, problem: Problem| out.push(Violation { rule, problem });
 
-    for (i, c) in model.containers.iter().enumerate() {
-        if c.lifecycle_type == LifecycleType::Sidecar && c.list == ContainerList::Containers {
-            push(
-                Rule::LegacySidecar,
-                Problem::LegacySidecar {
-                    container: c.name.clone(),
-                    runs_to_completion: model.runs_to_completion(),
-                    opted_out: model.mesh_opt_out(i).map(|(_, key)| key.to_string()),
-                },
-            );
-        }
+    for c in model.legacy_sidecars() {
+        push(
+            Rule::LegacySidecar,
+            Problem::LegacySidecar {
+                container: c.name.clone(),
+                runs_to_completion: model.runs_to_completion(),
+                opted_out: model.mesh_opt_out(c).map(|(_, key)| key.to_string()),
+            },
+        );
     }
 
     let version = options.kubernetes_version;

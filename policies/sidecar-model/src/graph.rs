@@ -238,7 +238,7 @@ impl StartGraph {
         // A legacy proxy its mesh's annotation keeps legacy is not converted: it stays
         // where the user put it, among the app containers, and nothing moves it.
         let mut sidecars = of(LifecycleType::Sidecar);
-        sidecars.retain(|&i| !model.stays_legacy(i));
+        sidecars.retain(|&i| !model.stays_legacy(&model.containers[i]));
         let (inits, apps, posts) = (
             of(LifecycleType::Init),
             of(LifecycleType::Standard),
@@ -251,12 +251,7 @@ impl StartGraph {
                 .containers
                 .iter()
                 .enumerate()
-                .filter(|(i, c)| {
-                    c.list == list
-                        && !(list == ContainerList::Containers
-                            && c.lifecycle_type == LifecycleType::Sidecar
-                            && !model.stays_legacy(*i))
-                })
+                .filter(|(_, c)| c.list == list && !model.converts(c))
                 .map(|(i, _)| i)
                 .collect()
         };

@@ -36,6 +36,11 @@ impl ContainerInfo {
         self.reason == TypeReason::NativeSidecar
     }
 
+    /// Typed `Sidecar` but sitting in `containers`: a sidecar the old way.
+    pub fn is_legacy_sidecar(&self) -> bool {
+        self.lifecycle_type == LifecycleType::Sidecar && self.list == ContainerList::Containers
+    }
+
     /// The list the container's type puts it in.
     pub fn target_list(&self) -> ContainerList {
         match self.lifecycle_type {
@@ -325,24 +330,25 @@ impl PodModel {
 
     /// Containers typed `Sidecar` that run as regular app containers (legacy sidecars).
     pub fn legacy_sidecars(&self) -> impl Iterator<Item = &ContainerInfo> {
-        self.containers.iter().filter(|c| {
-            c.lifecycle_type == LifecycleType::Sidecar && c.list == ContainerList::Containers
-        })
+        self.containers.iter().filter(|c| c.is_legacy_sidecar())
     }
 
     /// A legacy sidecar that conversion leaves where it is: its mesh's annotation keeps
     /// it legacy.
-    pub fn stays_legacy(&self, i: usize) -> bool {
-        let c = &self.containers[i];
-        c.lifecycle_type == LifecycleType::Sidecar
-            && c.list == ContainerList::Containers
-            && self.mesh_opt_out(i).is_some()
+    pub fn stays_legacy(&self, c: &ContainerInfo) -> bool {
+        c.is_legacy_sidecar() && self.mesh_opt_out(c).is_some()
     }
 
-    /// The mesh annotation by which the pod keeps its proxy `containers[i]` in the mesh's
-    /// legacy layout (`sidecar.istio.io/nativeSidecar: "false"`), if one does.
-    pub fn mesh_opt_out(&self, i: usize) -> Option<(Mesh, &str)> {
-        let mesh = self.containers[i].mesh?;
+    /// A legacy sidecar that conversion makes native: every one its mesh does not keep
+    /// legacy.
+    pub fn converts(&self, c: &ContainerInfo) -> bool {
+        c.is_legacy_sidecar() && self.mesh_opt_out(c).is_none()
+    }
+
+    /// The mesh annotation by which the pod keeps its proxy `c` in the mesh's legacy
+    /// layout (`sidecar.istio.io/nativeSidecar: "false"`), if one does.
+    pub fn mesh_opt_out(&self, c: &ContainerInfo) -> Option<(Mesh, &str)> {
+        let mesh = c.mesh?;
         mesh.opt_out(&self.workload.annotations)
             .map(|key| (mesh, key))
     }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use crate::doc::{Node, Object};
 use crate::error::ModelError;
-use crate::lifecycle_type::{ContainerList, KnownSidecars, LifecycleType};
+use crate::lifecycle_type::{ContainerList, KnownSidecars};
 use crate::mesh::Mesh;
 use crate::pod::{ContainerInfo, PodModel};
 use crate::spec::Container;
@@ -174,11 +174,7 @@ fn conversions(model: &PodModel) -> Vec<Conversion> {
         .containers
         .iter()
         .enumerate()
-        .filter(|(i, c)| {
-            c.lifecycle_type == LifecycleType::Sidecar
-                && c.list == ContainerList::Containers
-                && !model.stays_legacy(*i)
-        })
+        .filter(|(_, c)| model.converts(c))
         .map(|(i, info)| {
             let c = model.container(i);
             let hooks = c.lifecycle.as_deref();
@@ -846,7 +842,7 @@ mod tests {
             let object = json!({"kind": "Pod", "metadata": {"annotations": {key: "false"}},
                 "spec": {"containers": [{"name": "app"}, {"name": "proxy", "image": image}]}});
             let m = model(&object);
-            assert_eq!(m.mesh_opt_out(1).map(|(_, k)| k), Some(key));
+            assert_eq!(m.mesh_opt_out(&m.containers[1]).map(|(_, k)| k), Some(key));
             let mut edited = object.clone();
             assert!(
                 edit_value(&mut edited, |d| normalise(d, &m))
