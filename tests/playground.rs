@@ -118,6 +118,22 @@ fn fragment(state: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(state).unwrap())
 }
 
+/// The page's state: an input, an operation, each policy's settings (YAML text), every
+/// policy on.
+fn page_state(
+    example: &str,
+    input: &str,
+    operation: &str,
+    settings: &serde_json::Map<String, Value>,
+) -> Value {
+    let enabled: serde_json::Map<String, Value> = POLICIES
+        .iter()
+        .map(|p| (p.to_string(), json!(true)))
+        .collect();
+    json!({"example": example, "input": input, "operation": operation,
+           "settings": settings, "enabled": enabled})
+}
+
 /// Waits for the page to finish evaluating, then reads what it rendered.
 async fn results(client: &Client) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -228,10 +244,6 @@ async fn the_page_answers_as_sidecarctl_does() {
         .iter()
         .map(|p| (p.to_string(), examples["settings"][p].clone()))
         .collect();
-    let enabled: serde_json::Map<String, Value> = POLICIES
-        .iter()
-        .map(|p| (p.to_string(), json!(true)))
-        .collect();
 
     // It opens on the legacy Istio Job, every policy on.
     client.goto(&url).await.unwrap();
@@ -244,8 +256,7 @@ async fn the_page_answers_as_sidecarctl_does() {
     for (name, text) in examples["pods"].as_object().unwrap() {
         let text = text.as_str().unwrap();
         let object = yaml(text);
-        let state = json!({"example": name, "input": text, "operation": "CREATE",
-                           "settings": settings, "enabled": enabled});
+        let state = page_state(name, text, "CREATE", &settings);
         let page = open(&client, &url, &state).await;
         assert!(
             page["inputError"].is_null(),
@@ -301,13 +312,7 @@ async fn the_page_answers_as_sidecarctl_does() {
         let text = examples["pods"][name].as_str().unwrap();
         let mut plain = settings.clone();
         plain.insert("sidecar-ordering-policy".into(), json!("{}"));
-        let page = open(
-            &client,
-            &url,
-            &json!({"example": name, "input": text, "operation": "CREATE",
-            "settings": plain, "enabled": enabled}),
-        )
-        .await;
+        let page = open(&client, &url, &page_state(name, text, "CREATE", &plain)).await;
         let file = root().join("examples/pods").join(name);
         let out = run(&["explain", "-o", "json", p(&file)]);
         let explained: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -319,13 +324,7 @@ async fn the_page_answers_as_sidecarctl_does() {
 
     // A cycle is drawn, its containers marked.
     let cycle = std::fs::read_to_string(fixture("ordering/cycle.yaml")).unwrap();
-    let page = open(
-        &client,
-        &url,
-        &json!({"example": "", "input": cycle, "operation": "CREATE",
-        "settings": settings, "enabled": enabled}),
-    )
-    .await;
+    let page = open(&client, &url, &page_state("", &cycle, "CREATE", &settings)).await;
     let drawn = &page["model"]["input"];
     assert_eq!(drawn["cycle"].as_array().map(Vec::len), Some(4), "{drawn}");
     assert_eq!(drawn["marked"], 3, "{drawn}");
@@ -335,9 +334,12 @@ async fn the_page_answers_as_sidecarctl_does() {
     let page = open(
         &client,
         &url,
-        &json!({"example": "istio-legacy-job.yaml",
-        "input": examples["pods"]["istio-legacy-job.yaml"], "operation": "UPDATE",
-        "settings": settings, "enabled": enabled}),
+        &page_state(
+            "istio-legacy-job.yaml",
+            examples["pods"]["istio-legacy-job.yaml"].as_str().unwrap(),
+            "UPDATE",
+            &settings,
+        ),
     )
     .await;
     let request = json!({"uid": "00000000-0000-4000-8000-000000000000",
@@ -376,13 +378,7 @@ async fn the_page_answers_as_sidecarctl_does() {
     let mut typo = settings.clone();
     typo.insert("sidecar-lifecycle-policy".into(), json!("convertt: true"));
     let text = examples["pods"]["istio-legacy-job.yaml"].as_str().unwrap();
-    let page = open(
-        &client,
-        &url,
-        &json!({"example": "", "input": text, "operation": "CREATE",
-        "settings": typo, "enabled": enabled}),
-    )
-    .await;
+    let page = open(&client, &url, &page_state("", text, "CREATE", &typo)).await;
     let said = &page["input"]["sidecar-lifecycle-policy"];
     assert_eq!(said["settingsValid"], false, "{said}");
     let out = run(&[
@@ -411,8 +407,7 @@ async fn the_page_answers_as_sidecarctl_does() {
     let page = open(
         &client,
         &url,
-        &json!({"example": "", "input": "kind: Pod\nspec: [", "operation": "CREATE",
-        "settings": settings, "enabled": enabled}),
+        &page_state("", "kind: Pod\nspec: [", "CREATE", &settings),
     )
     .await;
     let error = page["inputError"].as_str().unwrap();
@@ -437,13 +432,7 @@ async fn the_page_answers_as_sidecarctl_does() {
     // Figures for the closing note: load to ready, and a 200-container pod from paste to
     // every verdict rendered.
     let big = std::fs::read_to_string(root().join("examples/bench/pod-200.yaml")).unwrap();
-    let page = open(
-        &client,
-        &url,
-        &json!({"example": "", "input": big, "operation": "CREATE",
-        "settings": settings, "enabled": enabled}),
-    )
-    .await;
+    let page = open(&client, &url, &page_state("", &big, "CREATE", &settings)).await;
     eprintln!(
         "playground: load to ready {load_ms:.0} ms; 200-container pod, all verdicts rendered in {:.0} ms",
         page["evaluateMs"].as_f64().unwrap()

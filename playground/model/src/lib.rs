@@ -53,6 +53,8 @@ pub fn explain(object: &str, known: &str, ordering: &str) -> Result<String, JsEr
         .map_err(|e| JsError::new(&e))
 }
 
+/// The ordering policy's settings as far as the graph needs them; other fields are
+/// that policy's to check.
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct OrderingEdges {
@@ -67,19 +69,14 @@ pub fn view(object: &str, known: &str, ordering: &str) -> Result<Option<View>, S
     known.validate()?;
     let known = known.resolve();
     // Only the edges matter here; the ordering policy itself checks the rest of its settings.
-    let ordering: Value =
+    let ordering: OrderingEdges =
         serde_json::from_str(ordering).map_err(|e| format!("ordering settings: {e}"))?;
-    let rules: OrderingEdges = serde_json::from_value(serde_json::json!({"edges": ordering.get("edges").cloned().unwrap_or(Value::Array(vec![]))}))
-        .map_err(|e| format!("ordering settings edges: {e}"))?;
-    let Some(explanation) = explain::explain(&object, &known).map_err(|e| e.to_string())? else {
+    let Some(model) = PodModel::from_object(&object, &known).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let model = PodModel::from_object(&object, &known)
-        .map_err(|e| e.to_string())?
-        .ok_or("no pod")?;
     Ok(Some(View {
-        explanation,
-        graph: graph_view::view(&model, &rules.edges),
+        explanation: explain::explain_model(&model).map_err(|e| e.to_string())?,
+        graph: graph_view::view(&model, &ordering.edges),
     }))
 }
 

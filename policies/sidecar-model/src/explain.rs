@@ -71,6 +71,11 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
     let Some(model) = PodModel::from_object(object, known)? else {
         return Ok(None);
     };
+    explain_model(&model).map(Some)
+}
+
+/// Explains the pod of `model`.
+pub fn explain_model(model: &PodModel) -> Result<Explanation, ModelError> {
     let res = resources::compute(&model.workload.spec)?;
     let mut findings: Vec<Finding> = model.findings.clone();
     for c in model.legacy_sidecars() {
@@ -79,8 +84,8 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
             runs_to_completion: model.runs_to_completion(),
         });
     }
-    let start = graph::spec_order(&model);
-    let graph = StartGraph::build(&model, []);
+    let start = graph::spec_order(model);
+    let graph = StartGraph::build(model, []);
     let required = match graph.order() {
         Ok(order) => {
             for edge in graph
@@ -94,19 +99,19 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
                     origin: edge.origin.to_string(),
                 });
             }
-            (order != start).then(|| graph::names(&model, &order))
+            (order != start).then(|| graph::names(model, &order))
         }
         Err(cycle) => {
             findings.push(Finding::StartCycle {
-                path: graph::names(&model, &cycle.path),
+                path: graph::names(model, &cycle.path),
             });
             None
         }
     };
-    let stop = graph::stop_order(&model, &start);
+    let stop = graph::stop_order(model, &start);
     let fmt_map =
         |m: PerResource<crate::Quantity>| m.into_iter().map(|(k, v)| (k, v.to_string())).collect();
-    Ok(Some(Explanation {
+    Ok(Explanation {
         kind: model.workload.kind.as_str().into(),
         name: model.workload.name.clone(),
         runs_to_completion: model.runs_to_completion(),
@@ -121,8 +126,8 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
                 reason: c.reason.to_string(),
             })
             .collect(),
-        start_order: graph::names(&model, &start),
-        stop_order: graph::names(&model, &stop),
+        start_order: graph::names(model, &start),
+        stop_order: graph::names(model, &stop),
         required_start_order: required,
         effective_requests: fmt_map(res.effective_requests()),
         effective_limits: fmt_map(res.effective_limits()),
@@ -131,7 +136,7 @@ pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanati
         requests: res.requests,
         limits: res.limits,
         findings: findings.iter().map(ExplainedFinding::from).collect(),
-    }))
+    })
 }
 
 impl Explanation {
