@@ -40,6 +40,10 @@ pub struct Stats {
     /// median: one scheduler hiccup on a shared machine moves a mean).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratio: Option<f64>,
+    /// On a fresh row: its median / the reused row's median for the same policy, request
+    /// and operation, the price of the instance policy-server builds per request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fresh_over_reused: Option<f64>,
 }
 
 pub struct Plan {
@@ -78,6 +82,7 @@ fn stats(
         per_second: if mean > 0.0 { 1e6 / mean } else { 0.0 },
         faults: faults.map(|f| f as f64 / n as f64),
         ratio: None,
+        fresh_over_reused: None,
     }
 }
 
@@ -221,6 +226,63 @@ pub fn with_ratios(mut rows: Vec<Stats>, baseline: &str) -> Vec<Stats> {
     rows
 }
 
+/// Fills each fresh row's ratio to the reused row of the same policy, request and
+/// operation (when both modes were measured).
+pub fn with_instantiation(mut rows: Vec<Stats>) -> Vec<Stats> {
+    let reused: Vec<Stats> = rows
+        .iter()
+        .filter(|r| r.instance == InstanceMode::Reused)
+        .cloned()
+        .collect();
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.instance == InstanceMode::Fresh)
+    {
+        row.fresh_over_reused = reused
+            .iter()
+            .find(|r| {
+                r.policy == row.policy && r.request == row.request && r.operation == row.operation
+            })
+            .filter(|r| r.median_us > 0.0)
+            .map(|r| row.median_us / r.median_us);
+    }
+    rows
+}
+
+/// The instantiation rows: per policy, request and operation, the fresh and reused
+/// medians and their ratio; empty when only one mode was measured.
+pub fn instantiation_table(rows: &[Stats]) -> String {
+    let fresh: Vec<&Stats> = rows
+        .iter()
+        .filter(|r| r.fresh_over_reused.is_some())
+        .collect();
+    if fresh.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\ninstantiation: a fresh instance per request (policy-server) over a reused one (kwctl)\n{:<26} {:<30} {:<17} {:>9} {:>9} {:>13}\n",
+        "policy", "request", "operation", "fresh µs", "reused µs", "fresh/reused"
+    );
+    for r in fresh {
+        let ratio = r.fresh_over_reused.unwrap_or_default();
+        out.push_str(&format!(
+            "{:<26} {:<30} {:<17} {:>9.1} {:>9.1} {:>13.2}\n",
+            r.policy,
+            r.request,
+            r.operation,
+            r.median_us,
+            r.median_us / ratio,
+            ratio
+        ));
+    }
+    let worst = rows
+        .iter()
+        .filter_map(|r| r.fresh_over_reused)
+        .fold(0.0, f64::max);
+    out.push_str(&format!("worst fresh/reused: {worst:.2}\n"));
+    out
+}
+
 pub fn table(rows: &[Stats]) -> String {
     let mut out = format!(
         "{:<26} {:<30} {:<17} {:<6} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7} {:>6}\n",
@@ -289,6 +351,21 @@ mod tests {
             "null",
         );
         assert_eq!(rows[0].ratio, Some(2.0));
+        let reused = Stats {
+            instance: InstanceMode::Reused,
+            median_us: 17.0,
+            ..rows[0].clone()
+        };
+        let rows = with_instantiation(vec![rows[0].clone(), reused, rows[1].clone()]);
+        assert_eq!(rows[0].fresh_over_reused, Some(3.0));
+        assert_eq!(rows[1].fresh_over_reused, None);
+        assert_eq!(
+            rows[2].fresh_over_reused, None,
+            "the null row has no reused twin"
+        );
+        let text = instantiation_table(&rows);
+        assert!(text.contains("worst fresh/reused: 3.00"), "{text}");
+        assert!(instantiation_table(&rows[1..]).is_empty());
     }
 
     #[cfg(target_os = "linux")]

@@ -523,11 +523,9 @@ fn bench_reports_every_mode_with_ratios_to_the_baseline() {
         .map(|r| r["instance"].as_str().unwrap())
         .collect();
     assert!(modes.contains(&"fresh") && modes.contains(&"reused"));
-    // A fresh instance's memory is new to the process: every page it touches is a fault.
-    // A reused instance touches the pages it already has.
-    #[cfg(target_os = "linux")]
+    // The instantiation figure: each fresh row over the reused row of the same policy and
+    // operation.
     for row in rows.iter().filter(|r| r["instance"] == "fresh") {
-        let fresh = row["faults"].as_f64().unwrap();
         let reused = rows
             .iter()
             .find(|r| {
@@ -535,13 +533,27 @@ fn bench_reports_every_mode_with_ratios_to_the_baseline() {
                     && r["policy"] == row["policy"]
                     && r["operation"] == row["operation"]
             })
-            .and_then(|r| r["faults"].as_f64())
             .unwrap();
-        assert!(
-            fresh >= 1.0 && reused < fresh / 2.0,
-            "{row}: fresh {fresh} reused {reused}"
-        );
+        let expected = row["medianUs"].as_f64().unwrap() / reused["medianUs"].as_f64().unwrap();
+        let ratio = row["freshOverReused"].as_f64().unwrap();
+        assert!((ratio - expected).abs() < 1e-9, "{row}");
+        assert!(reused.get("freshOverReused").is_none(), "{reused}");
     }
+    let text = run(&[
+        "bench",
+        "-p",
+        p(&null_policy()),
+        "-r",
+        p(&fixture("pod.yaml")),
+        "--samples",
+        "3",
+    ]);
+    let text = stdout(&text);
+    assert!(
+        text.contains("instantiation: a fresh instance per request"),
+        "{text}"
+    );
+    assert!(text.contains("worst fresh/reused: "), "{text}");
     // A policy that fails is an error, not a figure.
     let failing = run(&[
         "bench",

@@ -87,8 +87,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(b) => bench::with_ratios(rows, &stem(b)),
         None => rows,
     };
+    let rows = bench::with_instantiation(rows);
     match output {
-        ExplainOutput::Text => print!("{}", bench::table(&rows)),
+        ExplainOutput::Text => print!(
+            "{}{}",
+            bench::table(&rows),
+            bench::instantiation_table(&rows)
+        ),
         ExplainOutput::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
     }
     Ok(ExitCode::SUCCESS)

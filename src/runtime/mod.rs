@@ -1,5 +1,10 @@
 //! The wasmtime side: one engine, modules compiled once (and cached on disk), a fresh
 //! waPC instance per evaluation with an epoch deadline, as policy-server runs policies.
+//! Instances come from wasmtime's pooling allocator: a fixed number of slots, each with
+//! its linear memory reserved up front, so a fresh instance maps its module's
+//! copy-on-write memory image into a slot instead of asking the kernel for memory.
+
+mod provider;
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -7,18 +12,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 use wapc::WapcHost;
-use wasmtime::{Config, Engine, Module};
-use wasmtime_provider::{
-    EpochDeadlines, ResourceLimits, WasmtimeEngineProviderBuilder, WasmtimeEngineProviderPre,
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
 };
+
+use provider::{INTERRUPTED, Prepared};
 
 /// One epoch tick. policy-server ticks once a second; a finer tick lets tests use short
 /// deadlines and keeps the default (2 s) within one tick of exact.
 pub const TICK: Duration = Duration::from_millis(100);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The text wasmtime-provider gives an interrupted guest call.
-const INTERRUPTED: &str = "execution deadline exceeded";
 
 /// What one instance's linear memory may grow to unless told otherwise. The policies need
 /// a few MiB for a 200-container pod and about ten times a request's size for a request
@@ -28,6 +31,34 @@ const INTERRUPTED: &str = "execution deadline exceeded";
 /// stopped here (its `memory.grow` fails, and a Rust guest aborts) instead of at wasm32's
 /// 4 GiB.
 pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
+
+/// Instances alive at once in a process that does not say (`serve` sizes its pool from
+/// `--workers`): a `bench` of reused instances holds one per policy.
+pub const DEFAULT_INSTANCES: u32 = 32;
+
+/// How much of a slot's memory stays mapped when its instance ends, reset in place to the
+/// module's image: the next instance then takes no page faults on it. With the kernel's
+/// PAGEMAP_SCAN (Linux 6.7) only the pages the instance wrote are reset; without it the
+/// whole span would be, so nothing is kept. A policy evaluating an ordinary pod writes
+/// 1–3 MiB.
+const KEEP_RESIDENT: usize = 16 << 20;
+
+/// The instance pool: how many instances may be alive at once, and the most memory any
+/// one of them may grow to (each slot reserves that much address space, not memory).
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    pub instances: u32,
+    pub max_memory: usize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            instances: DEFAULT_INSTANCES,
+            max_memory: DEFAULT_MAX_MEMORY,
+        }
+    }
+}
 
 /// The largest answer taken from a guest is this plus twice its payload: an answer is a
 /// verdict, messages and at most a mutated object, which is about the size of the object
@@ -43,6 +74,18 @@ pub enum HostError {
     NotAPolicy { path: String, missing: &'static str },
     #[error("cannot prepare {path}: {reason}")]
     Prepare { path: String, reason: String },
+    #[error(
+        "{path} declares {declared_mib} MiB of initial memory, more than the {limit_mib} MiB its instances may have"
+    )]
+    MemoryTooSmall {
+        path: String,
+        declared_mib: u64,
+        limit_mib: usize,
+    },
+    #[error("a memory limit of {limit_mib} MiB is larger than the pool's {pool_mib} MiB slots")]
+    LimitAbovePool { limit_mib: usize, pool_mib: usize },
+    #[error("every instance slot of the pool is in use")]
+    PoolExhausted,
     #[error("the policy did not initialise: {0}")]
     Init(String),
     #[error("the policy exceeded its {0:?} deadline")]
@@ -62,7 +105,8 @@ pub enum HostError {
 pub struct Runtime {
     engine: Engine,
     cache_dir: Option<PathBuf>,
-    /// Per instance, in bytes.
+    pool: Pool,
+    /// Per instance, in bytes, for policies loaded without a limit of their own.
     max_memory: usize,
 }
 
@@ -74,22 +118,35 @@ impl Runtime {
 
     /// The engine, with compiled modules cached in `cache_dir` (none: not cached).
     pub fn with_cache(cache_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::with_pool(cache_dir, Pool::default())
+    }
+
+    /// The engine with an instance pool of `pool`'s size.
+    pub fn with_pool(cache_dir: Option<PathBuf>, pool: Pool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(pool)));
+        config.memory_init_cow(true);
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot start wasmtime: {e}"))?;
         start_ticker(&engine);
         Ok(Runtime {
             engine,
             cache_dir,
-            max_memory: DEFAULT_MAX_MEMORY,
+            pool,
+            max_memory: pool.max_memory,
         })
     }
 
-    /// Instances of the policies loaded from now on may grow their memory to `bytes`.
+    /// Instances of the policies loaded from now on without a limit of their own may grow
+    /// their memory to `bytes` (at most the pool's slot).
     pub fn with_max_memory(mut self, bytes: usize) -> Self {
-        self.max_memory = bytes;
+        self.max_memory = bytes.min(self.pool.max_memory);
         self
+    }
+
+    pub fn pool(&self) -> Pool {
+        self.pool
     }
 
     /// Where compiled modules (and pulled ones, under `pulled/`) are kept, if anywhere.
@@ -103,6 +160,23 @@ impl Runtime {
         bytes: &[u8],
         timeout: Duration,
     ) -> Result<Policy, HostError> {
+        self.load_limited(name, bytes, timeout, self.max_memory)
+    }
+
+    /// [`Runtime::load_bytes`], its instances' memory limited to `max_memory` bytes.
+    pub fn load_limited(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        timeout: Duration,
+        max_memory: usize,
+    ) -> Result<Policy, HostError> {
+        if max_memory > self.pool.max_memory {
+            return Err(HostError::LimitAbovePool {
+                limit_mib: max_memory >> 20,
+                pool_mib: self.pool.max_memory >> 20,
+            });
+        }
         if !bytes.starts_with(b"\0asm") {
             return Err(HostError::NotWasm {
                 path: name.into(),
@@ -123,28 +197,31 @@ impl Runtime {
                 });
             }
         }
-        let pre = WasmtimeEngineProviderBuilder::new()
-            .engine(self.engine.clone())
-            .module(module)
-            .enable_resource_limits(ResourceLimits {
-                max_memory_size: Some(self.max_memory),
-                // Tables hold function references; policies never grow theirs.
-                max_table_elements: Some(100_000),
-            })
-            .build_pre()
-            .map_err(|e| HostError::Prepare {
+        let declared = module
+            .resources_required()
+            .max_initial_memory_size
+            .unwrap_or(0)
+            .saturating_mul(64 << 10);
+        if declared > max_memory as u64 {
+            return Err(HostError::MemoryTooSmall {
                 path: name.into(),
-                reason: e.to_string(),
-            })?;
+                declared_mib: declared.div_ceil(1 << 20),
+                limit_mib: max_memory >> 20,
+            });
+        }
         let ticks = timeout.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
+        let prepared =
+            Prepared::new(&self.engine, &module, max_memory, (ticks, ticks)).map_err(|e| {
+                HostError::Prepare {
+                    path: name.into(),
+                    reason: e.to_string(),
+                }
+            })?;
         Ok(Policy {
             name: name.into(),
-            pre,
+            prepared,
             timeout,
-            deadlines: EpochDeadlines {
-                wapc_init: ticks,
-                wapc_func: ticks,
-            },
+            max_memory,
         })
     }
 
@@ -188,9 +265,28 @@ impl Runtime {
     }
 }
 
+/// The pooling allocator for `pool`: one memory and one table per instance (what a
+/// waPC policy has), slots kept warm for the module that last used them, so its
+/// copy-on-write image stays mapped.
+fn pooling(pool: Pool) -> PoolingAllocationConfig {
+    let n = pool.instances.max(1);
+    let scan = PoolingAllocationConfig::is_pagemap_scan_available();
+    let mut config = PoolingAllocationConfig::new();
+    config
+        .total_core_instances(n)
+        .total_memories(n)
+        .total_tables(n)
+        .max_memory_size(pool.max_memory)
+        .max_unused_warm_slots(n)
+        .table_keep_resident(64 << 10)
+        .linear_memory_keep_resident(if scan { KEEP_RESIDENT } else { 0 })
+        .pagemap_scan(if scan { Enabled::Yes } else { Enabled::No });
+    config
+}
+
 /// `$SIDECARCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/sidecarctl`, else `~/.cache/sidecarctl`.
 /// `SIDECARCTL_CACHE_DIR=off` turns the cache off.
-fn cache_dir() -> Option<PathBuf> {
+pub fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SIDECARCTL_CACHE_DIR") {
         return (dir != "off").then(|| PathBuf::from(dir));
     }
@@ -217,23 +313,27 @@ fn start_ticker(engine: &Engine) {
 #[derive(Clone)]
 pub struct Policy {
     pub name: String,
-    pre: WasmtimeEngineProviderPre,
+    prepared: Prepared,
     timeout: Duration,
-    deadlines: EpochDeadlines,
+    max_memory: usize,
 }
 
 impl Policy {
+    /// What one instance's memory may grow to, in bytes.
+    pub fn max_memory(&self) -> usize {
+        self.max_memory
+    }
+
     /// A fresh instance: `_start` and `wapc_init` have run.
     pub fn instantiate(&self) -> Result<Instance, HostError> {
-        let provider = self
-            .pre
-            .rehydrate(Some(self.deadlines))
-            .map_err(|e| HostError::Init(e.to_string()))?;
+        let provider = self.prepared.provider();
         let host =
             WapcHost::new(Box::new(provider), Some(Box::new(host_callback))).map_err(|e| {
                 let text = e.to_string();
-                if text.contains("timeout") || text.contains(INTERRUPTED) {
+                if text.contains(INTERRUPTED) {
                     HostError::Timeout(self.timeout)
+                } else if text.contains("concurrent") && text.contains("limit") {
+                    HostError::PoolExhausted
                 } else {
                     HostError::Init(text)
                 }
@@ -283,9 +383,9 @@ impl Instance {
     }
 }
 
-/// A trap in one line, as every error of sidecarctl is. wasmtime-provider passes on only
-/// the context of wasmtime's error, the wasm backtrace (the trap's own words stay behind
-/// in the error's source): where it happened, and how deep.
+/// A trap in one line, as every error of sidecarctl is. The provider passes on wasmtime's
+/// error as it displays, which is its context, the wasm backtrace (the trap's own words
+/// stay behind in the error's source): where it happened, and how deep.
 fn trap_cause(reason: &str) -> String {
     let Some(trace) = reason.strip_prefix("error while executing at wasm backtrace:") else {
         return reason.to_string();
