@@ -196,7 +196,8 @@ pub struct ServeArgs {
     /// Serve plain HTTP instead of HTTPS (a laptop, a test, a TLS-terminating proxy).
     #[arg(long, conflicts_with_all = ["cert", "key"])]
     pub insecure_plain_http: bool,
-    /// Evaluations at the same time (default: the number of cores).
+    /// Evaluations at the same time (default: the number of cores); the instance pool has
+    /// one slot per worker.
     #[arg(long)]
     pub workers: Option<usize>,
     /// Largest request body accepted, in bytes (the API server sends at most ~3 MiB).
@@ -215,6 +216,10 @@ pub struct ServeArgs {
     /// Seconds a shutdown waits for requests in flight.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Milliseconds a request waits for a free worker (and its instance slot) before it is
+    /// answered 503 with Retry-After; the webhook's failurePolicy then decides.
+    #[arg(long, default_value_t = 5000)]
+    pub pool_wait_ms: u64,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

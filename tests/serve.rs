@@ -411,14 +411,14 @@ fn a_policy_past_its_deadline_is_rejected_with_500_and_the_server_carries_on() {
     assert_eq!(server.review("/validate/slow", &plain)["allowed"], true);
 }
 
-/// Modules that loop, grow memory without end, overflow their stack, trap, answer 50 MB
-/// or call the host in a loop: each fails its own request with policy-server's 500, the
+/// Modules that loop, grow memory without end, overflow their stack, trap, answer 50 MB,
+/// call the host in a loop or hand it a span outside their memory: each fails its own request with policy-server's 500, the
 /// next request and the other policies are served, the server's memory stays bounded and
 /// `/metrics` counts every failure.
 #[test]
 fn hostile_modules_are_contained() {
     let hostile = module("test-policies/hostile-policy.wasm");
-    let behaviours = ["spin", "grow", "stack", "trap", "huge", "hostcalls"];
+    let behaviours = ["spin", "grow", "stack", "trap", "huge", "hostcalls", "pointers"];
     let mut config = serde_json::Map::new();
     for b in behaviours {
         config.insert(
@@ -439,6 +439,7 @@ fn hostile_modules_are_contained() {
             let expected = match b {
                 "spin" | "hostcalls" => "exceeded its 1s deadline",
                 "huge" => "plus twice the request an answer may have",
+                "pointers" => "__guest_response: 4096 bytes at offset 4294901760 are outside the guest's memory",
                 _ => "a wasm trap",
             };
             assert!(message.contains(expected), "{b} (round {round}): {message}");
@@ -566,10 +567,16 @@ fn bad_settings_or_modules_stop_the_start() {
     });
     let missing = json!({"gone": {"module": "/nonexistent/policy.wasm"}});
     let typo = json!({"null": {"module": p(&null_policy()), "allowedToMutat": true}});
+    // A limit below the memory the module itself declares could never run it.
+    let cramped = json!({"null": {"module": p(&null_policy()), "maxMemoryMib": 1}});
     for (config, expected) in [
         (bad_settings, "policy \"clusterwide-sidecar-ordering\""),
         (missing, "cannot read /nonexistent/policy.wasm"),
         (typo, "unknown field `allowedToMutat`"),
+        (
+            cramped,
+            "MiB of initial memory, more than the 1 MiB its instances may have",
+        ),
     ] {
         let (child, _dir, _) = spawn(&config, &[]);
         let out = child.wait_with_output().unwrap();
@@ -799,4 +806,161 @@ fn slow_clients_are_cut_off_and_hold_no_worker() {
             "slow client {i} cut after {cut:?}"
         );
     }
+}
+
+/// One spinning evaluation holds the only worker: a request behind it waits (and
+/// `/metrics` shows one slot in use, one request waiting) and is answered once the worker
+/// is free; with a short `--pool-wait-ms` it is answered 503 with Retry-After instead,
+/// and counted.
+#[test]
+fn a_request_behind_a_busy_pool_waits_then_is_told_to_retry() {
+    let config = |wait: &str| {
+        let hostile = module("test-policies/hostile-policy.wasm");
+        Server::start_with(
+            json!({
+                "spin": {"module": p(&hostile), "settings": {"behaviour": "spin"}, "timeoutEvalSeconds": 2},
+                "calm": {"module": p(&hostile), "maxMemoryMib": 384},
+            }),
+            &["--workers", "1", "--pool-wait-ms", wait],
+        )
+    };
+    let spinning = |server: &Server| {
+        let client = server.client.clone();
+        let url = format!("{}/validate/spin", server.base);
+        let review = review_of(&pod(json!({})), "99999999-0000-0000-0000-000000000001");
+        let handle = std::thread::spawn(move || {
+            client
+                .post(url)
+                .body(review.to_string())
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        // The spin has the worker well before the next request comes.
+        std::thread::sleep(Duration::from_millis(300));
+        handle
+    };
+    let gauge = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let plain = review_of(&pod(json!({})), "99999999-0000-0000-0000-000000000002");
+
+    let server = config("10000");
+    let spin = spinning(&server);
+    let waiter = {
+        let (client, url, body) = (
+            server.client.clone(),
+            format!("{}/validate/calm", server.base),
+            plain.to_string(),
+        );
+        std::thread::spawn(move || {
+            let response = client.post(url).body(body).send().unwrap();
+            (response.status().as_u16(), response.text().unwrap())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, text) = server.get("/metrics");
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_slots"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_in_use"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_waiting"),
+        1.0,
+        "{text}"
+    );
+    // A slot holds the largest limit of any policy, here above the 256 MiB default.
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_slot_memory_bytes"),
+        (384u64 << 20) as f64
+    );
+    let (status, body) = waiter.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"allowed\":true"), "{body}");
+    assert_eq!(spin.join().unwrap(), 200);
+    let (_, text) = server.get("/metrics");
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_in_use"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_waiting"),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_wait_timeouts_total"),
+        0.0
+    );
+    drop(server);
+
+    let server = config("100");
+    let spin = spinning(&server);
+    let response = server
+        .client
+        .post(format!("{}/validate/calm", server.base))
+        .body(plain.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let text = response.text().unwrap();
+    assert!(
+        text.contains("every worker has been busy for 100ms"),
+        "{text}"
+    );
+    assert_eq!(spin.join().unwrap(), 200);
+    let (_, text) = server.get("/metrics");
+    assert_eq!(
+        gauge(&text, "sidecarctl_instance_pool_wait_timeouts_total"),
+        1.0
+    );
+    // Once the worker is free, the same request is served.
+    assert_eq!(server.review("/validate/calm", &plain)["allowed"], true);
+}
+
+/// `maxMemoryMib` in policies.yml bounds one policy's instances: the same module, given a
+/// request of a few MiB, fails it under an 8 MiB limit and answers it under the default.
+#[test]
+fn a_policy_memory_limit_of_its_own() {
+    let server = Server::start_with(
+        json!({
+            "cramped": {"module": p(&null_policy()), "maxMemoryMib": 8},
+            "roomy": {"module": p(&null_policy())},
+        }),
+        &["--max-body-bytes", "16777216"],
+    );
+    let big = review_of(
+        &pod(json!({"test.sidecars.dev/padding": "x".repeat(6 << 20)})),
+        "99999999-0000-0000-0000-000000000003",
+    );
+    let roomy = server.review("/validate/roomy", &big);
+    assert_eq!(roomy["allowed"], true, "{}", roomy["status"]);
+    let cramped = server.review("/validate/cramped", &big);
+    assert_eq!(cramped["allowed"], false);
+    assert_eq!(cramped["status"]["code"], 500);
+    let message = cramped["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("a wasm trap"), "{message}");
+    let small = review_of(&pod(json!({})), "99999999-0000-0000-0000-000000000004");
+    assert_eq!(server.review("/validate/cramped", &small)["allowed"], true);
+    assert!(
+        server
+            .log()
+            .iter()
+            .any(|l| l.contains("loaded policy \"cramped\"") && l.contains("8 MiB")),
+        "{:?}",
+        server.log()
+    );
 }

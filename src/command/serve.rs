@@ -22,6 +22,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         read_timeout,
         policy_timeout,
         shutdown_grace,
+        pool_wait_ms,
         registry,
     } = args;
     let tls = match (cert, key) {
@@ -37,8 +38,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let workers = workers
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
-    if workers == 0 {
-        bail!("--workers must be at least 1");
+    if !(1..=serve::MAX_WORKERS).contains(&workers) {
+        bail!(
+            "--workers must be from 1 to {} (each reserves an instance slot's address space)",
+            serve::MAX_WORKERS
+        );
     }
     if max_memory_mib == 0 || max_memory_mib > 4096 {
         bail!("--max-memory-mib must be from 1 to 4096 (wasm32's whole address space)");
@@ -54,6 +58,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             default_timeout: Duration::from_secs(policy_timeout),
             grace: Duration::from_secs(shutdown_grace),
             read_timeout: Duration::from_secs(read_timeout.max(1)),
+            pool_wait: Duration::from_millis(pool_wait_ms),
         },
         &registry.access(),
     )?;

@@ -10,6 +10,9 @@ use std::time::Duration;
 use crate::admission::{Constraints, PolicyMode};
 use crate::oci::ModuleRef;
 
+/// wasm32's address space: no instance can grow past 4 GiB.
+pub const MAX_MEMORY_MIB: u64 = 4096;
+
 /// One policy of policies.yml. policy-server ignores fields it does not know; we refuse
 /// them, so that a typo (`allowedToMutat`) does not silently change a verdict.
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +33,10 @@ pub struct PolicyEntry {
     pub timeout_eval_seconds: Option<u64>,
     #[serde(default)]
     pub message: Option<String>,
+    /// sidecarctl's own: what one instance of this policy may grow its memory to, in
+    /// MiB, instead of `--max-memory-mib`. policy-server ignores the field.
+    #[serde(default)]
+    pub max_memory_mib: Option<u64>,
 }
 
 /// A checked policy: where its module is, and how its answers are constrained.
@@ -39,6 +46,8 @@ pub struct ServedPolicy {
     pub module: ModuleRef,
     pub settings: Value,
     pub timeout: Option<Duration>,
+    /// Bytes, when the policy has its own limit.
+    pub max_memory: Option<usize>,
     pub constraints: Constraints,
 }
 
@@ -87,11 +96,19 @@ fn entry(id: &str, raw: Value, base: &Path) -> anyhow::Result<ServedPolicy> {
         Some(s @ 1..=30) => Some(Duration::from_secs(s)),
         Some(s) => bail!("timeoutEvalSeconds is {s}; Kubernetes allows 1 to 30"),
     };
+    let max_memory = match entry.max_memory_mib {
+        None => None,
+        Some(mib @ 1..=MAX_MEMORY_MIB) => Some((mib as usize) << 20),
+        Some(mib) => {
+            bail!("maxMemoryMib is {mib}; a wasm32 instance can have 1 to {MAX_MEMORY_MIB}")
+        }
+    };
     Ok(ServedPolicy {
         id: id.to_string(),
         module: module_ref(&entry.module, base)?,
         settings,
         timeout,
+        max_memory,
         constraints: Constraints {
             mode: entry.policy_mode,
             allowed_to_mutate: entry.allowed_to_mutate.unwrap_or(false),
@@ -143,6 +160,7 @@ lifecycle:
   policyMode: monitor
   timeoutEvalSeconds: 5
   message: ask the platform team
+  maxMemoryMib: 64
 plain:
   module: ghcr.io/sidecars-dev/resources:v1
 "#,
@@ -164,6 +182,8 @@ plain:
             Some("ask the platform team")
         );
         assert_eq!(lifecycle.settings, serde_json::json!({}));
+        assert_eq!(lifecycle.max_memory, Some(64 << 20));
+        assert_eq!(ordering.max_memory, None);
         assert_eq!(
             by_id["plain"].module,
             ModuleRef::Registry("ghcr.io/sidecars-dev/resources:v1".into())
@@ -185,6 +205,18 @@ plain:
             (
                 "p:\n  module: x\n  timeoutEvalSeconds: 60\n",
                 "Kubernetes allows 1 to 30",
+            ),
+            (
+                "p:\n  module: x\n  maxMemoryMib: 0\n",
+                "maxMemoryMib is 0; a wasm32 instance can have 1 to 4096",
+            ),
+            (
+                "p:\n  module: x\n  maxMemoryMib: 5000\n",
+                "maxMemoryMib is 5000",
+            ),
+            (
+                "p:\n  module: x\n  maxMemoryMiB: 64\n",
+                "unknown field `maxMemoryMiB`",
             ),
             (
                 "p:\n  module: x\n  settings: [1]\n",

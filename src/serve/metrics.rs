@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::time::Duration;
@@ -37,7 +38,15 @@ pub struct Latency {
 
 type LatencyFamily = Family<Latency, Histogram, fn() -> Histogram>;
 
+/// The instance pool: its fixed size, and how busy it is.
+pub struct PoolMetrics {
+    pub in_use: Gauge,
+    pub waiting: Gauge,
+    pub wait_timeouts: Counter,
+}
+
 pub struct Metrics {
+    pub pool: PoolMetrics,
     registry: Registry,
     evaluations: Family<Evaluation, Counter>,
     rejections: Family<Rejection, Counter>,
@@ -50,8 +59,42 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(pool: crate::runtime::Pool) -> Self {
         let mut registry = Registry::with_prefix("sidecarctl");
+        let slots = Gauge::<i64>::default();
+        slots.set(i64::from(pool.instances));
+        registry.register(
+            "instance_pool_slots",
+            "Instance slots: one per worker, the most evaluations at once",
+            slots,
+        );
+        let slot_memory = Gauge::<i64>::default();
+        slot_memory.set(i64::try_from(pool.max_memory).unwrap_or(i64::MAX));
+        registry.register(
+            "instance_pool_slot_memory_bytes",
+            "The most memory one instance may grow to (the largest policy limit)",
+            slot_memory,
+        );
+        let pool = PoolMetrics {
+            in_use: Gauge::default(),
+            waiting: Gauge::default(),
+            wait_timeouts: Counter::default(),
+        };
+        registry.register(
+            "instance_pool_in_use",
+            "Slots holding an instance now",
+            pool.in_use.clone(),
+        );
+        registry.register(
+            "instance_pool_waiting",
+            "Requests waiting for a free slot now",
+            pool.waiting.clone(),
+        );
+        registry.register(
+            "instance_pool_wait_timeouts",
+            "Requests answered 503 because no slot came free in time",
+            pool.wait_timeouts.clone(),
+        );
         let evaluations = Family::<Evaluation, Counter>::default();
         let rejections = Family::<Rejection, Counter>::default();
         let latency: LatencyFamily = Family::new_with_constructor(latency_histogram);
@@ -71,6 +114,7 @@ impl Metrics {
             latency.clone(),
         );
         Metrics {
+            pool,
             registry,
             evaluations,
             rejections,

@@ -22,7 +22,11 @@ use std::time::{Duration, Instant};
 use crate::admission::{self, AdmissionResponse, Constraints};
 use crate::evaluation::Evaluator;
 use crate::oci::{self, Access};
-use crate::runtime::Runtime;
+use crate::runtime::{Pool, Runtime};
+
+/// The most `--workers`: each has an instance slot, and each slot reserves its memory's
+/// address space (4 GiB and a guard, as wasmtime lays out a wasm32 memory).
+pub const MAX_WORKERS: usize = 1024;
 
 pub struct Options {
     pub addr: SocketAddr,
@@ -39,6 +43,8 @@ pub struct Options {
     /// How long a client may take to send a request's headers, and then its body: a
     /// slow client is cut off instead of holding a connection.
     pub read_timeout: Duration,
+    /// How long a request waits for a free worker before it is answered 503.
+    pub pool_wait: Duration,
 }
 
 struct Served {
@@ -50,6 +56,10 @@ struct App {
     policies: HashMap<String, Served>,
     metrics: metrics::Metrics,
     draining: AtomicBool,
+    /// One permit per worker, and so per instance slot: an evaluation holds one from
+    /// before its instance exists until after it is gone, so the pool never runs out.
+    workers: Arc<tokio::sync::Semaphore>,
+    pool_wait: Duration,
 }
 
 #[derive(Clone, Copy)]
@@ -71,7 +81,15 @@ impl Origin {
 /// SIGINT, finishing the requests in flight.
 pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> anyhow::Result<()> {
     let entries = config::read(config_path)?;
-    let runtime = Runtime::new()?.with_max_memory(options.max_memory);
+    // A slot holds the largest instance any policy may have.
+    let pool = Pool {
+        instances: u32::try_from(options.workers).context("too many workers")?,
+        max_memory: entries
+            .iter()
+            .filter_map(|e| e.max_memory)
+            .fold(options.max_memory, usize::max),
+    };
+    let runtime = Runtime::with_pool(crate::runtime::cache_dir(), pool)?;
     let mut policies = HashMap::new();
     for entry in entries {
         let timeout = entry.timeout.unwrap_or(options.default_timeout);
@@ -79,16 +97,18 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
         let (name, bytes) =
             oci::read_module(&runtime, &entry.module, access).with_context(context)?;
         check_metadata(&name, &bytes).with_context(context)?;
+        let max_memory = entry.max_memory.unwrap_or(options.max_memory);
         let policy = runtime
-            .load_bytes(&name, &bytes, timeout)
+            .load_limited(&name, &bytes, timeout, max_memory)
             .with_context(context)?;
         let evaluator = Evaluator::new(policy, entry.settings)
             .with_context(|| format!("policy {:?}", entry.id))?;
         eprintln!(
-            "loaded policy {:?} ({}, {}{})",
+            "loaded policy {:?} ({}, {}, {} MiB{})",
             entry.id,
             evaluator.policy.name,
             entry.constraints.mode.as_str(),
+            max_memory >> 20,
             if entry.constraints.allowed_to_mutate {
                 ", allowed to mutate"
             } else {
@@ -103,10 +123,17 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
             },
         );
     }
+    eprintln!(
+        "instance pool: {} slots of {} MiB",
+        pool.instances,
+        pool.max_memory >> 20
+    );
     let app = Arc::new(App {
         policies,
-        metrics: metrics::Metrics::new(),
+        metrics: metrics::Metrics::new(pool),
         draining: AtomicBool::new(false),
+        workers: Arc::new(tokio::sync::Semaphore::new(options.workers)),
+        pool_wait: options.pool_wait,
     });
     // Evaluations are blocking wasm calls: they run on tokio's blocking pool, capped at
     // `workers` threads; the async workers only move bytes.
@@ -319,12 +346,26 @@ async fn answer(app: Arc<App>, policy_id: String, body: Bytes, origin: Origin) -
         Ok(request) => request,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
+    let Some(worker) = wait_for_worker(&app).await else {
+        let mut answer = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "every worker has been busy for {:?}; the webhook's failurePolicy decides",
+                app.pool_wait
+            ),
+        );
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return answer;
+    };
     let task_app = app.clone();
     let evaluated = tokio::task::spawn_blocking(move || {
         let served = &task_app.policies[&policy_id];
         let started = Instant::now();
         let (response, _failure) = served.evaluator.evaluate(&request);
         let elapsed = started.elapsed();
+        drop(worker);
         record(
             &task_app.metrics,
             &policy_id,
@@ -351,6 +392,45 @@ async fn answer(app: Arc<App>, policy_id: String, body: Bytes, origin: Origin) -
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the evaluation did not finish: {e}"),
         ),
+    }
+}
+
+/// A worker's permit (and with it an instance slot), waiting at most `pool_wait`; `None`
+/// when none came free in time. The metrics count who waits and who gave up.
+async fn wait_for_worker(app: &App) -> Option<Busy> {
+    let pool = &app.metrics.pool;
+    let permit = match app.workers.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            pool.waiting.inc();
+            let waited =
+                tokio::time::timeout(app.pool_wait, app.workers.clone().acquire_owned()).await;
+            pool.waiting.dec();
+            match waited {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    pool.wait_timeouts.inc();
+                    return None;
+                }
+            }
+        }
+    };
+    pool.in_use.inc();
+    Some(Busy {
+        _permit: permit,
+        in_use: pool.in_use.clone(),
+    })
+}
+
+/// A worker at work; it is free again when this drops.
+struct Busy {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    in_use: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.in_use.dec();
     }
 }
 

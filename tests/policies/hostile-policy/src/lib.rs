@@ -1,7 +1,8 @@
 //! A policy that misbehaves on purpose, as its settings say, so the tests can show that
 //! `sidecarctl serve` contains it: `spin` loops forever, `grow` allocates without end,
 //! `stack` recurses until the stack is gone, `trap` traps, `huge` answers 50 MB,
-//! `hostcalls` calls the host in a loop. Anything else accepts.
+//! `hostcalls` calls the host in a loop, `pointers` hands the host an answer that lies
+//! outside its memory. Anything else accepts.
 
 use kubewarden_policy_sdk::wapc_guest as guest;
 use kubewarden_policy_sdk::{protocol_version_guest, settings::Validatable, validate_settings};
@@ -28,6 +29,13 @@ enum Behaviour {
     Trap,
     Huge,
     Hostcalls,
+    Pointers,
+}
+
+// The waPC import the SDK answers through, called here with a span the guest does not have.
+#[link(wasm_import_module = "wapc")]
+unsafe extern "C" {
+    fn __guest_response(ptr: *const u8, len: usize);
 }
 
 impl Validatable for Settings {
@@ -84,6 +92,13 @@ fn validate(payload: &[u8]) -> CallResult {
             answer.resize((50 << 20) - 2, b'x');
             answer.extend_from_slice(br#""}"#);
             return Ok(answer);
+        }
+        Behaviour::Pointers => {
+            // 64 KiB from the top of wasm32's address space: past any memory this
+            // module can have under a limit below 4 GiB.
+            // SAFETY: the host reads the span; in a wasm guest that is not a pointer the
+            // guest dereferences.
+            unsafe { __guest_response(0xFFFF_0000usize as *const u8, 4096) };
         }
         Behaviour::Hostcalls => loop {
             let _ = host_call("kubewarden", "tracing", "log", b"{\"level\":\"info\"}");
