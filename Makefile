@@ -12,7 +12,7 @@ SIDECARCTL  = target/debug/sidecarctl
 POLICIES      := $(notdir $(wildcard policies/*-policy))
 TEST_POLICIES := null-policy test-mutator hostile-policy
 
-.PHONY: all targets deps wasm host test demo bench load fuzz lint fmt clean artifacthub examples playground browser
+.PHONY: all targets deps wasm host test demo bench load compare-engines wrk fuzz lint fmt clean artifacthub examples playground browser
 
 all: wasm host
 
@@ -106,12 +106,24 @@ bench: wasm host
 
 # sidecarctl serve under load: wrk (Debian's) over HTTPS on loopback, every policy and the
 # null policy at several concurrencies, bounded (LOAD_DURATION per row); fails on any error.
-load: wasm host
+load: wasm host wrk
+	@./examples/load.sh
+
+# Debian's wrk, for the load check and the engine comparison.
+wrk:
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
-	  else echo "install Debian's wrk (apt-get install wrk) for the load check" >&2; exit 1; fi; }
-	@./examples/load.sh
+	  else echo "install Debian's wrk (apt-get install wrk)" >&2; exit 1; fi; }
+
+# sidecarctl serve beside Kubewarden's policy-server, built outside this repository (see
+# examples/compare-engines.sh): the same policies.yml, alternating runs, each row's ratios,
+# both engines release builds.
+# Skips with a line when POLICY_SERVER is not given.
+POLICY_SERVER ?=
+compare-engines: wasm wrk
+	@if [ -n "$(POLICY_SERVER)" ]; then $(CARGO) build --release --bin sidecarctl; fi
+	@POLICY_SERVER="$(POLICY_SERVER)" ./examples/compare-engines.sh
 
 # The bounded long run: FUZZ_N generated and mutated requests through every policy's wasm
 # (reused instances, 1 in 100 fresh); prints per policy what happened, keeps every input

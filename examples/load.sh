@@ -34,29 +34,6 @@ for _ in $(seq 100); do grep -q '^listening on' "$tmp/out" && break; sleep 0.1; 
 url=$(sed -n 's/^listening on //p' "$tmp/out")
 [ -n "$url" ] || { cat "$tmp/err" >&2; exit 1; }
 
-# One script for every row: the review posted to one policy, or (PATHS) to a policy
-# picked at random for each request.
-cat > "$tmp/post.lua" <<'LUA'
-local f = assert(io.open(os.getenv("REVIEW")))
-local body = f:read("*a")
-f:close()
-local paths = {}
-for p in string.gmatch(os.getenv("PATHS") or "", "%S+") do paths[#paths + 1] = p end
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = body
-if #paths > 0 then
-  request = function()
-    return wrk.format("POST", paths[math.random(#paths)])
-  end
-end
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.stderr:write(string.format("RESULT %d %d %d %.0f %.0f %d\n", summary.requests,
-    e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(99), summary.duration))
-end
-LUA
 
 policies="null clusterwide-sidecar-injector clusterwide-sidecar-lifecycle clusterwide-sidecar-ordering clusterwide-sidecar-resources"
 failed=0
@@ -64,7 +41,7 @@ failed=0
 row() {
   local threads=$(( $2 < 2 ? $2 : 2 ))
   REVIEW="$tmp/review.json" PATHS="${5:-}" wrk -t "$threads" -c "$2" -d "$3" --timeout 10s \
-    -s "$tmp/post.lua" "$url$4" > "$tmp/wrk.out" 2> "$tmp/wrk.err" || true
+    -s examples/wrk/post.lua "$url$4" > "$tmp/wrk.out" 2> "$tmp/wrk.err" || true
   read -r _ requests socket status p50 p99 micros < <(grep '^RESULT' "$tmp/wrk.err" || echo "RESULT 0 1 0 0 0 1")
   errors=$((socket + status))
   awk -v p="$1" -v c="$2" -v n="$requests" -v us="$micros" -v a="$p50" -v b="$p99" -v e="$errors" \
@@ -118,7 +95,7 @@ echo "resident memory: $warm KiB after warm-up, $end KiB after the soak"
 if [ "$end" -gt $(( warm * 11 / 10 )) ]; then echo "resident memory grew more than 10%" >&2; failed=1; fi
 
 # SIGTERM under load: what is in flight is answered, the server exits 0.
-REVIEW="$tmp/review.json" PATHS="$every" wrk -t 2 -c 64 -d 6s --timeout 10s -s "$tmp/post.lua" \
+REVIEW="$tmp/review.json" PATHS="$every" wrk -t 2 -c 64 -d 6s --timeout 10s -s examples/wrk/post.lua \
   "$url" > "$tmp/wrk.out" 2> "$tmp/wrk.err" &
 load=$!
 sleep 2
