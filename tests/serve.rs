@@ -418,7 +418,15 @@ fn a_policy_past_its_deadline_is_rejected_with_500_and_the_server_carries_on() {
 #[test]
 fn hostile_modules_are_contained() {
     let hostile = module("test-policies/hostile-policy.wasm");
-    let behaviours = ["spin", "grow", "stack", "trap", "huge", "hostcalls", "pointers"];
+    let behaviours = [
+        "spin",
+        "grow",
+        "stack",
+        "trap",
+        "huge",
+        "hostcalls",
+        "pointers",
+    ];
     let mut config = serde_json::Map::new();
     for b in behaviours {
         config.insert(
@@ -439,7 +447,9 @@ fn hostile_modules_are_contained() {
             let expected = match b {
                 "spin" | "hostcalls" => "exceeded its 1s deadline",
                 "huge" => "plus twice the request an answer may have",
-                "pointers" => "__guest_response: 4096 bytes at offset 4294901760 are outside the guest's memory",
+                "pointers" => {
+                    "__guest_response: 4096 bytes at offset 4294901760 are outside the guest's memory"
+                }
                 _ => "a wasm trap",
             };
             assert!(message.contains(expected), "{b} (round {round}): {message}");
@@ -841,13 +851,27 @@ fn a_request_behind_a_busy_pool_waits_then_is_told_to_retry() {
         std::thread::sleep(Duration::from_millis(300));
         handle
     };
-    let gauge = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-            .parse()
-            .unwrap()
+    // The pool's figures, in this order: slots, slot memory, in use, waiting, timeouts.
+    let pool = |server: &Server| -> [f64; 5] {
+        let (_, text) = server.get("/metrics");
+        [
+            "slots",
+            "slot_memory_bytes",
+            "in_use",
+            "waiting",
+            "wait_timeouts_total",
+        ]
+        .map(|name| {
+            let name = format!("sidecarctl_instance_pool_{name}");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .parse()
+                .unwrap()
+        })
     };
+    // A slot holds the largest limit of any policy, here above the 256 MiB default.
+    let slot = (384u64 << 20) as f64;
     let plain = review_of(&pod(json!({})), "99999999-0000-0000-0000-000000000002");
 
     let server = config("10000");
@@ -864,46 +888,12 @@ fn a_request_behind_a_busy_pool_waits_then_is_told_to_retry() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    let (_, text) = server.get("/metrics");
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_slots"),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_in_use"),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_waiting"),
-        1.0,
-        "{text}"
-    );
-    // A slot holds the largest limit of any policy, here above the 256 MiB default.
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_slot_memory_bytes"),
-        (384u64 << 20) as f64
-    );
+    assert_eq!(pool(&server), [1.0, slot, 1.0, 1.0, 0.0]);
     let (status, body) = waiter.join().unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"allowed\":true"), "{body}");
     assert_eq!(spin.join().unwrap(), 200);
-    let (_, text) = server.get("/metrics");
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_in_use"),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_waiting"),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_wait_timeouts_total"),
-        0.0
-    );
+    assert_eq!(pool(&server), [1.0, slot, 0.0, 0.0, 0.0]);
     drop(server);
 
     let server = config("100");
@@ -922,11 +912,7 @@ fn a_request_behind_a_busy_pool_waits_then_is_told_to_retry() {
         "{text}"
     );
     assert_eq!(spin.join().unwrap(), 200);
-    let (_, text) = server.get("/metrics");
-    assert_eq!(
-        gauge(&text, "sidecarctl_instance_pool_wait_timeouts_total"),
-        1.0
-    );
+    assert_eq!(pool(&server), [1.0, slot, 0.0, 0.0, 1.0]);
     // Once the worker is free, the same request is served.
     assert_eq!(server.review("/validate/calm", &plain)["allowed"], true);
 }
