@@ -8,6 +8,10 @@ mod command;
 mod input;
 
 use clap::Parser;
+
+// Cargo.toml says why (serve's throughput).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// A failure the user can act on: one line on stderr, exit status 2.
