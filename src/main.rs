@@ -11,7 +11,7 @@ use clap::Parser;
 
 // Cargo.toml says why (serve's throughput).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::process::ExitCode;
 
 /// A failure the user can act on: one line on stderr, exit status 2.
