@@ -104,17 +104,16 @@ printf '%-30s %5s %9s %9s %7s %9s %9s %7s\n' policy conns 'A req/s' 'B req/s' 'A
 errors=0
 for policy in $policies; do
   for c in $concurrencies; do
-    a_rps=0; b_rps=0; a_p99=0; b_p99=0
+    # One line per run, "A|B req/s p99-ms errors"; the row is the mean of each engine's.
     for _ in $(seq "$rounds"); do
-      read -r rps p99 e < <(run "$a_url/validate/$policy" "$c")
-      a_rps=$(awk -v x="$a_rps" -v y="$rps" 'BEGIN { print x + y }'); a_p99=$(awk -v x="$a_p99" -v y="$p99" 'BEGIN { print x + y }'); errors=$((errors + e))
-      read -r rps p99 e < <(run "$b_url/validate/$policy" "$c")
-      b_rps=$(awk -v x="$b_rps" -v y="$rps" 'BEGIN { print x + y }'); b_p99=$(awk -v x="$b_p99" -v y="$p99" 'BEGIN { print x + y }'); errors=$((errors + e))
-    done
-    awk -v p="$policy" -v c="$c" -v n="$rounds" -v ar="$a_rps" -v br="$b_rps" -v ap="$a_p99" -v bp="$b_p99" 'BEGIN {
-      ar /= n; br /= n; ap /= n; bp /= n
+      echo "A $(run "$a_url/validate/$policy" "$c")"
+      echo "B $(run "$b_url/validate/$policy" "$c")"
+    done > "$tmp/runs"
+    errors=$((errors + $(awk '{ e += $4 } END { print e }' "$tmp/runs")))
+    awk -v p="$policy" -v c="$c" '{ rps[$1] += $2; p99[$1] += $3; n[$1]++ } END {
+      ar = rps["A"] / n["A"]; br = rps["B"] / n["B"]; ap = p99["A"] / n["A"]; bp = p99["B"] / n["B"]
       printf "%-30s %5d %9.0f %9.0f %7.2f %9.2f %9.2f %7.2f\n", p, c, ar, br, (br > 0 ? ar / br : 0), ap, bp, (bp > 0 ? ap / bp : 0)
-    }'
+    }' "$tmp/runs"
   done
 done
 

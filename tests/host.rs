@@ -566,3 +566,24 @@ fn bench_reports_every_mode_with_ratios_to_the_baseline() {
     ]);
     assert_eq!(failing.status.code(), Some(2));
 }
+
+/// A pool of one slot holds one instance: a second, while the first lives, is refused as
+/// the pool's, not as a broken module; once the first is gone, a third is made.
+#[test]
+fn an_exhausted_pool_says_so() {
+    use sidecarctl::runtime::{DEFAULT_MAX_MEMORY, DEFAULT_TIMEOUT, HostError, Pool, Runtime};
+    let runtime = Runtime::pooled(Pool {
+        instances: 1,
+        max_memory: DEFAULT_MAX_MEMORY,
+    })
+    .unwrap();
+    let bytes = std::fs::read(null_policy()).unwrap();
+    let policy = runtime
+        .load_bytes("null-policy", &bytes, DEFAULT_TIMEOUT)
+        .unwrap();
+    let first = policy.instantiate().unwrap();
+    let second = policy.instantiate().map(|_| ()).unwrap_err();
+    assert!(matches!(second, HostError::PoolExhausted), "{second}");
+    drop(first);
+    assert!(policy.instantiate().is_ok());
+}

@@ -16,7 +16,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
 };
 
-use provider::{INTERRUPTED, Prepared};
+use provider::{INTERRUPTED, POOL_EXHAUSTED, Prepared};
 
 /// One epoch tick. policy-server ticks once a second; a finer tick lets tests use short
 /// deadlines and keeps the default (2 s) within one tick of exact.
@@ -106,8 +106,6 @@ pub struct Runtime {
     engine: Engine,
     cache_dir: Option<PathBuf>,
     pool: Pool,
-    /// Per instance, in bytes, for policies loaded without a limit of their own.
-    max_memory: usize,
 }
 
 impl Runtime {
@@ -121,8 +119,12 @@ impl Runtime {
         Self::with_pool(cache_dir, Pool::default())
     }
 
-    /// The engine with an instance pool of `pool`'s size.
-    pub fn with_pool(cache_dir: Option<PathBuf>, pool: Pool) -> anyhow::Result<Self> {
+    /// The engine with an instance pool of `pool`'s size, cached as [`Runtime::new`] is.
+    pub fn pooled(pool: Pool) -> anyhow::Result<Self> {
+        Self::with_pool(cache_dir(), pool)
+    }
+
+    fn with_pool(cache_dir: Option<PathBuf>, pool: Pool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(pool)));
@@ -134,19 +136,7 @@ impl Runtime {
             engine,
             cache_dir,
             pool,
-            max_memory: pool.max_memory,
         })
-    }
-
-    /// Instances of the policies loaded from now on without a limit of their own may grow
-    /// their memory to `bytes` (at most the pool's slot).
-    pub fn with_max_memory(mut self, bytes: usize) -> Self {
-        self.max_memory = bytes.min(self.pool.max_memory);
-        self
-    }
-
-    pub fn pool(&self) -> Pool {
-        self.pool
     }
 
     /// Where compiled modules (and pulled ones, under `pulled/`) are kept, if anywhere.
@@ -160,7 +150,7 @@ impl Runtime {
         bytes: &[u8],
         timeout: Duration,
     ) -> Result<Policy, HostError> {
-        self.load_limited(name, bytes, timeout, self.max_memory)
+        self.load_limited(name, bytes, timeout, self.pool.max_memory)
     }
 
     /// [`Runtime::load_bytes`], its instances' memory limited to `max_memory` bytes.
@@ -210,18 +200,16 @@ impl Runtime {
             });
         }
         let ticks = timeout.as_millis().div_ceil(TICK.as_millis()).max(1) as u64;
-        let prepared =
-            Prepared::new(&self.engine, &module, max_memory, (ticks, ticks)).map_err(|e| {
-                HostError::Prepare {
-                    path: name.into(),
-                    reason: e.to_string(),
-                }
-            })?;
+        let prepared = Prepared::new(&self.engine, &module, max_memory, ticks).map_err(|e| {
+            HostError::Prepare {
+                path: name.into(),
+                reason: e.to_string(),
+            }
+        })?;
         Ok(Policy {
             name: name.into(),
             prepared,
             timeout,
-            max_memory,
         })
     }
 
@@ -286,7 +274,7 @@ fn pooling(pool: Pool) -> PoolingAllocationConfig {
 
 /// `$SIDECARCTL_CACHE_DIR`, else `$XDG_CACHE_HOME/sidecarctl`, else `~/.cache/sidecarctl`.
 /// `SIDECARCTL_CACHE_DIR=off` turns the cache off.
-pub fn cache_dir() -> Option<PathBuf> {
+fn cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SIDECARCTL_CACHE_DIR") {
         return (dir != "off").then(|| PathBuf::from(dir));
     }
@@ -315,15 +303,9 @@ pub struct Policy {
     pub name: String,
     prepared: Prepared,
     timeout: Duration,
-    max_memory: usize,
 }
 
 impl Policy {
-    /// What one instance's memory may grow to, in bytes.
-    pub fn max_memory(&self) -> usize {
-        self.max_memory
-    }
-
     /// A fresh instance: `_start` and `wapc_init` have run.
     pub fn instantiate(&self) -> Result<Instance, HostError> {
         let provider = self.prepared.provider();
@@ -332,7 +314,7 @@ impl Policy {
                 let text = e.to_string();
                 if text.contains(INTERRUPTED) {
                     HostError::Timeout(self.timeout)
-                } else if text.contains("concurrent") && text.contains("limit") {
+                } else if text.contains(POOL_EXHAUSTED) {
                     HostError::PoolExhausted
                 } else {
                     HostError::Init(text)

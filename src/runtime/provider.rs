@@ -28,6 +28,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// The text a guest call interrupted by its epoch deadline fails with.
 pub const INTERRUPTED: &str = "execution deadline exceeded";
 
+/// The text an instantiation fails with when every slot of the pool is taken.
+pub const POOL_EXHAUSTED: &str = "every instance slot of the pool is in use";
+
 /// What a store holds for its one instance.
 pub struct Guest {
     wasi: WasiP1Ctx,
@@ -44,8 +47,8 @@ pub struct Prepared {
     engine: Engine,
     pre: InstancePre<Guest>,
     max_memory: usize,
-    init_ticks: u64,
-    call_ticks: u64,
+    /// The epoch deadline of `_start` and `wapc_init` together, and then of each call.
+    ticks: u64,
 }
 
 impl Prepared {
@@ -53,7 +56,7 @@ impl Prepared {
         engine: &Engine,
         module: &Module,
         max_memory: usize,
-        (init_ticks, call_ticks): (u64, u64),
+        ticks: u64,
     ) -> wasmtime::Result<Self> {
         let mut linker: Linker<Guest> = Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |g: &mut Guest| &mut g.wasi)?;
@@ -64,8 +67,7 @@ impl Prepared {
             engine: engine.clone(),
             pre: linker.instantiate_pre(module)?,
             max_memory,
-            init_ticks,
-            call_ticks,
+            ticks,
         })
     }
 
@@ -108,14 +110,20 @@ impl WebAssemblyEngineProvider for Provider {
         };
         let mut store = Store::new(&p.engine, guest);
         store.limiter(|g| &mut g.limits);
-        store.set_epoch_deadline(p.init_ticks);
-        let instance = p.pre.instantiate(&mut store)?;
+        store.set_epoch_deadline(p.ticks);
+        let instance = p.pre.instantiate(&mut store).map_err(|e| -> BoxError {
+            if e.is::<wasmtime::PoolConcurrencyLimitError>() {
+                POOL_EXHAUSTED.into()
+            } else {
+                e.into()
+            }
+        })?;
         store.data_mut().memory = instance.get_memory(&mut store, "memory");
         for start in wapc_fn::REQUIRED_STARTS {
             let Ok(function) = instance.get_typed_func::<(), ()>(&mut store, start) else {
                 continue;
             };
-            store.set_epoch_deadline(p.init_ticks);
+            store.set_epoch_deadline(p.ticks);
             if let Err(e) = function.call(&mut store, ()) {
                 // TinyGo's `_start` ends with `proc_exit(0)`, which is a success.
                 if e.downcast_ref::<wasmtime_wasi::I32Exit>()
@@ -136,7 +144,7 @@ impl WebAssemblyEngineProvider for Provider {
             .live
             .as_mut()
             .ok_or("the instance was not initialised")?;
-        live.store.set_epoch_deadline(self.prepared.call_ticks);
+        live.store.set_epoch_deadline(self.prepared.ticks);
         match live
             .guest_call
             .call(&mut live.store, (op_length, msg_length))

@@ -40,6 +40,7 @@ type LatencyFamily = Family<Latency, Histogram, fn() -> Histogram>;
 
 /// The instance pool: its fixed size, and how busy it is.
 pub struct PoolMetrics {
+    pub slots: Gauge,
     pub in_use: Gauge,
     pub waiting: Gauge,
     pub wait_timeouts: Counter,
@@ -66,7 +67,7 @@ impl Metrics {
         registry.register(
             "instance_pool_slots",
             "Instance slots: one per worker, the most evaluations at once",
-            slots,
+            slots.clone(),
         );
         let slot_memory = Gauge::<i64>::default();
         slot_memory.set(i64::try_from(pool.max_memory).unwrap_or(i64::MAX));
@@ -76,6 +77,7 @@ impl Metrics {
             slot_memory,
         );
         let pool = PoolMetrics {
+            slots,
             in_use: Gauge::default(),
             waiting: Gauge::default(),
             wait_timeouts: Counter::default(),

@@ -89,7 +89,7 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
             .filter_map(|e| e.max_memory)
             .fold(options.max_memory, usize::max),
     };
-    let runtime = Runtime::with_pool(crate::runtime::cache_dir(), pool)?;
+    let runtime = Runtime::pooled(pool)?;
     let mut policies = HashMap::new();
     for entry in entries {
         let timeout = entry.timeout.unwrap_or(options.default_timeout);
@@ -324,6 +324,10 @@ async fn readiness(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    // Slots in use are the workers' permits out, read when asked.
+    let pool = &app.metrics.pool;
+    let free = i64::try_from(app.workers.available_permits()).unwrap_or(i64::MAX);
+    pool.in_use.set(pool.slots.get() - free);
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.render(),
@@ -397,7 +401,7 @@ async fn answer(app: Arc<App>, policy_id: String, body: Bytes, origin: Origin) -
 
 /// A worker's permit (and with it an instance slot), waiting at most `pool_wait`; `None`
 /// when none came free in time. The metrics count who waits and who gave up.
-async fn wait_for_worker(app: &App) -> Option<Busy> {
+async fn wait_for_worker(app: &App) -> Option<tokio::sync::OwnedSemaphorePermit> {
     let pool = &app.metrics.pool;
     let permit = match app.workers.clone().try_acquire_owned() {
         Ok(permit) => permit,
@@ -415,23 +419,7 @@ async fn wait_for_worker(app: &App) -> Option<Busy> {
             }
         }
     };
-    pool.in_use.inc();
-    Some(Busy {
-        _permit: permit,
-        in_use: pool.in_use.clone(),
-    })
-}
-
-/// A worker at work; it is free again when this drops.
-struct Busy {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    in_use: prometheus_client::metrics::gauge::Gauge,
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.in_use.dec();
-    }
+    Some(permit)
 }
 
 /// The AdmissionRequest of an AdmissionReview body, or why it is not one.
