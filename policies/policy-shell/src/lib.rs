@@ -10,8 +10,8 @@ pub use kubewarden_policy_sdk::wapc_guest::prelude::register_function;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use sidecar_model::PodModel;
 use sidecar_model::error::json_message;
-use sidecar_model::{PodModel, WorkloadKind};
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -141,11 +141,68 @@ impl<'a> AdmissionRequest<'a> {
         self.operation == "UPDATE" && self.sub_resource == "resize"
     }
 
-    /// An UPDATE of a Pod, not of a workload's template: its containers are a running
-    /// pod's, which the API server lets no one change but their images, so there is
-    /// nothing to fix or order, only to report.
-    pub fn updates_running_pod(&self, model: &PodModel) -> bool {
-        self.operation == "UPDATE" && model.workload.kind == WorkloadKind::Pod
+    /// What this request does to the pod it carries (a Pod's, or a workload's template).
+    pub fn pod_change(&self, model: &PodModel) -> PodChange {
+        if self.operation != "UPDATE" {
+            return PodChange::New;
+        }
+        if self.leaves_pod_as_it_was(model) {
+            PodChange::Untouched
+        } else if model.workload.kind.pod_is_immutable() {
+            PodChange::Immutable
+        } else {
+            PodChange::Changed
+        }
+    }
+
+    /// The pod's spec, labels and annotations (what every rule reads) are those of
+    /// `oldObject`. Without an `oldObject` the change cannot be told apart: not as it was.
+    fn leaves_pod_as_it_was(&self, model: &PodModel) -> bool {
+        let (Ok(new), Ok(old)) = (
+            serde_json::from_str::<serde_json::Value>(self.object_json()),
+            serde_json::from_str::<serde_json::Value>(self.old_object_json()),
+        ) else {
+            return false;
+        };
+        if old.is_null() {
+            return false;
+        }
+        let kind = model.workload.kind;
+        let spec = kind.pod_spec_pointer();
+        let metadata = kind.pod_metadata_pointer();
+        new.pointer(spec) == old.pointer(spec)
+            && ["labels", "annotations"].iter().all(|field| {
+                let at = format!("{metadata}/{field}");
+                new.pointer(&at) == old.pointer(&at)
+            })
+    }
+}
+
+/// What an admission request does to a pod (or a pod template), which decides what the
+/// policies may do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodChange {
+    /// A new pod or template (a CREATE, or the audit scanner's review of what exists):
+    /// judged, and fixed where a policy may.
+    New,
+    /// An UPDATE that changes a template the API server lets change (a Deployment's new
+    /// image): judged and fixed like a new one.
+    Changed,
+    /// An UPDATE that changes a pod the API server keeps as created (a running Pod, a
+    /// Job's template): judged, never rewritten, since the API server would refuse the
+    /// rewrite and with it the user's own change.
+    Immutable,
+    /// An UPDATE that leaves the pod as it was (a label or finalizer on the object itself,
+    /// a scale, a CronJob's schedule): nothing new to judge, and nothing to rewrite. A
+    /// policy that refused it would block every metadata change of an object admitted
+    /// before it, finalizer removals included.
+    Untouched,
+}
+
+impl PodChange {
+    /// The policies may edit the pod.
+    pub fn may_rewrite(self) -> bool {
+        matches!(self, PodChange::New | PodChange::Changed)
     }
 }
 

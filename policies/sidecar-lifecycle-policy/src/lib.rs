@@ -26,7 +26,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     else {
         return Ok(Answer::accept());
     };
-    if request.updates_running_pod(&model) {
+    // A running pod, a Job's template, or an update that leaves the pod as it was: the
+    // API server would refuse a rewrite, or the user changed nothing this policy judges.
+    if !request.pod_change(&model).may_rewrite() {
         return Ok(Answer::accept());
     }
     let levels = &settings.rules;
@@ -112,6 +114,48 @@ mod tests {
             {"name": "pi", "image": "perl:5.34"},
             {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1"}
         ]}}}})
+    }
+
+    fn update(object: Value, old: Value) -> Answer {
+        let request =
+            json!({"uid": "1", "operation": "UPDATE", "object": object, "oldObject": old});
+        policy_shell::evaluate_natively(evaluate, "{}", &request.to_string()).unwrap()
+    }
+
+    /// The day-2 updates of a legacy Job: a label, a finalizer, anything that leaves its
+    /// template as it was, is neither rewritten nor refused (the API server refuses any
+    /// change to a Job's template, and with it the user's own change); nor is a change to
+    /// the template itself, which the API server judges.
+    #[rstest]
+    #[case::label("/metadata/labels", json!({"team": "batch"}))]
+    #[case::finalizer("/metadata/finalizers", json!([]))]
+    #[case::template_label("/spec/template/metadata/labels", json!({"team": "batch"}))]
+    fn a_legacy_job_updated(#[case] at: &str, #[case] value: Value) {
+        let old = job_with_legacy_proxy();
+        let mut new = old.clone();
+        let (parent, field) = at.rsplit_once('/').unwrap();
+        if new.pointer(parent).is_none() {
+            new["spec"]["template"]["metadata"] = json!({});
+        }
+        new.pointer_mut(parent).unwrap()[field] = value;
+        let answer = update(new, old);
+        assert!(answer.mutated.is_none(), "{answer:?}");
+        assert!(answer.rejections.is_empty(), "{answer:?}");
+    }
+
+    /// A Deployment scaled, or labelled, keeps its template as it is; one whose template
+    /// changes is converted like a new one.
+    #[test]
+    fn a_legacy_deployment_updated() {
+        let job = job_with_legacy_proxy();
+        let old = json!({"kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"replicas": 1, "template": job["spec"]["template"]}});
+        let mut scaled = old.clone();
+        scaled["spec"]["replicas"] = json!(3);
+        assert!(update(scaled, old.clone()).mutated.is_none());
+        let mut new_image = old.clone();
+        new_image["spec"]["template"]["spec"]["containers"][0]["image"] = json!("perl:5.36");
+        assert!(update(new_image, old).mutated.is_some());
     }
 
     #[rstest]

@@ -70,6 +70,13 @@ impl WorkloadKind {
         }
     }
 
+    /// The API server keeps the pod as created: a Pod's containers (but their images), and
+    /// a Job's pod template (`field is immutable`; a suspended Job's scheduling fields
+    /// aside). An UPDATE can only be judged, never rewritten.
+    pub fn pod_is_immutable(self) -> bool {
+        matches!(self, WorkloadKind::Pod | WorkloadKind::Job)
+    }
+
     /// Jobs and CronJobs run their pods to completion whatever the pod's restart policy says.
     pub fn runs_to_completion(self) -> bool {
         matches!(self, WorkloadKind::Job | WorkloadKind::CronJob)

@@ -20,7 +20,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     else {
         return Ok(Answer::accept());
     };
-    if request.updates_running_pod(&model) {
+    // A running pod, a Job's template, or an update that leaves the pod as it was: the
+    // API server would refuse a rewrite, or the user changed nothing this policy judges.
+    if !request.pod_change(&model).may_rewrite() {
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();

@@ -4,8 +4,8 @@
 
 mod settings;
 
-use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
+use policy_shell::{AdmissionRequest, PodChange};
 use sidecar_model::budget::Accounting;
 use sidecar_model::doc::Node;
 use sidecar_model::resource_rules::{self, Options, ResourceFinding, Rule};
@@ -22,6 +22,13 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     else {
         return Ok(Answer::accept());
     };
+    let change = request.pod_change(&model);
+    // An update that leaves the pod as it was (a label, a finalizer, a scale) is not
+    // judged again: refusing it would block every metadata change of a pod admitted
+    // before this policy.
+    if change == PodChange::Untouched {
+        return Ok(Answer::accept());
+    }
     let accounting = Accounting::of(&model).map_err(|e| e.to_string())?;
     let resize = request.is_resize();
     let mut answer = Answer::accept();
@@ -48,8 +55,9 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let share = settings.share();
     let options = Options {
         rules: &rules,
-        // A running pod's containers cannot be changed: report, never patch.
-        may_mutate: !request.updates_running_pod(&model),
+        // A running pod's containers and a Job's template cannot be changed: report,
+        // never patch.
+        may_mutate: change.may_rewrite(),
         fill_sidecar_requests: settings.fill_sidecar_requests,
         require_sidecar_limits: settings.require_sidecar_limits,
         preserve_qos: settings.preserve_qos,
@@ -145,6 +153,39 @@ mod tests {
                 "{answer:?}"
             );
         }
+    }
+
+    /// A label or a finalizer on a running pod that breaks a rule is not refused: the pod is
+    /// as it was, and refusing would block its metadata for good (a finalizer never
+    /// removed keeps it from being deleted).
+    #[test]
+    fn a_running_pod_updated_as_it_was_is_not_judged_again() {
+        let object = |labels: Value| {
+            json!({"kind": "Pod", "metadata": {"name": "shop", "labels": labels,
+            "finalizers": []}, "spec": {
+            "initContainers": [{"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.24.1",
+                "restartPolicy": "Always", "resources": {}}],
+            "containers": [{"name": "app", "image": "shop:1", "resources": {
+                "requests": {"cpu": "1", "memory": "1Gi"},
+                "limits": {"cpu": "1", "memory": "1Gi"}}}]}})
+        };
+        let old = object(json!({"app": "shop"}));
+        let mut new = old.clone();
+        new["metadata"]["finalizers"] = json!(["example.com/keep"]);
+        let request = json!({"uid": "1", "operation": "UPDATE", "object": new, "oldObject": old});
+        let answer = policy_shell::evaluate_natively(evaluate, "{}", &request.to_string()).unwrap();
+        assert!(
+            answer.rejections.is_empty() && answer.mutated.is_none(),
+            "{answer:?}"
+        );
+        // A changed label is a change: judged (and reported, never patched).
+        let request = json!({"uid": "1", "operation": "UPDATE",
+            "object": object(json!({"app": "shop", "team": "a"})), "oldObject": old});
+        let answer = policy_shell::evaluate_natively(evaluate, "{}", &request.to_string()).unwrap();
+        assert!(
+            !answer.rejections.is_empty() && answer.mutated.is_none(),
+            "{answer:?}"
+        );
     }
 
     fn resize(old: Value, new: Value, settings: Value) -> Answer {
