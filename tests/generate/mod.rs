@@ -378,7 +378,9 @@ impl GenPod {
                         json!({"tcpSocket": {"port": 8080}}),
                     );
                 }
-                if let Some(s) = c.pre_stop {
+                // The API server wants a sleep shorter than the grace period (30 s unset).
+                let grace = self.grace.map_or(30, u16::from);
+                if let Some(s) = c.pre_stop.filter(|&s| u16::from(s) < grace) {
                     o.insert(
                         "lifecycle".into(),
                         json!({"preStop": {"sleep": {"seconds": s}}}),
@@ -513,6 +515,13 @@ impl GenPod {
             "CronJob" => json!({"apiVersion": api, "kind": kind,
                 "metadata": {"name": "gen", "namespace": self.namespace()},
                 "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": template}}}}),
+            // The API server makes a Job's selector itself.
+            "Job" => json!({"apiVersion": api, "kind": kind,
+                "metadata": {"name": "gen", "namespace": self.namespace()},
+                "spec": {"template": template}}),
+            "ReplicationController" => json!({"apiVersion": api, "kind": kind,
+                "metadata": {"name": "gen", "namespace": self.namespace()},
+                "spec": {"selector": {"app": "gen"}, "template": template}}),
             _ => json!({"apiVersion": api, "kind": kind,
                 "metadata": {"name": "gen", "namespace": self.namespace()},
                 "spec": {"selector": {"matchLabels": {"app": "gen"}}, "template": template}}),
