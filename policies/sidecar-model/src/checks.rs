@@ -90,11 +90,16 @@ pub enum Problem {
     },
     /// A field an init step may not have (probes, hooks, a restartPolicy other than Always).
     InitField { container: String, field: String },
-    /// `restartPolicy`/`restartPolicyRules` on an app container before Kubernetes 1.35.
+    /// `restartPolicy`/`restartPolicyRules` on an app container, or `restartPolicy: Never`
+    /// or `OnFailure` on an init step, before Kubernetes 1.35: refused, or (`dropped`, on
+    /// a release whose gate is off) stored without it.
     AppRestartField {
         container: String,
         field: String,
         version: String,
+        dropped: bool,
+        /// A regular init container (its `restartPolicy: Never` or `OnFailure`).
+        init: bool,
     },
     /// An annotation the model could not use.
     Annotation { finding: Finding },
@@ -187,9 +192,17 @@ impl fmt::Display for Violation {
                 container,
                 field,
                 version,
+                dropped,
+                init,
             } => write!(
                 f,
-                "container {container:?} sets {field}, which Kubernetes {version} refuses (container restart rules are on by default from {}); remove it, or make {container:?} a native sidecar in initContainers",
+                "{}container {container:?} sets {field}, which Kubernetes {version} {} (container restart rules are on by default from {}); remove it, or make {container:?} a native sidecar in initContainers",
+                if *init { "init " } else { "" },
+                if *dropped {
+                    "drops without a word, so it would not take effect"
+                } else {
+                    "refuses"
+                },
                 Feature::ContainerRestartRules.since()
             ),
             Problem::Annotation { finding } => write!(f, "{finding}"),
@@ -282,12 +295,28 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
         let c = model.container(i);
         let restart_fields: &[(&str, bool)] = match (info.list, info.lifecycle_type) {
             (ContainerList::InitContainers, LifecycleType::Init) => {
-                for field in init_only_sidecar_fields(c, restart_rules) {
+                let drops = version.drops_fields_of(Feature::ContainerRestartRules);
+                for field in init_only_sidecar_fields(c, restart_rules || drops) {
                     push(
                         Rule::FieldPlacement,
                         Problem::InitField {
                             container: info.name.clone(),
                             field,
+                        },
+                    );
+                }
+                if let Some(policy) = c.restart_policy.as_deref()
+                    && drops
+                    && matches!(policy, "Never" | "OnFailure")
+                {
+                    push(
+                        Rule::FieldPlacement,
+                        Problem::AppRestartField {
+                            container: info.name.clone(),
+                            field: format!("restartPolicy: {policy}"),
+                            version: version.to_string(),
+                            dropped: true,
+                            init: true,
                         },
                     );
                 }
@@ -303,12 +332,18 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
         };
         if !restart_rules {
             for &(field, _) in restart_fields.iter().filter(|(_, present)| *present) {
+                // restartPolicyRules is unknown before 1.34 and gated in 1.34: dropped either
+                // way; restartPolicy on an app container is refused before 1.34.
+                let dropped = field == "restartPolicyRules"
+                    || version.drops_fields_of(Feature::ContainerRestartRules);
                 push(
                     Rule::FieldPlacement,
                     Problem::AppRestartField {
                         container: info.name.clone(),
                         field: field.into(),
                         version: version.to_string(),
+                        dropped,
+                        init: info.list == ContainerList::InitContainers,
                     },
                 );
             }
@@ -549,7 +584,15 @@ mod tests {
         assert_eq!(rules(&v), ["field-placement"; 4], "{fields:?}");
         assert!(fields[0].contains("readinessProbe"));
         assert!(fields[2].contains("restartPolicy: OnFailure"));
-        assert!(fields[3].contains("Kubernetes 1.34 refuses"), "{fields:?}");
+        // The 1.34 API server stores the pod without them (seen in make e2e).
+        assert!(
+            fields[2].contains("init container \"migrate\" sets restartPolicy: OnFailure, which Kubernetes 1.34 drops without a word"),
+            "{fields:?}"
+        );
+        assert!(
+            fields[3].contains("Kubernetes 1.34 drops without a word"),
+            "{fields:?}"
+        );
         // From 1.35 a regular init step may be tried once (Never) or retried (OnFailure),
         // and an app container may carry its own restartPolicy.
         let newer = on("1.35");

@@ -55,6 +55,20 @@ impl Feature {
         KubeVersion { major: 1, minor }
     }
 
+    /// The first version whose API server knows the feature's fields: from then until
+    /// [`Feature::since`] the gate is off, and the API server drops the fields from a new
+    /// object without a word (seen on the 1.34 API server in `make e2e`).
+    pub const fn introduced(self) -> KubeVersion {
+        let minor = match self {
+            Feature::NativeSidecars => 28,
+            Feature::PodLevelResources => 32,
+            Feature::ContainerRestartRules => 34,
+            Feature::InPlaceResize => 27,
+            Feature::RestartAllContainers | Feature::PodLevelResize => 35,
+        };
+        KubeVersion { major: 1, minor }
+    }
+
     /// What a user writes that needs it, for messages and the README's table.
     pub fn what(self) -> &'static str {
         match self {
@@ -95,6 +109,12 @@ impl KubeVersion {
     /// Whether pods on this version may carry what `feature` adds.
     pub fn supports(self, feature: Feature) -> bool {
         self >= feature.since()
+    }
+
+    /// Whether this version's API server drops what `feature` adds from a new object
+    /// without a word: it knows the fields, but their gate is off.
+    pub fn drops_fields_of(self, feature: Feature) -> bool {
+        self >= feature.introduced() && !self.supports(feature)
     }
 
     /// `1.33`, `v1.33`, `1.33.2`, and what clusters print: `v1.30.4-eks-a737599` (EKS),
@@ -210,6 +230,9 @@ mod tests {
         assert!(!v("1.33").supports(Feature::PodLevelResources));
         assert!(v("v1.34.1+k3s1").supports(Feature::PodLevelResources));
         assert!(!v("1.34").supports(Feature::ContainerRestartRules));
+        assert!(v("1.34").drops_fields_of(Feature::ContainerRestartRules));
+        assert!(!v("1.33").drops_fields_of(Feature::ContainerRestartRules));
+        assert!(!v("1.35").drops_fields_of(Feature::ContainerRestartRules));
         assert!(v("1.35").supports(Feature::ContainerRestartRules));
         assert!(v("1.35").supports(Feature::InPlaceResize));
         assert!(!v("1.35").supports(Feature::RestartAllContainers));
