@@ -370,7 +370,13 @@ fn the_api_validity_rules_agree_with_the_api_server() {
     ];
     let mut disagreements = Vec::new();
     for (what, object) in cases {
-        let api = env.admitted_by_the_api_server(&object).err();
+        // What the API server does: refuses the pod, or stores it, with or without the
+        // restart fields the user wrote (a release whose gate is off drops them silently).
+        let api = match env.admitted_by_the_api_server(&object) {
+            Err(e) => Some(format!("refuses it ({})", e.message)),
+            Ok(admitted) => dropped_fields(&object, &admitted.as_stored)
+                .map(|fields| format!("stores it without {fields}")),
+        };
         let request = env::request_for(&object, "default", "CREATE", None);
         let answer = lifecycle.validate(&request);
         let message = answer.status.and_then(|s| s.message).unwrap_or_default();
@@ -378,17 +384,20 @@ fn the_api_validity_rules_agree_with_the_api_server() {
             && (message.contains("field-placement:") || message.contains("restart-rules:"));
         eprintln!(
             "Kubernetes {version}, {what}: API server {}, lifecycle policy {}",
-            api.as_ref().map_or("stores it".into(), |e| format!(
-                "refuses it ({})",
-                e.message
-            )),
+            api.as_deref().unwrap_or("stores it as written"),
             if policy_refuses {
                 format!("refuses it ({message})")
             } else {
                 "lets it through".into()
             }
         );
-        if api.is_some() != policy_refuses {
+        // A field dropped without a word is refused by the policy, saying so.
+        if api.is_some() != policy_refuses
+            || (api
+                .as_ref()
+                .is_some_and(|a| a.starts_with("stores it without"))
+                && !message.contains("drops"))
+        {
             disagreements.push(what);
         }
     }
@@ -396,4 +405,20 @@ fn the_api_validity_rules_agree_with_the_api_server() {
         disagreements.is_empty(),
         "Kubernetes {version}: {disagreements:?}"
     );
+}
+
+/// The restart fields the user wrote on a container that the stored pod no longer has.
+fn dropped_fields(sent: &Value, stored: &Value) -> Option<String> {
+    let mut dropped = Vec::new();
+    for list in ["initContainers", "containers"] {
+        let sent = sent["spec"][list].as_array().cloned().unwrap_or_default();
+        for (i, container) in sent.iter().enumerate() {
+            for field in ["restartPolicy", "restartPolicyRules"] {
+                if container.get(field).is_some() && stored["spec"][list][i].get(field).is_none() {
+                    dropped.push(format!("{list}[{i}].{field}"));
+                }
+            }
+        }
+    }
+    (!dropped.is_empty()).then(|| dropped.join(", "))
 }

@@ -471,10 +471,12 @@ pub struct Admitted {
     pub as_stored: Value,
 }
 
-/// A dry run's answer as a webhook is sent it: what the API server only sets once
+/// A dry run's answer as a webhook is sent it: what the API server only does once
 /// admission is over (the name it generates, uid, timestamps, status, a Job's selector
-/// and the labels that go with it) put back as `sent` had them.
-pub fn as_sent(mut defaulted: Value, sent: &Value) -> Value {
+/// and the labels that go with it, the fields of a gate that is off, which it drops)
+/// undone, from what `sent` had.
+pub fn as_sent(defaulted: Value, sent: &Value) -> Value {
+    let mut defaulted = overlay(defaulted, sent);
     defaulted["metadata"] = sent["metadata"].clone();
     if let Some(map) = defaulted.as_object_mut() {
         map.remove("status");
@@ -495,4 +497,28 @@ pub fn as_sent(mut defaulted: Value, sent: &Value) -> Value {
         }
     }
     defaulted
+}
+
+/// `sent` over `defaulted`: every field `sent` has, with what defaulting and the built-in
+/// admission plugins added around it (list entries they append after the sent ones kept).
+fn overlay(defaulted: Value, sent: &Value) -> Value {
+    match (defaulted, sent) {
+        (Value::Object(mut base), Value::Object(top)) => {
+            for (key, value) in top {
+                let merged = overlay(base.remove(key).unwrap_or(Value::Null), value);
+                base.insert(key.clone(), merged);
+            }
+            Value::Object(base)
+        }
+        (Value::Array(base), Value::Array(top)) if base.len() >= top.len() => {
+            let mut base = base.into_iter();
+            let mut out: Vec<Value> = top
+                .iter()
+                .map(|value| overlay(base.next().unwrap_or(Value::Null), value))
+                .collect();
+            out.extend(base);
+            Value::Array(out)
+        }
+        (_, top) => top.clone(),
+    }
 }
