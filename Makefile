@@ -83,16 +83,17 @@ $(CRDS)/.generated: e2e/crds/go.mod e2e/crds/go.sum
 	  paths=github.com/kubewarden/kubewarden-controller/api/policies/v1 output:crd:dir=$(abspath $(CRDS))
 	@touch $@
 
-# Every policy behind a real API server (tests/e2e.rs): the four policies registered as
-# Kubewarden's controller registers them, sidecarctl serve as the webhook. Components'
+# Every policy behind a real API server (tests/e2e/): the four policies registered as
+# Kubewarden's controller registers them, sidecarctl serve as the webhook (or Kubewarden's
+# policy-server, with POLICY_SERVER=/path, built outside this repository). Components'
 # logs stay under build/e2e/<version>/. K8S_VERSION picks the release (1.34–1.37).
 e2e: wasm host controlplane
-	K8S_VERSION=$(K8S_VERSION) $(CARGO) test --test e2e -- --nocapture
+	K8S_VERSION=$(K8S_VERSION) POLICY_SERVER=$(POLICY_SERVER) $(CARGO) test --test e2e -- --nocapture
 
 # What a user pays: pod creations through the four policies against through no webhook,
 # p50/p99 as the client sees them (a benchmark; E2E_BENCH_PODS, default 500).
 e2e-bench: wasm host controlplane
-	K8S_VERSION=$(K8S_VERSION) $(CARGO) test --test e2e -- --ignored --nocapture pod_creation_with_and_without_the_policies
+	K8S_VERSION=$(K8S_VERSION) POLICY_SERVER=$(POLICY_SERVER) $(CARGO) test --test e2e -- --ignored --nocapture pod_creation_with_and_without_the_policies
 
 # The playground: the model through wasm-bindgen, the shipped policies through the page's
 # waPC host, static files only, in build/playground/ (`sidecarctl playground` serves it).

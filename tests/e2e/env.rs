@@ -65,7 +65,9 @@ impl Webhook {
         webhook
     }
 
-    /// (Re)starts serve on the same port with `config`.
+    /// (Re)starts the webhook on the same port with `config`: `sidecarctl serve`, or
+    /// Kubewarden's policy-server when `POLICY_SERVER` names one (built outside this
+    /// repository, as for `make compare-engines`).
     pub fn restart(&mut self, config: &Path) {
         self.stop();
         let log = std::fs::OpenOptions::new()
@@ -73,6 +75,9 @@ impl Webhook {
             .append(true)
             .open(&self.log)
             .unwrap();
+        if let Some(policy_server) = policy_server() {
+            return self.start_policy_server(&policy_server, config, log);
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_sidecarctl"));
         command
             .env(
@@ -106,6 +111,52 @@ impl Webhook {
         self.child = Some(child);
     }
 
+    /// policy-server with the same policies.yml, certificate and port, ready when its
+    /// readiness probe answers.
+    fn start_policy_server(&mut self, binary: &Path, config: &Path, log: std::fs::File) {
+        let ready_port = cluster::free_port();
+        let dir = config.parent().unwrap().join("policy-server");
+        std::fs::create_dir_all(dir.join("downloads")).unwrap();
+        std::fs::create_dir_all(dir.join("sigstore")).unwrap();
+        let mut command = Command::new(binary);
+        command
+            .args(["--policies", common::p(config), "--addr", "127.0.0.1"])
+            .args(["--port", &self.port.to_string()])
+            .args(["--readiness-probe-port", &ready_port.to_string()])
+            .args(["--cert-file", common::p(&self.cert)])
+            .args(["--key-file", common::p(&self.key)])
+            .args(["--policies-download-dir", common::p(&dir.join("downloads"))])
+            .args(["--sigstore-cache-dir", common::p(&dir.join("sigstore"))])
+            .args([
+                "--ignore-kubernetes-connection-failure",
+                "--log-level",
+                "warn",
+                "--log-no-color",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = spawn_owned(command).expect("policy-server starts");
+        let ready = format!("127.0.0.1:{ready_port}");
+        let start = std::time::Instant::now();
+        while !readiness(&ready) {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "policy-server exited ({status}):\n{}",
+                    cluster::tail(&self.log, 20)
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "policy-server did not become ready:\n{}",
+                cluster::tail(&self.log, 20)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.base = format!("https://127.0.0.1:{}", self.port);
+        self.child = Some(child);
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -114,17 +165,49 @@ impl Webhook {
     }
 }
 
+/// Kubewarden's policy-server, when `POLICY_SERVER` names it: the webhook the tests
+/// register instead of `sidecarctl serve`.
+pub fn policy_server() -> Option<PathBuf> {
+    std::env::var_os("POLICY_SERVER")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+/// The webhook's name in logs and reports.
+pub fn engine() -> &'static str {
+    if policy_server().is_some() {
+        "policy-server"
+    } else {
+        "sidecarctl-serve"
+    }
+}
+
+/// policy-server's readiness probe answers 200 (plain HTTP on its own port).
+fn readiness(address: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return false;
+    };
+    let request =
+        format!("GET /readiness HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
 static ENV: LazyLock<Option<Env>> = LazyLock::new(Env::start);
 
 /// The shared environment, or `None` (with one line saying why) when `make controlplane`
 /// has not built the control plane for this release.
 pub fn env() -> Option<&'static Env> {
+    static SAID: std::sync::Once = std::sync::Once::new();
     let env = ENV.as_ref();
     if env.is_none() {
-        eprintln!(
+        SAID.call_once(|| eprintln!(
             "skipped: no control plane for Kubernetes {} in build/controlplane/ (make controlplane K8S_VERSION={0}, or make e2e)",
             cluster::version()
-        );
+        ));
     }
     env
 }
@@ -221,7 +304,7 @@ impl Env {
         .unwrap();
 
         let webhook = Webhook::start(
-            "sidecarctl-serve",
+            engine(),
             &policies_yml,
             &plane.dir,
             &plane.ca,

@@ -51,8 +51,9 @@ impl ClusterAdmissionPolicy {
     /// The policy's entry in policy-server's policies.yml, with its module read from
     /// `module` (the published `registry://` reference is not reachable from here).
     pub fn policies_yml_entry(&self, module: &Path) -> Value {
+        // A file:// URL: both sidecarctl serve and policy-server read it.
         let mut entry = json!({
-            "module": module.to_str().unwrap(),
+            "module": format!("file://{}", module.display()),
             "policyMode": self.spec["mode"],
             "allowedToMutate": self.mutating(),
             "settings": self.spec.get("settings").cloned().unwrap_or(json!({})),

@@ -455,10 +455,13 @@ fn pod_creation_with_and_without_the_policies() {
         "Kubernetes {}, {count} pods each, examples/pods/shop-checkout-pod.yaml (injected, converted, ordered, resourced):",
         env.plane.version
     );
-    println!("  through the four policies (sidecarctl serve): p50 {t50:.2} ms, p99 {t99:.2} ms");
-    println!("  through no webhook:                         p50 {a50:.2} ms, p99 {a99:.2} ms");
     println!(
-        "  added per pod creation:                     p50 {:.2} ms, p99 {:.2} ms",
+        "  through the four policies ({}): p50 {t50:.2} ms, p99 {t99:.2} ms",
+        env::engine()
+    );
+    println!("  through no webhook: p50 {a50:.2} ms, p99 {a99:.2} ms");
+    println!(
+        "  added per pod creation: p50 {:.2} ms, p99 {:.2} ms",
         t50 - a50,
         t99 - a99
     );
