@@ -92,16 +92,11 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let Some(base) = first.trim().strip_prefix("listening on ") else {
+        let Some(base) = listening_on(&mut child) else {
             let status = child.wait().unwrap();
             let log: Vec<String> = stderr.try_iter().collect();
             panic!("serve did not start ({status}): {}", log.join("\n"));
         };
-        let base = base.to_string();
         // reqwest builds its rustls config for plain-HTTP clients too.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(30));

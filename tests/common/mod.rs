@@ -76,6 +76,20 @@ pub fn run(args: &[&str]) -> Output {
         .expect("sidecarctl runs")
 }
 
+/// The address `sidecarctl serve` prints on its first line of output once it listens
+/// (`listening on https://…`); `None` when it exits first.
+pub fn listening_on(child: &mut std::process::Child) -> Option<String> {
+    use std::io::BufRead;
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take()?)
+        .read_line(&mut first)
+        .ok()?;
+    first
+        .trim()
+        .strip_prefix("listening on ")
+        .map(str::to_string)
+}
+
 /// `sidecarctl run -p POLICY -r REQUEST EXTRA...`
 pub fn run_policy(policy: &Path, request: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["run", "-p", p(policy), "-r", p(request)];

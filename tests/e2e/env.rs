@@ -8,7 +8,6 @@ use crate::kubewarden::{ClusterAdmissionPolicy, KUBEWARDEN_NAMESPACE};
 use serde_json::{Value, json};
 use sidecarctl::admission::{self, AdmissionResponse};
 use sidecarctl::evaluation::Evaluator;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{LazyLock, Mutex};
@@ -96,18 +95,14 @@ impl Webhook {
             .stdout(Stdio::piped())
             .stderr(log);
         let mut child = spawn_owned(command).expect("sidecarctl serve starts");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let Some(base) = first.trim().strip_prefix("listening on ") else {
+        let Some(base) = common::listening_on(&mut child) else {
             let status = child.wait().unwrap();
             panic!(
                 "serve did not start ({status}):\n{}",
                 cluster::tail(&self.log, 20)
             );
         };
-        self.base = base.to_string();
+        self.base = base;
         self.child = Some(child);
     }
 
