@@ -343,7 +343,7 @@ pub fn wrap_object(object: Value) -> Value {
 use sha2::Digest as _;
 
 /// The resource name the API server uses for a kind (`Pod` → `pods`, `Policy` → `policies`).
-fn plural(kind: &str) -> String {
+pub fn plural(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
     if let Some(stem) = lower
         .strip_suffix('y')

@@ -509,7 +509,7 @@ pub fn collection_path(object: &Value, namespace: Option<&str>) -> String {
     } else {
         format!("/api/{api_version}")
     };
-    let resource = plural(kind);
+    let resource = sidecarctl::admission::plural(kind);
     match namespace.filter(|_| !CLUSTER_SCOPED.contains(&kind)) {
         Some(ns) => format!("{prefix}/namespaces/{ns}/{resource}"),
         None => format!("{prefix}/{resource}"),
@@ -535,17 +535,6 @@ const CLUSTER_SCOPED: [&str; 8] = [
     "ClusterRole",
     "ClusterRoleBinding",
 ];
-
-fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if let Some(stem) = lower.strip_suffix('y') {
-        format!("{stem}ies")
-    } else if lower.ends_with('s') {
-        format!("{lower}es")
-    } else {
-        format!("{lower}s")
-    }
-}
 
 fn kubeconfig_yaml(server: &str, ca: &str, cert: &str, key: &str) -> String {
     use base64::Engine as _;
