@@ -165,7 +165,7 @@ impl AdmissionResponse {
         uid: &str,
         object: Option<&Value>,
         answer: &PolicyAnswer,
-    ) -> anyhow::Result<Self> {
+    ) -> serde_json::Result<Self> {
         let object = object.filter(|o| !o.is_null());
         if answer.mutated_object.is_some() && object.is_none() {
             return Ok(AdmissionResponse {
@@ -184,8 +184,7 @@ impl AdmissionResponse {
                 if diff.0.is_empty() {
                     None
                 } else {
-                    let text =
-                        serde_json::to_string(&diff).context("cannot serialize the JSON Patch")?;
+                    let text = serde_json::to_string(&diff)?;
                     Some(STANDARD.encode(text))
                 }
             }
@@ -367,14 +366,14 @@ pub fn review_response(response: &AdmissionResponse) -> Value {
 }
 
 /// The payload of `validate`: `{"request": …, "settings": …}`.
-pub fn validate_payload(request: &Value, settings: &Value) -> Vec<u8> {
+pub fn validate_payload(request: &Value, settings: &Value) -> serde_json::Result<Vec<u8>> {
     // Serialized from borrows: `json!` would copy the whole request into a new value first.
     #[derive(Serialize)]
     struct Payload<'a> {
         request: &'a Value,
         settings: &'a Value,
     }
-    serde_json::to_vec(&Payload { request, settings }).unwrap_or_default()
+    serde_json::to_vec(&Payload { request, settings })
 }
 
 /// The request's uid, or empty.

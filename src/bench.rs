@@ -157,7 +157,7 @@ pub fn bench_request(
     request: &Value,
     modes: &[InstanceMode],
     plan: &Plan,
-) -> Result<Vec<Stats>, HostError> {
+) -> anyhow::Result<Vec<Stats>> {
     bench_operation(
         policies,
         (request_name, "validate"),
@@ -172,13 +172,13 @@ pub fn bench_settings(
     policies: &[(String, Policy, Value)],
     modes: &[InstanceMode],
     plan: &Plan,
-) -> Result<Vec<Stats>, HostError> {
+) -> anyhow::Result<Vec<Stats>> {
     bench_operation(
         policies,
         ("-", "validate_settings"),
         modes,
         plan,
-        |settings| serde_json::to_vec(settings).unwrap_or_default(),
+        serde_json::to_vec,
     )
 }
 
@@ -188,16 +188,19 @@ fn bench_operation(
     (request, operation): (&str, &str),
     modes: &[InstanceMode],
     plan: &Plan,
-    payload: impl Fn(&Value) -> Vec<u8>,
-) -> Result<Vec<Stats>, HostError> {
-    let subjects: Vec<Subject> = policies
+    payload: impl Fn(&Value) -> serde_json::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<Stats>> {
+    let subjects = policies
         .iter()
-        .map(|(name, policy, settings)| Subject {
-            name,
-            policy,
-            payload: payload(settings),
+        .map(|(name, policy, settings)| {
+            Ok(Subject {
+                name,
+                policy,
+                payload: payload(settings)
+                    .map_err(|e| anyhow::anyhow!("{name}: cannot write the payload: {e}"))?,
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<Vec<Subject>>>()?;
     let mut out = Vec::new();
     for &mode in modes {
         out.extend(measure(&subjects, request, operation, mode, plan)?);

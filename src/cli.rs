@@ -220,6 +220,10 @@ pub struct ServeArgs {
     /// answered 503 with Retry-After; the webhook's failurePolicy then decides.
     #[arg(long, default_value_t = 5000)]
     pub pool_wait_ms: u64,
+    /// How the log on stderr is written: text lines, or JSON objects (policy-server's
+    /// --log-fmt).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_fmt: sidecarctl::serve::LogFormat,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

@@ -17,23 +17,50 @@ pub enum SettingsError {
     },
 }
 
+/// Why an evaluation gave no answer of the policy's own; policy-server answers each with
+/// a 500 rejection.
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluationError {
+    #[error("cannot write the request and settings as JSON: {0}")]
+    Payload(#[source] serde_json::Error),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("the policy's answer is not a validation response: {0}")]
+    NotAResponse(#[source] serde_json::Error),
+    #[error("cannot write the patch: {0}")]
+    Patch(#[source] serde_json::Error),
+}
+
+/// What an evaluation gives: the AdmissionResponse policy-server would send, and why the
+/// policy failed when it did (the response is then its 500).
+#[derive(Debug)]
+pub struct Evaluation {
+    pub response: AdmissionResponse,
+    pub failure: Option<EvaluationError>,
+}
+
 /// Calls `validate_settings`. A guest error (the SDK's answer to settings it cannot
 /// deserialize) counts as invalid settings, as in policy-server.
 pub fn validate_settings(policy: &Policy, settings: &Value) -> Result<SettingsAnswer, HostError> {
-    let payload = serde_json::to_vec(settings).unwrap_or_default();
+    let invalid = |message: String| SettingsAnswer {
+        valid: false,
+        message: Some(message),
+    };
+    let payload = match serde_json::to_vec(settings) {
+        Ok(payload) => payload,
+        Err(e) => {
+            return Ok(invalid(format!(
+                "the settings cannot be written as JSON: {e}"
+            )));
+        }
+    };
     match policy.call("validate_settings", &payload) {
-        Ok(bytes) => Ok(
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| SettingsAnswer {
-                valid: false,
-                message: Some(format!(
-                    "the policy's answer is not a settings validation response: {e}"
-                )),
-            }),
-        ),
-        Err(HostError::Guest { reason, .. }) => Ok(SettingsAnswer {
-            valid: false,
-            message: Some(reason),
-        }),
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            invalid(format!(
+                "the policy's answer is not a settings validation response: {e}"
+            ))
+        })),
+        Err(HostError::Guest { reason, .. }) => Ok(invalid(reason)),
         Err(e) => Err(e),
     }
 }
@@ -66,56 +93,43 @@ impl Evaluator {
         &self.settings
     }
 
-    /// The policy's raw answer, in a fresh instance.
-    pub fn answer(&self, request: &Value) -> Result<PolicyAnswer, String> {
-        self.answer_in(None, request)
-    }
-
-    /// The policy's raw answer from `instance` (kwctl's reuse), or a fresh one.
-    fn answer_in(
-        &self,
-        instance: Option<&Instance>,
-        request: &Value,
-    ) -> Result<PolicyAnswer, String> {
-        let payload = admission::validate_payload(request, &self.settings);
-        let bytes = match instance {
-            Some(instance) => instance.call("validate", &payload),
-            None => self.policy.call("validate", &payload),
-        }
-        .map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| format!("the policy's answer is not a validation response: {e}"))
-    }
-
-    /// The AdmissionResponse policy-server would give for `request`.
-    pub fn validate(&self, request: &Value) -> AdmissionResponse {
-        self.evaluate(request).0
-    }
-
-    /// The AdmissionResponse, and why the policy failed when it did (a trap, a deadline,
-    /// an answer that is not one): policy-server turns those into a 500 rejection.
-    pub fn evaluate(&self, request: &Value) -> (AdmissionResponse, Option<String>) {
+    /// `request` evaluated in a fresh instance, as policy-server evaluates.
+    pub fn evaluate(&self, request: &Value) -> Evaluation {
         self.evaluate_in(None, request)
     }
 
-    /// [`Evaluator::evaluate`] in `instance`, reused across calls, or a fresh one.
-    pub fn evaluate_in(
+    /// [`Evaluator::evaluate`] in `instance`, reused across calls (kwctl's way), or in a
+    /// fresh one.
+    pub fn evaluate_in(&self, instance: Option<&Instance>, request: &Value) -> Evaluation {
+        let uid = admission::uid_of(request);
+        let answered = self.answer(instance, request).and_then(|answer| {
+            AdmissionResponse::from_answer(uid, request.get("object"), &answer)
+                .map_err(EvaluationError::Patch)
+        });
+        match answered {
+            Ok(response) => Evaluation {
+                response,
+                failure: None,
+            },
+            Err(failure) => Evaluation {
+                response: AdmissionResponse::internal_error(uid, &failure),
+                failure: Some(failure),
+            },
+        }
+    }
+
+    /// The policy's own answer.
+    fn answer(
         &self,
         instance: Option<&Instance>,
         request: &Value,
-    ) -> (AdmissionResponse, Option<String>) {
-        let uid = admission::uid_of(request);
-        let failure = match self.answer_in(instance, request) {
-            Ok(answer) => match AdmissionResponse::from_answer(uid, request.get("object"), &answer)
-            {
-                Ok(response) => return (response, None),
-                Err(e) => format!("{e:#}"),
-            },
-            Err(e) => e,
-        };
-        (
-            AdmissionResponse::internal_error(uid, &failure),
-            Some(failure),
-        )
+    ) -> Result<PolicyAnswer, EvaluationError> {
+        let payload = admission::validate_payload(request, &self.settings)
+            .map_err(EvaluationError::Payload)?;
+        let bytes = match instance {
+            Some(instance) => instance.call("validate", &payload),
+            None => self.policy.call("validate", &payload),
+        }?;
+        serde_json::from_slice(&bytes).map_err(EvaluationError::NotAResponse)
     }
 }

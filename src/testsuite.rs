@@ -289,13 +289,13 @@ fn run_case(base: &Path, case: &Case, policy: Policy, settings: Value) -> anyhow
         inline => inline.clone(),
     };
     let request = admission::to_request(document)?;
-    let response = evaluator.validate(&request);
+    let response = evaluator.evaluate(&request).response;
     check_response(expect, &request, &response)?;
     if expect.idempotent {
         let mut again = request.clone();
         let object = request.get("object").cloned().unwrap_or(Value::Null);
         again["object"] = response.patched(&object)?;
-        let second = evaluator.validate(&again);
+        let second = evaluator.evaluate(&again).response;
         if !second.allowed || second.patch.is_some() {
             bail!(
                 "not idempotent: run on its own output it answered allowed={} with {}",

@@ -113,7 +113,7 @@ fn canary_share_holds_over_the_pods_of_one_replicaset() {
                          "labels": {"pod-template-hash": "7d4b9c"}},
             "spec": {"containers": [{"name": "app", "image": "nginx"}]}});
         let first = request(i, &pod);
-        let response = evaluator.validate(&first);
+        let response = evaluator.evaluate(&first).response;
         assert!(response.allowed, "{response:?}");
         let injected = response.patched(&pod).unwrap();
         let image = injected["spec"]["initContainers"][0]["image"].clone();
@@ -121,7 +121,7 @@ fn canary_share_holds_over_the_pods_of_one_replicaset() {
             canaries += 1;
         }
         // Reinvoked on its own output, with a new request uid: nothing changes.
-        let again = evaluator.validate(&request(pods + i, &injected));
+        let again = evaluator.evaluate(&request(pods + i, &injected)).response;
         assert!(again.allowed && again.patch.is_none(), "{again:?}");
     }
     let share = canaries as f64 * 100.0 / pods as f64;

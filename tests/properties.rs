@@ -457,8 +457,9 @@ fn injection_never_duplicates_a_name() {
             return Ok(());
         };
         let request = create(&object, pod.namespace(), 3);
-        let (r, failure) = evaluator.evaluate(&request);
-        prop_assert!(failure.is_none(), "{failure:?}");
+        let evaluation = evaluator.evaluate(&request);
+        let r = evaluation.response;
+        prop_assert!(evaluation.failure.is_none(), "{:?}", evaluation.failure);
         if r.patch.is_some() {
             injected.set(injected.get() + 1);
             let out = patched(&request, &r)?;
@@ -488,7 +489,7 @@ fn injection_never_duplicates_a_name() {
     }
 }
 
-/// Effective requests and limits per DESIGN.md, and the QoS class of
+/// Effective requests and limits per ARCHITECTURE.md, and the QoS class of
 /// `ComputePodQOS`, computed here from the object (not by the model).
 #[derive(Debug, PartialEq)]
 struct Reference {

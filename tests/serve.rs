@@ -296,12 +296,12 @@ fn every_policy_answers_over_https_as_run_does() {
     let log = server.log();
     assert_eq!(
         log.iter()
-            .filter(|l| l.starts_with("loaded policy"))
+            .filter(|l| l.contains(" INFO policy loaded "))
             .count(),
         4,
         "{log:?}"
     );
-    assert!(!log.iter().any(|l| l.starts_with("warning:")), "{log:?}");
+    assert!(!log.iter().any(|l| l.contains(" WARN ")), "{log:?}");
 }
 
 #[test]
@@ -407,7 +407,8 @@ fn a_policy_past_its_deadline_is_rejected_with_500_and_the_server_carries_on() {
 }
 
 /// Modules that loop, grow memory without end, overflow their stack, trap, answer 50 MB,
-/// call the host in a loop or hand it a span outside their memory: each fails its own request with policy-server's 500, the
+/// call the host in a loop, hand it a span outside their memory or fail with an error that
+/// reads like a deadline: each fails its own request with policy-server's 500, the
 /// next request and the other policies are served, the server's memory stays bounded and
 /// `/metrics` counts every failure.
 #[test]
@@ -421,6 +422,7 @@ fn hostile_modules_are_contained() {
         "huge",
         "hostcalls",
         "pointers",
+        "deadlineWords",
     ];
     let mut config = serde_json::Map::new();
     for b in behaviours {
@@ -433,6 +435,7 @@ fn hostile_modules_are_contained() {
     config.insert("mutate".into(), mutator(json!({"allowedToMutate": true})));
     let server = Server::start_with(Value::Object(config), &["--max-memory-mib", "64"]);
     let plain = review_of(&pod(json!({})), "55555555-0000-0000-0000-000000000001");
+    let mut failures = Vec::new();
     for b in behaviours {
         for round in 0..2 {
             let response = server.review(&format!("/validate/hostile-{b}"), &plain);
@@ -445,9 +448,14 @@ fn hostile_modules_are_contained() {
                 "pointers" => {
                     "__guest_response: 4096 bytes at offset 4294901760 are outside the guest's memory"
                 }
+                // The guest's own error, though its words read like the host's deadline.
+                "deadlineWords" => {
+                    "the policy failed in validate: execution deadline exceeded, says the policy"
+                }
                 _ => "a wasm trap",
             };
             assert!(message.contains(expected), "{b} (round {round}): {message}");
+            failures.push((b, expected));
             // The next request, to other policies, is served as ever.
             assert_eq!(
                 server.review("/validate/calm", &plain)["allowed"],
@@ -458,6 +466,29 @@ fn hostile_modules_are_contained() {
             assert_eq!(mutated["allowed"], true, "{b}: {mutated}");
             assert!(mutated["patch"].is_string(), "{b}: {mutated}");
         }
+    }
+    // The operator sees which policy failed, on which request, and why: one error line
+    // per failed evaluation.
+    let mut log = Vec::new();
+    let logged = |log: &[String], (b, expected): (&str, &str)| {
+        log.iter()
+            .filter(|l| {
+                l.contains(" ERROR policy evaluation failed ")
+                    && l.contains(&format!("policy_id=hostile-{b} "))
+                    && l.contains("request_uid=\"55555555-0000-0000-0000-000000000001\"")
+                    && l.contains(expected)
+            })
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while failures.iter().any(|&f| logged(&log, f) < 2)
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        log.extend(server.log());
+    }
+    for &failure in &failures {
+        assert_eq!(logged(&log, failure), 2, "{failure:?}: {log:#?}");
     }
     let (_, text) = server.get("/metrics");
     for b in behaviours {
@@ -678,7 +709,7 @@ fn sigterm_finishes_the_requests_in_flight() {
             .any(|l| l.contains("finishing requests in flight")),
         "{log:?}"
     );
-    assert!(log.iter().any(|l| l == "stopped"), "{log:?}");
+    assert!(log.iter().any(|l| l.ends_with(" INFO stopped")), "{log:?}");
 }
 
 #[test]
@@ -937,11 +968,54 @@ fn a_policy_memory_limit_of_its_own() {
     let small = review_of(&pod(json!({})), "99999999-0000-0000-0000-000000000004");
     assert_eq!(server.review("/validate/cramped", &small)["allowed"], true);
     assert!(
-        server
-            .log()
-            .iter()
-            .any(|l| l.contains("loaded policy \"cramped\"") && l.contains("8 MiB")),
+        server.log().iter().any(
+            |l| l.contains("policy loaded policy_id=cramped") && l.contains("max_memory_mib=8")
+        ),
         "{:?}",
         server.log()
     );
+}
+
+/// `--log-fmt json`: one JSON object per event, the failure's fields as keys, as a log
+/// pipeline reads policy-server's.
+#[test]
+fn failed_evaluations_are_logged_as_json() {
+    let hostile = module("test-policies/hostile-policy.wasm");
+    let server = Server::start_with(
+        json!({"trap": {"module": p(&hostile), "settings": {"behaviour": "trap"}}}),
+        &["--log-fmt", "json"],
+    );
+    let review = review_of(&pod(json!({})), "88888888-0000-0000-0000-000000000001");
+    assert_eq!(
+        server.review("/validate/trap", &review)["status"]["code"],
+        500
+    );
+    let started = std::time::Instant::now();
+    let mut events: Vec<Value> = Vec::new();
+    while !events.iter().any(|e| e["level"] == "ERROR")
+        && started.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        // The guest's own output (a panic message) shares stderr, as in policy-server.
+        for line in server.log().into_iter().filter(|l| l.starts_with('{')) {
+            events.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")));
+        }
+    }
+    let failed = events
+        .iter()
+        .find(|e| e["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no error event: {events:#?}"));
+    assert_eq!(failed["message"], "policy evaluation failed");
+    assert_eq!(failed["policy_id"], "trap");
+    assert_eq!(
+        failed["request_uid"],
+        "88888888-0000-0000-0000-000000000001"
+    );
+    assert_eq!(failed["kind"], "Pod");
+    assert_eq!(failed["operation"], "CREATE");
+    assert!(
+        failed["error"].as_str().unwrap().contains("a wasm trap"),
+        "{failed}"
+    );
+    assert!(events.iter().any(|e| e["message"] == "policy loaded"));
 }

@@ -35,9 +35,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Duration::from_millis(timeout_ms),
     )?;
     let evaluator = Evaluator::new(module, settings)?;
-    let (response, failure) = evaluator.evaluate(&request);
-    print_response(&response, &request, output)?;
-    match failure {
+    let evaluation = evaluator.evaluate(&request);
+    print_response(&evaluation.response, &request, output)?;
+    match evaluation.failure {
         // stdout has what policy-server would answer (a 500 rejection); the
         // failure itself is the user's to fix.
         Some(reason) => bail!("{}: {reason}", evaluator.policy.name),

@@ -23,6 +23,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         policy_timeout,
         shutdown_grace,
         pool_wait_ms,
+        log_fmt,
         registry,
     } = args;
     let tls = match (cert, key) {
@@ -59,6 +60,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             grace: Duration::from_secs(shutdown_grace),
             read_timeout: Duration::from_secs(read_timeout.max(1)),
             pool_wait: Duration::from_millis(pool_wait_ms),
+            log_format: log_fmt,
         },
         &registry.access(),
     )?;

@@ -16,7 +16,7 @@ use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig,
 };
 
-use provider::{INTERRUPTED, POOL_EXHAUSTED, Prepared};
+use provider::{EngineFailure, FailureSlot, Prepared};
 
 /// One epoch tick. policy-server ticks once a second; a finer tick lets tests use short
 /// deadlines and keeps the default (2 s) within one tick of exact.
@@ -308,21 +308,20 @@ pub struct Policy {
 impl Policy {
     /// A fresh instance: `_start` and `wapc_init` have run.
     pub fn instantiate(&self) -> Result<Instance, HostError> {
-        let provider = self.prepared.provider();
-        let host =
-            WapcHost::new(Box::new(provider), Some(Box::new(host_callback))).map_err(|e| {
-                let text = e.to_string();
-                if text.contains(INTERRUPTED) {
-                    HostError::Timeout(self.timeout)
-                } else if text.contains(POOL_EXHAUSTED) {
-                    HostError::PoolExhausted
-                } else {
-                    HostError::Init(text)
-                }
-            })?;
+        let failure = FailureSlot::default();
+        let provider = self.prepared.provider(failure.clone());
+        let host = WapcHost::new(Box::new(provider), Some(Box::new(host_callback))).map_err(
+            |e| match take(&failure) {
+                Some(EngineFailure::Interrupted) => HostError::Timeout(self.timeout),
+                Some(EngineFailure::PoolExhausted) => HostError::PoolExhausted,
+                Some(other) => HostError::Init(other.to_string()),
+                None => HostError::Init(e.to_string()),
+            },
+        )?;
         Ok(Instance {
             host,
             timeout: self.timeout,
+            failure,
         })
     }
 
@@ -336,22 +335,25 @@ impl Policy {
 pub struct Instance {
     host: WapcHost,
     timeout: Duration,
+    failure: FailureSlot,
 }
 
 impl Instance {
     pub fn call(&self, operation: &str, payload: &[u8]) -> Result<Vec<u8>, HostError> {
         let answer = self.host.call(operation, payload).map_err(|e| {
-            let reason = match e {
-                wapc::errors::Error::GuestCallFailure(s) => s,
-                other => other.to_string(),
+            let guest = |reason: String| HostError::Guest {
+                operation: operation.into(),
+                reason,
             };
-            if reason.contains(INTERRUPTED) {
-                HostError::Timeout(self.timeout)
-            } else {
-                HostError::Guest {
-                    operation: operation.into(),
-                    reason: trap_cause(&reason),
-                }
+            match take(&self.failure) {
+                Some(EngineFailure::Interrupted) => HostError::Timeout(self.timeout),
+                Some(EngineFailure::PoolExhausted) => HostError::PoolExhausted,
+                Some(EngineFailure::Trapped(what) | EngineFailure::Refused(what)) => guest(what),
+                // The engine did not fail: the guest reported an error of its own.
+                None => guest(match e {
+                    wapc::errors::Error::GuestCallFailure(s) => s,
+                    other => other.to_string(),
+                }),
             }
         })?;
         if answer.len() > ANSWER_ALLOWANCE + 2 * payload.len() {
@@ -365,25 +367,9 @@ impl Instance {
     }
 }
 
-/// A trap in one line, as every error of sidecarctl is. The provider passes on wasmtime's
-/// error as it displays, which is its context, the wasm backtrace (the trap's own words
-/// stay behind in the error's source): where it happened, and how deep.
-fn trap_cause(reason: &str) -> String {
-    let Some(trace) = reason.strip_prefix("error while executing at wasm backtrace:") else {
-        return reason.to_string();
-    };
-    let frames: Vec<&str> = trace
-        .split('\n')
-        .flat_map(|l| l.split("  "))
-        .filter_map(|f| f.trim().split_once(" - ").map(|(_, at)| at.trim()))
-        .collect();
-    match frames.first() {
-        Some(innermost) => format!(
-            "a wasm trap (a panic, an abort such as a failed allocation, a stack overflow) in {innermost}, {} frames deep",
-            frames.len()
-        ),
-        None => "a wasm trap".to_string(),
-    }
+/// The failure the engine left, if any, leaving the slot empty for the next call.
+fn take(slot: &FailureSlot) -> Option<EngineFailure> {
+    slot.lock().ok()?.take()
 }
 
 /// Host capabilities (`__host_call`). Our policies need only logging; everything else

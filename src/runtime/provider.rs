@@ -14,7 +14,7 @@
 //! Unlike wasmtime-provider, a guest that hands the host a pointer outside its memory
 //! gets a trap, not a host panic.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use wapc::{ModuleState, WebAssemblyEngineProvider, wapc_functions as wapc_fn};
 use wasmtime::{
@@ -25,11 +25,23 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// The text a guest call interrupted by its epoch deadline fails with.
-pub const INTERRUPTED: &str = "execution deadline exceeded";
+/// Why the engine stopped an instance's start or a call, as wasmtime said it. waPC carries
+/// only text from an engine to its host; this travels beside it, so the host never reads
+/// a cause back out of a message (a guest's own error may say anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineFailure {
+    /// The epoch deadline passed.
+    Interrupted,
+    /// Every slot of the instance pool is taken.
+    PoolExhausted,
+    /// A trap, in one line: where it happened and how deep.
+    Trapped(String),
+    /// A host function refused the guest (a span outside its memory), in its words.
+    Refused(String),
+}
 
-/// The text an instantiation fails with when every slot of the pool is taken.
-pub const POOL_EXHAUSTED: &str = "every instance slot of the pool is in use";
+/// Where a provider leaves its last failure for the instance that owns it.
+pub type FailureSlot = Arc<Mutex<Option<EngineFailure>>>;
 
 /// What a store holds for its one instance.
 pub struct Guest {
@@ -72,10 +84,12 @@ impl Prepared {
     }
 
     /// An engine for one `WapcHost`; the instance is made when the host calls `init`.
-    pub fn provider(&self) -> Provider {
+    /// Its failures are left in `failure`.
+    pub fn provider(&self, failure: FailureSlot) -> Provider {
         Provider {
             prepared: self.clone(),
             live: None,
+            failure,
         }
     }
 }
@@ -88,6 +102,18 @@ struct Live {
 pub struct Provider {
     prepared: Prepared,
     live: Option<Live>,
+    failure: FailureSlot,
+}
+
+impl Provider {
+    /// Records `failure` for the instance and gives waPC its text.
+    fn fail(&self, failure: EngineFailure) -> String {
+        let text = failure.to_string();
+        if let Ok(mut slot) = self.failure.lock() {
+            *slot = Some(failure);
+        }
+        text
+    }
 }
 
 impl WebAssemblyEngineProvider for Provider {
@@ -113,7 +139,7 @@ impl WebAssemblyEngineProvider for Provider {
         store.set_epoch_deadline(p.ticks);
         let instance = p.pre.instantiate(&mut store).map_err(|e| -> BoxError {
             if e.is::<wasmtime::PoolConcurrencyLimitError>() {
-                POOL_EXHAUSTED.into()
+                self.fail(EngineFailure::PoolExhausted).into()
             } else {
                 e.into()
             }
@@ -131,7 +157,7 @@ impl WebAssemblyEngineProvider for Provider {
                 {
                     continue;
                 }
-                return Err(failure(start, &e).into());
+                return Err(self.fail(failure(start, &e)).into());
             }
         }
         let guest_call = instance.get_typed_func(&mut store, wapc_fn::GUEST_CALL)?;
@@ -145,14 +171,14 @@ impl WebAssemblyEngineProvider for Provider {
             .as_mut()
             .ok_or("the instance was not initialised")?;
         live.store.set_epoch_deadline(self.prepared.ticks);
-        match live
+        let result = live
             .guest_call
-            .call(&mut live.store, (op_length, msg_length))
-        {
+            .call(&mut live.store, (op_length, msg_length));
+        let host = live.store.data().host.clone();
+        match result {
             Ok(result) => Ok(result),
             Err(e) => {
-                let text = failure(wapc_fn::GUEST_CALL, &e);
-                live.store.data().host.set_guest_error(text);
+                host.set_guest_error(self.fail(failure(wapc_fn::GUEST_CALL, &e)));
                 Ok(0)
             }
         }
@@ -163,14 +189,41 @@ impl WebAssemblyEngineProvider for Provider {
     }
 }
 
-/// A failed guest function in one line: a deadline says so, a trap keeps wasmtime's text
-/// (the wasm backtrace `trap_cause` reads), and a host function's refusal (a span outside
-/// the guest's memory) gives its own words, which wasmtime keeps under the backtrace.
-fn failure(function: &str, error: &wasmtime::Error) -> String {
+impl std::fmt::Display for EngineFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineFailure::Interrupted => write!(f, "guest code interrupted at its deadline"),
+            EngineFailure::PoolExhausted => write!(f, "every instance slot of the pool is in use"),
+            EngineFailure::Trapped(what) | EngineFailure::Refused(what) => write!(f, "{what}"),
+        }
+    }
+}
+
+/// A failed guest function: a deadline, a trap (where, from wasmtime's wasm backtrace,
+/// and how deep), or a host function's refusal in its own words, which wasmtime keeps
+/// under the backtrace.
+fn failure(function: &str, error: &wasmtime::Error) -> EngineFailure {
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!("{function}: guest code interrupted, {INTERRUPTED}"),
-        Some(_) => error.to_string(),
-        None => error.root_cause().to_string(),
+        Some(Trap::Interrupt) => EngineFailure::Interrupted,
+        Some(_) => {
+            let frames = error
+                .downcast_ref::<wasmtime::WasmBacktrace>()
+                .map(|b| b.frames())
+                .unwrap_or_default();
+            EngineFailure::Trapped(match frames.first() {
+                Some(innermost) => format!(
+                    "a wasm trap (a panic, an abort such as a failed allocation, a stack overflow) in {}!{}, {} frames deep",
+                    innermost.module().name().unwrap_or("<unknown>"),
+                    innermost.func_name().map_or_else(
+                        || format!("<wasm function {}>", innermost.func_index()),
+                        |name| name.to_string()
+                    ),
+                    frames.len()
+                ),
+                None => format!("a wasm trap in {function}"),
+            })
+        }
+        None => EngineFailure::Refused(error.root_cause().to_string()),
     }
 }
 

@@ -45,6 +45,29 @@ pub struct Options {
     pub read_timeout: Duration,
     /// How long a request waits for a free worker before it is answered 503.
     pub pool_wait: Duration,
+    pub log_format: LogFormat,
+}
+
+/// How serve writes its log on stderr: policy-server's `--log-fmt` choices without OTLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event: time, level, message and `key=value` fields.
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+/// Sends serve's events to stderr in `format`. Once per process; a second call (a test
+/// that serves twice in one process) keeps the first.
+fn start_log(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 struct Served {
@@ -80,6 +103,7 @@ impl Origin {
 /// Loads every policy (compiled once, settings validated), then serves until SIGTERM or
 /// SIGINT, finishing the requests in flight.
 pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> anyhow::Result<()> {
+    start_log(options.log_format);
     let entries = config::read(config_path)?;
     // A slot holds the largest instance any policy may have.
     let pool = Pool {
@@ -103,17 +127,13 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
             .with_context(context)?;
         let evaluator = Evaluator::new(policy, entry.settings)
             .with_context(|| format!("policy {:?}", entry.id))?;
-        eprintln!(
-            "loaded policy {:?} ({}, {}, {} MiB{})",
-            entry.id,
-            evaluator.policy.name,
-            entry.constraints.mode.as_str(),
-            max_memory >> 20,
-            if entry.constraints.allowed_to_mutate {
-                ", allowed to mutate"
-            } else {
-                ""
-            }
+        tracing::info!(
+            policy_id = %entry.id,
+            module = %evaluator.policy.name,
+            mode = entry.constraints.mode.as_str(),
+            max_memory_mib = max_memory >> 20,
+            allowed_to_mutate = entry.constraints.allowed_to_mutate,
+            "policy loaded"
         );
         policies.insert(
             entry.id,
@@ -123,10 +143,10 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
             },
         );
     }
-    eprintln!(
-        "instance pool: {} slots of {} MiB",
-        pool.instances,
-        pool.max_memory >> 20
+    tracing::info!(
+        slots = pool.instances,
+        slot_mib = pool.max_memory >> 20,
+        "instance pool ready"
     );
     let app = Arc::new(App {
         policies,
@@ -165,8 +185,9 @@ fn check_metadata(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
                 );
             }
         }
-        None => eprintln!(
-            "warning: {name} carries no Kubewarden metadata: policy-server would refuse it (sidecarctl annotate adds it)"
+        None => tracing::warn!(
+            module = name,
+            "the module carries no Kubewarden metadata: policy-server would refuse it (sidecarctl annotate adds it)"
         ),
     }
     Ok(())
@@ -283,13 +304,13 @@ async fn serve(app: Arc<App>, options: Options) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     app.draining.store(true, Ordering::SeqCst);
-    eprintln!("shutting down: finishing requests in flight");
+    tracing::info!("shutting down: finishing requests in flight");
     handle.graceful_shutdown(Some(options.grace));
     match server.await {
         Ok(result) => result.context("the server failed")?,
         Err(e) => bail!("the server failed: {e}"),
     }
-    eprintln!("stopped");
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -376,9 +397,28 @@ async fn answer(app: Arc<App>, policy_id: String, body: Bytes, origin: Origin) -
     let evaluated = tokio::task::spawn_blocking(move || {
         let served = &task_app.policies[&policy_id];
         let started = Instant::now();
-        let (response, _failure) = served.evaluator.evaluate(&request);
+        let evaluation = served.evaluator.evaluate(&request);
         let elapsed = started.elapsed();
         drop(worker);
+        let response = evaluation.response;
+        if let Some(failure) = &evaluation.failure {
+            let field = |pointer: &str| {
+                request
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
+            tracing::error!(
+                policy_id = %policy_id,
+                request_uid = field("/uid"),
+                kind = field("/kind/kind"),
+                namespace = field("/namespace"),
+                name = field("/name"),
+                operation = field("/operation"),
+                error = %failure,
+                "policy evaluation failed"
+            );
+        }
         record(
             &task_app.metrics,
             &policy_id,

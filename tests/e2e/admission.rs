@@ -378,7 +378,7 @@ fn the_api_validity_rules_agree_with_the_api_server() {
                 .map(|fields| format!("stores it without {fields}")),
         };
         let request = env::request_for(&object, "default", "CREATE", None);
-        let answer = lifecycle.validate(&request);
+        let answer = lifecycle.evaluate(&request).response;
         let message = answer.status.and_then(|s| s.message).unwrap_or_default();
         let policy_refuses = !answer.allowed
             && (message.contains("field-placement:") || message.contains("restart-rules:"));

@@ -479,7 +479,7 @@ impl Env {
         let mut changed = false;
         for (id, evaluator) in &self.chain {
             let request = request_for(&current, namespace, "CREATE", None);
-            let response: AdmissionResponse = evaluator.validate(&request);
+            let response: AdmissionResponse = evaluator.evaluate(&request).response;
             if !response.allowed {
                 let message = response
                     .status

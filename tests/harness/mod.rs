@@ -87,8 +87,9 @@ impl Harness {
     pub fn eval(&mut self, i: usize, request: &Value) -> Result<AdmissionResponse, String> {
         let fresh = self.fresh_now();
         let (name, evaluator, instance) = &self.policies[i];
-        let (response, failure) = evaluator.evaluate_in((!fresh).then_some(instance), request);
-        if let Some(failure) = failure {
+        let evaluation = evaluator.evaluate_in((!fresh).then_some(instance), request);
+        let response = evaluation.response;
+        if let Some(failure) = evaluation.failure {
             let message = format!("{name} failed: {failure}");
             self.replace_instance(i);
             return Err(message);

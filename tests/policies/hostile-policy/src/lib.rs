@@ -2,7 +2,8 @@
 //! `sidecarctl serve` contains it: `spin` loops forever, `grow` allocates without end,
 //! `stack` recurses until the stack is gone, `trap` traps, `huge` answers 50 MB,
 //! `hostcalls` calls the host in a loop, `pointers` hands the host an answer that lies
-//! outside its memory. Anything else accepts.
+//! outside its memory, `deadlineWords` fails with an error of its own that reads like a
+//! host's deadline. Anything else accepts.
 
 use kubewarden_policy_sdk::wapc_guest as guest;
 use kubewarden_policy_sdk::{protocol_version_guest, settings::Validatable, validate_settings};
@@ -30,6 +31,7 @@ enum Behaviour {
     Huge,
     Hostcalls,
     Pointers,
+    DeadlineWords,
 }
 
 // The waPC import the SDK answers through, called here with a span the guest does not have.
@@ -71,6 +73,9 @@ fn validate(payload: &[u8]) -> CallResult {
         .unwrap_or_default();
     match behaviour {
         Behaviour::Accept => {}
+        Behaviour::DeadlineWords => {
+            return Err("execution deadline exceeded, says the policy".into());
+        }
         Behaviour::Spin => loop {
             black_box(());
         },

@@ -1,0 +1,461 @@
+//! The resources policy's rules, run in order over one pod: which sidecar requests the
+//! defaults fill, whether a sidecar costs a Guaranteed pod its class and how it is kept,
+//! pod-level budgets, the sidecars' share and the pod's maxima. The review returns typed
+//! findings and the edits; the policy only gives each rule its level.
+
+use serde::Serialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::kube::KnownSidecars;
+use crate::kube::PodModel;
+use crate::kube::Quantity;
+use crate::kube::quoted;
+use crate::resources::effective::QosClass;
+use crate::resources::findings::{
+    self, Accounting, Field, LimitBelowRequest, OverMax, PodLevelBreach, RequestIncrease,
+    ResourceDefault, ResourceEdit, ShareOver,
+};
+use crate::resources::resize::ResizeProblem;
+
+/// The rules, by their stable names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    SidecarRequests,
+    Qos,
+    PodLevel,
+    SidecarShare,
+    PodMax,
+    Resize,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 6] = [
+        Rule::SidecarRequests,
+        Rule::Qos,
+        Rule::PodLevel,
+        Rule::SidecarShare,
+        Rule::PodMax,
+        Rule::Resize,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::SidecarRequests => "sidecar-requests",
+            Rule::Qos => "qos",
+            Rule::PodLevel => "pod-level",
+            Rule::SidecarShare => "sidecar-share",
+            Rule::PodMax => "pod-max",
+            Rule::Resize => "resize",
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the rules are asked to do, from the policy's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'s> {
+    /// The rules turned on; the others are not evaluated.
+    pub rules: &'s [Rule],
+    /// The request may be changed (not an UPDATE of a running pod).
+    pub may_mutate: bool,
+    /// sidecar-requests: fill missing sidecar requests (and limits) from `defaults`.
+    pub fill_sidecar_requests: bool,
+    /// sidecar-requests: sidecars must declare cpu and memory limits too.
+    pub require_sidecar_limits: bool,
+    /// qos: make sidecars and helpers' init steps Guaranteed when the apps are.
+    pub preserve_qos: bool,
+    /// qos: the most that fix may add to the pod's effective requests, per resource.
+    pub preserve_qos_max_increase: &'s BTreeMap<String, Quantity>,
+    pub defaults: &'s [ResourceDefault],
+    /// sidecar-share: percent per resource, `*` for every resource.
+    pub max_sidecar_share: &'s BTreeMap<String, u32>,
+    pub max_effective_requests: &'s BTreeMap<String, Quantity>,
+    pub max_effective_limits: &'s BTreeMap<String, Quantity>,
+}
+
+/// One thing a rule found. A notice says what was done or what is so, and is only ever
+/// a warning; a violation takes the level the policy gives its rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(
+    tag = "code",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ResourceFinding {
+    /// Notice: a sidecar's missing request or limit was set from the defaults.
+    FilledFromDefaults {
+        container: String,
+        edit: ResourceEdit,
+    },
+    /// A default limit below the sidecar's own request: not filled.
+    LimitBelowRequest(LimitBelowRequest),
+    /// A sidecar sets no `field.resource` and no default gives one.
+    SidecarResourceMissing {
+        container: String,
+        field: Field,
+        resource: String,
+    },
+    /// Notice: the pod's own init steps, not a helper, decide its class.
+    ClassSetByOwnInitSteps {
+        app_class: QosClass,
+        pod_class: QosClass,
+        init_steps: Vec<String>,
+    },
+    /// Keeping the pod Guaranteed would add more than `preserveQosMaxIncrease` allows.
+    QosFixOverCap {
+        offenders: Vec<String>,
+        pod_class: QosClass,
+        over: Vec<(RequestIncrease, Quantity)>,
+    },
+    /// Notice: keeping the pod Guaranteed raises what it reserves.
+    QosFixRaisesRequests {
+        increases: Vec<RequestIncrease>,
+    },
+    /// Notice: one edit of the fix that keeps the pod Guaranteed.
+    QosFixed {
+        container: String,
+        edit: ResourceEdit,
+    },
+    /// No value for some offenders' requests and limits: the pod cannot be kept Guaranteed.
+    QosUnfixable {
+        offenders: Vec<String>,
+        pod_class: QosClass,
+        /// Container and resource.
+        missing: Vec<(String, String)>,
+    },
+    /// Helpers make a Guaranteed pod Burstable, and no fix is made.
+    QosDowngraded {
+        offenders: Vec<String>,
+        pod_class: QosClass,
+    },
+    /// Notice: helpers' requests lift BestEffort apps into another class.
+    BestEffortLifted {
+        offenders: Vec<String>,
+        pod_class: QosClass,
+    },
+    PodLevel(PodLevelBreach),
+    SidecarShare(ShareOver),
+    PodMax(OverMax),
+    /// A `pods/resize` the cluster would refuse.
+    Resize(ResizeProblem),
+}
+
+impl ResourceFinding {
+    pub fn rule(&self) -> Rule {
+        use ResourceFinding::*;
+        match self {
+            FilledFromDefaults { .. } | LimitBelowRequest(_) | SidecarResourceMissing { .. } => {
+                Rule::SidecarRequests
+            }
+            ClassSetByOwnInitSteps { .. }
+            | QosFixOverCap { .. }
+            | QosFixRaisesRequests { .. }
+            | QosFixed { .. }
+            | QosUnfixable { .. }
+            | QosDowngraded { .. }
+            | BestEffortLifted { .. } => Rule::Qos,
+            PodLevel(_) => Rule::PodLevel,
+            SidecarShare(_) => Rule::SidecarShare,
+            PodMax(_) => Rule::PodMax,
+            Resize(_) => Rule::Resize,
+        }
+    }
+
+    /// Said as a warning whatever the rule's level: what was done, or what is so.
+    pub fn is_notice(&self) -> bool {
+        use ResourceFinding::*;
+        matches!(
+            self,
+            FilledFromDefaults { .. }
+                | ClassSetByOwnInitSteps { .. }
+                | QosFixRaisesRequests { .. }
+                | QosFixed { .. }
+                | BestEffortLifted { .. }
+        )
+    }
+}
+
+impl fmt::Display for ResourceFinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ResourceFinding::*;
+        let guaranteed_but =
+            |f: &mut fmt::Formatter<'_>, offenders: &[String], class: &QosClass| {
+                write!(
+                    f,
+                    "the app containers alone are Guaranteed, but {} make the pod {}",
+                    quoted(offenders),
+                    class.as_str()
+                )
+            };
+        match self {
+            FilledFromDefaults { container, edit } => write!(
+                f,
+                "set {}.{} of sidecar {container:?} to {} from the defaults",
+                edit.field.as_str(),
+                edit.resource,
+                edit.value
+            ),
+            LimitBelowRequest(l) => l.fmt(f),
+            SidecarResourceMissing {
+                container,
+                field,
+                resource,
+            } => write!(
+                f,
+                "sidecar {container:?} sets no {}.{resource}; set it, or give the policy a default for {container:?}",
+                field.as_str()
+            ),
+            ClassSetByOwnInitSteps {
+                app_class,
+                pod_class,
+                init_steps,
+            } => write!(
+                f,
+                "the app containers alone are {}, but the pod's own init steps {} make it {}; no sidecar can change that",
+                app_class.as_str(),
+                quoted(init_steps),
+                pod_class.as_str()
+            ),
+            QosFixOverCap {
+                offenders,
+                pod_class,
+                over,
+            } => {
+                guaranteed_but(f, offenders, pod_class)?;
+                let over: Vec<String> = over
+                    .iter()
+                    .map(|(inc, cap)| {
+                        format!(
+                            "{} more {} ({inc}), more than preserveQosMaxIncrease.{} {cap}",
+                            inc.increase(),
+                            inc.resource,
+                            inc.resource
+                        )
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "; keeping it Guaranteed would reserve {}; set their requests equal to their limits, or raise the cap",
+                    over.join(", ")
+                )
+            }
+            QosFixRaisesRequests { increases } => {
+                let increases: Vec<String> = increases.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "keeping the pod Guaranteed raises its effective requests: {}",
+                    increases.join(", ")
+                )
+            }
+            QosFixed { container, edit } => write!(
+                f,
+                "set {}.{} of {container:?} to {} to keep the pod Guaranteed",
+                edit.field.as_str(),
+                edit.resource,
+                edit.value
+            ),
+            QosUnfixable {
+                offenders,
+                pod_class,
+                missing,
+            } => {
+                guaranteed_but(f, offenders, pod_class)?;
+                let missing: Vec<String> = missing
+                    .iter()
+                    .map(|(c, r)| format!("{c:?} ({r})"))
+                    .collect();
+                write!(
+                    f,
+                    "; cannot make {} Guaranteed: neither requests, limits nor a default give a value; set their requests equal to their limits or add a default",
+                    missing.join(", ")
+                )
+            }
+            QosDowngraded {
+                offenders,
+                pod_class,
+            } => {
+                guaranteed_but(f, offenders, pod_class)?;
+                f.write_str("; set their cpu and memory requests equal to their limits, or enable preserveQos")
+            }
+            BestEffortLifted {
+                offenders,
+                pod_class,
+            } => write!(
+                f,
+                "the app containers alone are BestEffort, but {} make the pod {}",
+                quoted(offenders),
+                pod_class.as_str()
+            ),
+            PodLevel(b) => b.fmt(f),
+            SidecarShare(s) => s.fmt(f),
+            PodMax(o) => o.fmt(f),
+            Resize(r) => r.fmt(f),
+        }
+    }
+}
+
+/// What the rules found, the edits they make, and the pod's figures after those edits.
+#[derive(Debug, Clone)]
+pub struct Review<'a> {
+    pub findings: Vec<ResourceFinding>,
+    pub edits: Vec<ResourceEdit>,
+    pub after: Cow<'a, Accounting>,
+}
+
+/// Runs the rules `options` turns on over `model`, in their order: each later rule sees
+/// the pod as the earlier rules' edits leave it.
+pub fn review<'a>(
+    model: &PodModel,
+    accounting: &'a Accounting,
+    known: &KnownSidecars,
+    options: &Options,
+) -> Review<'a> {
+    let on = |rule| options.rules.contains(&rule);
+    let name = |i: usize| model.containers[i].name.clone();
+    let names = |list: &[usize]| -> Vec<String> { list.iter().map(|&i| name(i)).collect() };
+    let mut findings = Vec::new();
+    let mut edits: Vec<ResourceEdit> = Vec::new();
+
+    if on(Rule::SidecarRequests) {
+        let defaults = if options.fill_sidecar_requests && options.may_mutate {
+            options.defaults
+        } else {
+            &[]
+        };
+        let gaps =
+            findings::sidecar_gaps(model, accounting, options.require_sidecar_limits, defaults);
+        findings.extend(
+            gaps.fill
+                .iter()
+                .map(|e| ResourceFinding::FilledFromDefaults {
+                    container: name(e.container),
+                    edit: e.clone(),
+                }),
+        );
+        edits.extend(gaps.fill);
+        findings.extend(
+            gaps.below_request
+                .into_iter()
+                .map(ResourceFinding::LimitBelowRequest),
+        );
+        findings.extend(gaps.missing.into_iter().map(|(i, field, resource)| {
+            ResourceFinding::SidecarResourceMissing {
+                container: name(i),
+                field,
+                resource,
+            }
+        }));
+    }
+
+    let mut after = accounting.with(&edits);
+    if on(Rule::Qos)
+        && let Some(down) = findings::qos_downgrade(model, &after, known)
+    {
+        let offenders = names(&down.offenders);
+        let pod_class = down.pod_class;
+        if !down.own_init_steps.is_empty() {
+            // The pod's own init steps decide its class: the user's choice, which
+            // Kubernetes admits. Worth a word, never a rejection or a fix.
+            findings.push(ResourceFinding::ClassSetByOwnInitSteps {
+                app_class: down.app_class,
+                pod_class,
+                init_steps: names(&down.own_init_steps),
+            });
+        } else if down.app_class != QosClass::Guaranteed {
+            // BestEffort apps gain scheduling guarantees from a helper's requests: a
+            // change worth knowing about, never worth a rejection.
+            findings.push(ResourceFinding::BestEffortLifted {
+                offenders,
+                pod_class,
+            });
+        } else if !(options.preserve_qos && options.may_mutate) {
+            findings.push(ResourceFinding::QosDowngraded {
+                offenders,
+                pod_class,
+            });
+        } else {
+            let (fix, stuck) =
+                findings::guarantee(model, &after, &down.offenders, options.defaults);
+            let fixed = stuck
+                .is_empty()
+                .then(|| after.with(&fix).into_owned())
+                .filter(|f| f.pod().qos_class == QosClass::Guaranteed);
+            match fixed {
+                Some(fixed) => {
+                    // What the fix costs, from the pod as it came: shown, and held to the cap.
+                    let increases = findings::request_increases(accounting.pod(), fixed.pod());
+                    let over: Vec<(RequestIncrease, Quantity)> =
+                        findings::increases_over_cap(&increases, options.preserve_qos_max_increase)
+                            .into_iter()
+                            .map(|(inc, cap)| (inc.clone(), cap))
+                            .collect();
+                    if !over.is_empty() {
+                        findings.push(ResourceFinding::QosFixOverCap {
+                            offenders,
+                            pod_class,
+                            over,
+                        });
+                    } else {
+                        if !increases.is_empty() {
+                            findings.push(ResourceFinding::QosFixRaisesRequests { increases });
+                        }
+                        findings.extend(fix.iter().map(|e| ResourceFinding::QosFixed {
+                            container: name(e.container),
+                            edit: e.clone(),
+                        }));
+                        edits.extend(fix);
+                        after = Cow::Owned(fixed);
+                    }
+                }
+                None if !stuck.is_empty() => findings.push(ResourceFinding::QosUnfixable {
+                    offenders,
+                    pod_class,
+                    missing: stuck.into_iter().map(|(i, r)| (name(i), r)).collect(),
+                }),
+                None => findings.push(ResourceFinding::QosDowngraded {
+                    offenders,
+                    pod_class,
+                }),
+            }
+        }
+    }
+
+    if on(Rule::PodLevel) {
+        findings.extend(
+            findings::pod_level_breaches(&after)
+                .into_iter()
+                .map(ResourceFinding::PodLevel),
+        );
+    }
+    if on(Rule::SidecarShare) {
+        findings.extend(
+            findings::sidecar_share_over(&after, options.max_sidecar_share)
+                .into_iter()
+                .map(ResourceFinding::SidecarShare),
+        );
+    }
+    if on(Rule::PodMax) {
+        findings.extend(
+            findings::over_max(
+                after.pod(),
+                options.max_effective_requests,
+                options.max_effective_limits,
+            )
+            .into_iter()
+            .map(ResourceFinding::PodMax),
+        );
+    }
+    Review {
+        findings,
+        edits,
+        after,
+    }
+}
