@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use sidecar_model::explain::{self, Explanation};
-use sidecar_model::graph_view::{self, GraphView};
+use sidecar_model::ordering::{self, GraphView};
 use sidecar_model::{EdgeRule, KnownSidecarSettings, PodModel};
 use wasm_bindgen::prelude::*;
 
@@ -76,7 +76,7 @@ pub fn view(object: &str, known: &str, ordering: &str) -> Result<Option<View>, S
     };
     Ok(Some(View {
         explanation: explain::explain_model(&model).map_err(|e| e.to_string())?,
-        graph: graph_view::view(&model, &ordering.edges),
+        graph: ordering::view(&model, &ordering.edges),
     }))
 }
 

@@ -11,7 +11,7 @@ use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sidecar_model::PodModel;
-use sidecar_model::error::json_message;
+use sidecar_model::json::message as json_message;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -122,7 +122,7 @@ impl<'a> AdmissionRequest<'a> {
     }
 
     /// The object as the JSON text it came as (`null` when the request has none, as for
-    /// a DELETE). A mutating policy edits this text where it changes (`sidecar_model::doc`).
+    /// a DELETE). A mutating policy edits this text where it changes (`sidecar_model::json::document`).
     pub fn object(&self) -> &'a RawValue {
         self.object.unwrap_or(RawValue::NULL)
     }
@@ -238,17 +238,8 @@ pub fn validate_with<S: DeserializeOwned + Default>(
     answer.into_response()
 }
 
-/// What a rule's violations do, in every policy that has rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Level {
-    /// Reject the request.
-    Deny,
-    /// Accept it with a warning.
-    Warn,
-    /// Ignore the rule.
-    Off,
-}
+/// What a rule's violations do, in every policy that has rules (declared with the rules).
+pub use sidecar_model::rule::Level;
 
 /// What a policy decided about one request.
 #[derive(Debug, Default)]

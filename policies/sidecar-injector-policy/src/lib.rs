@@ -6,10 +6,11 @@ mod settings;
 
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use sidecar_model::doc::Node;
 use sidecar_model::inject::{self, SetOutcome};
-use sidecar_model::surgery::NormaliseError;
-use sidecar_model::{PodModel, WorkloadKind, keys, surgery};
+use sidecar_model::json::Node;
+use sidecar_model::kube::keys;
+use sidecar_model::lifecycle::{self, NormaliseError};
+use sidecar_model::{PodModel, WorkloadKind};
 
 use settings::Settings;
 
@@ -35,7 +36,8 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         return Ok(Answer::accept());
     }
     let mut answer = Answer::accept();
-    let outcomes = inject::survey(&model, &settings.sidecar_sets, namespace);
+    let outcomes =
+        inject::survey(&model, &settings.sidecar_sets, namespace).map_err(|e| e.to_string())?;
     for outcome in &outcomes {
         if let SetOutcome::Outdated { .. } = outcome {
             let message = outcome.to_string();
@@ -58,7 +60,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     // Legacy sidecars become native first, as the other policies make them, so the
     // injected containers land where they would in any order of the policies.
     let mut mutated = Node::from(request.object());
-    let changes = match surgery::normalise(&mut mutated, &model) {
+    let changes = match lifecycle::normalise(&mut mutated, &model) {
         Ok(changes) => changes,
         // Every container is typed a sidecar: there is no app to convert them around, and
         // the lifecycle and ordering policies say why; the sets are injected all the same.
@@ -71,7 +73,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let model = if changes.is_empty() {
         model
     } else {
-        surgery::normalised(model, &known)
+        lifecycle::normalised(model, &known)
     };
     let outcomes = inject::inject_surveyed(
         &mut mutated,
@@ -132,7 +134,7 @@ mod tests {
             object["spec"]["initContainers"][0]["restartPolicy"],
             "Always"
         );
-        let revision = answer.audit[sidecar_model::keys::INJECTED]
+        let revision = answer.audit[sidecar_model::kube::keys::INJECTED]
             .strip_prefix("logs@")
             .unwrap()
             .to_string();

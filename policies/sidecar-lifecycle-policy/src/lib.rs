@@ -7,10 +7,9 @@ mod settings;
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
 use sidecar_model::PodModel;
-use sidecar_model::checks::{self, CheckOptions, Problem, Rule};
-use sidecar_model::doc::Node;
-use sidecar_model::surgery::{self, NormaliseError};
-use sidecar_model::version::Feature;
+use sidecar_model::json::Node;
+use sidecar_model::kube::Feature;
+use sidecar_model::lifecycle::{self, CheckOptions, NormaliseError, Problem, Rule};
 
 use settings::{Level, Settings};
 
@@ -44,14 +43,14 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         && model.legacy_sidecars().next().is_some()
     {
         let mut target = Node::from(request.object());
-        match surgery::normalise(&mut target, &model) {
+        match lifecycle::normalise(&mut target, &model) {
             Ok(changes) if !changes.is_empty() => {
                 answer.warnings.extend(
                     changes
                         .iter()
                         .map(|c| format!("{}: {c}", Rule::LegacySidecar)),
                 );
-                model = surgery::normalised(model, &known);
+                model = lifecycle::normalised(model, &known);
                 mutated = Some(target);
             }
             // Nothing was changed: the request is answered as it came.
@@ -60,21 +59,21 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
         }
     }
     if convert && levels.of(Rule::OptionalSidecar) != Level::Off {
-        let optional = surgery::readiness_probes_to_drop(&model);
+        let optional = lifecycle::readiness_probes_to_drop(&model);
         if !optional.is_empty() {
             let target = mutated.get_or_insert_with(|| request.object().into());
-            let changes = surgery::drop_readiness_probes(target, &model, &optional)
+            let changes = lifecycle::drop_readiness_probes(target, &model, &optional)
                 .map_err(|e| e.to_string())?;
             answer.warnings.extend(
                 changes
                     .iter()
                     .map(|c| format!("{}: {c}", Rule::OptionalSidecar)),
             );
-            model = surgery::without_readiness_probes(model, &optional, &known);
+            model = lifecycle::without_readiness_probes(model, &optional, &known);
         }
     }
 
-    for violation in checks::check(&model, &options) {
+    for violation in lifecycle::check(&model, &options) {
         let mut level = levels.of(violation.rule);
         // A proxy its mesh's annotation keeps legacy is the user's choice where it does no
         // harm; in a pod that runs to completion it still never lets the pod complete.

@@ -2,59 +2,9 @@ use kubewarden_policy_sdk::settings::Validatable;
 pub use policy_shell::Level;
 use serde::{Deserialize, Serialize};
 use sidecar_model::KnownSidecarSettings;
-use sidecar_model::checks::{KubeVersion, Rule};
-
-/// One level per rule, by the rule's stable name; unknown names are refused.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
-pub struct Levels {
-    pub legacy_sidecar: Level,
-    pub field_placement: Level,
-    pub annotations: Level,
-    pub startup_probe: Level,
-    pub termination_budget: Level,
-    pub optional_sidecar: Level,
-    pub post_sidecar_job: Level,
-    pub restart_forever: Level,
-    pub restart_rules: Level,
-    /// Restart rules on native sidecars. `off` lets a sidecar restart the whole pod
-    /// (`RestartAllContainers`); `warn`, the default, says that a helper can restart the app.
-    pub sidecar_restart_rules: Level,
-}
-
-impl Default for Levels {
-    fn default() -> Self {
-        Levels {
-            legacy_sidecar: Level::Deny,
-            field_placement: Level::Deny,
-            annotations: Level::Deny,
-            startup_probe: Level::Warn,
-            termination_budget: Level::Warn,
-            optional_sidecar: Level::Deny,
-            post_sidecar_job: Level::Deny,
-            restart_forever: Level::Deny,
-            restart_rules: Level::Deny,
-            sidecar_restart_rules: Level::Warn,
-        }
-    }
-}
-
-impl Levels {
-    pub fn of(&self, rule: Rule) -> Level {
-        match rule {
-            Rule::LegacySidecar => self.legacy_sidecar,
-            Rule::FieldPlacement => self.field_placement,
-            Rule::Annotations => self.annotations,
-            Rule::StartupProbe => self.startup_probe,
-            Rule::TerminationBudget => self.termination_budget,
-            Rule::OptionalSidecar => self.optional_sidecar,
-            Rule::PostSidecarJob => self.post_sidecar_job,
-            Rule::RestartForever => self.restart_forever,
-            Rule::RestartRules => self.restart_rules,
-            Rule::SidecarRestartRules => self.sidecar_restart_rules,
-        }
-    }
-}
+use sidecar_model::KubeVersion;
+use sidecar_model::lifecycle::Rule;
+use sidecar_model::rule::Levels;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -65,7 +15,9 @@ pub struct Settings {
     /// The Kubernetes version pods will run on: which fields containers may have, and
     /// whether `convert` may write native sidecars (1.29).
     pub kubernetes_version: String,
-    pub rules: Levels,
+    /// A level per rule, by the rule's stable name (the rules and their defaults are
+    /// declared in `sidecar_model::lifecycle`); unknown names are refused.
+    pub rules: Levels<Rule>,
     pub known_sidecars: KnownSidecarSettings,
 }
 

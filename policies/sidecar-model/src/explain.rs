@@ -6,11 +6,11 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::error::ModelError;
-use crate::finding::Finding;
-use crate::graph::{self, StartGraph};
-use crate::lifecycle_type::{ContainerList, KnownSidecars, LifecycleType};
-use crate::pod::PodModel;
+use crate::kube::Finding;
+use crate::kube::ModelError;
+use crate::kube::PodModel;
+use crate::kube::{ContainerList, KnownSidecars, LifecycleType};
+use crate::ordering::{self, StartGraph};
 use crate::resources::{self, Breakdown, PerResource, Unbounded};
 
 #[derive(Debug, Clone, Serialize)]
@@ -84,7 +84,7 @@ pub fn explain_model(model: &PodModel) -> Result<Explanation, ModelError> {
             runs_to_completion: model.runs_to_completion(),
         });
     }
-    let start = graph::spec_order(model);
+    let start = ordering::spec_order(model);
     let graph = StartGraph::build(model, []);
     let required = match graph.order() {
         Ok(order) => {
@@ -99,16 +99,16 @@ pub fn explain_model(model: &PodModel) -> Result<Explanation, ModelError> {
                     origin: edge.origin.to_string(),
                 });
             }
-            (order != start).then(|| graph::names(model, &order))
+            (order != start).then(|| ordering::names(model, &order))
         }
         Err(cycle) => {
             findings.push(Finding::StartCycle {
-                path: graph::names(model, &cycle.path),
+                path: ordering::names(model, &cycle.path),
             });
             None
         }
     };
-    let stop = graph::stop_order(model, &start);
+    let stop = ordering::stop_order(model, &start);
     let fmt_map =
         |m: PerResource<crate::Quantity>| m.into_iter().map(|(k, v)| (k, v.to_string())).collect();
     Ok(Explanation {
@@ -126,8 +126,8 @@ pub fn explain_model(model: &PodModel) -> Result<Explanation, ModelError> {
                 reason: c.reason.to_string(),
             })
             .collect(),
-        start_order: graph::names(model, &start),
-        stop_order: graph::names(model, &stop),
+        start_order: ordering::names(model, &start),
+        stop_order: ordering::names(model, &stop),
         required_start_order: required,
         effective_requests: fmt_map(res.effective_requests()),
         effective_limits: fmt_map(res.effective_limits()),

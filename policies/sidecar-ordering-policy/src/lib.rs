@@ -6,8 +6,10 @@ mod settings;
 
 use policy_shell::AdmissionRequest;
 use policy_shell::Answer;
-use sidecar_model::doc::Node;
-use sidecar_model::{OrderFinding, PodModel, graph, ordering, surgery};
+use sidecar_model::json::Node;
+use sidecar_model::lifecycle;
+use sidecar_model::ordering;
+use sidecar_model::{OrderFinding, PodModel};
 
 use settings::{Mode, Settings};
 
@@ -30,11 +32,11 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let mut mutated: Option<Node> = None;
     if settings.mode == Mode::Mutate && model.legacy_sidecars().next().is_some() {
         let target = mutated.get_or_insert_with(|| request.object().into());
-        let changes = surgery::normalise(target, &model).map_err(|e| e.to_string())?;
+        let changes = lifecycle::normalise(target, &model).map_err(|e| e.to_string())?;
         answer
             .warnings
             .extend(changes.iter().map(ToString::to_string));
-        model = surgery::normalised(model, &known);
+        model = lifecycle::normalised(model, &known);
     }
 
     let plan = ordering::plan(&model, &settings.edges);
@@ -61,18 +63,19 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let start = plan.start.as_ref().ok_or("the start graph has no order")?;
 
     // The orders Kubernetes will follow for the spec that is admitted.
-    let mut admitted = graph::spec_order(&model);
+    let mut admitted = ordering::spec_order(&model);
     if settings.mode == Mode::Mutate && *start != admitted {
         let target = mutated.get_or_insert_with(|| request.object().into());
-        let moves = surgery::apply_start_order(target, &model, start).map_err(|e| e.to_string())?;
+        let moves =
+            ordering::apply_start_order(target, &model, start).map_err(|e| e.to_string())?;
         answer
             .warnings
             .extend(moves.iter().map(ToString::to_string));
-        admitted = graph::by_list(&model, start);
+        admitted = ordering::by_list(&model, start);
     }
     answer
         .audit
-        .extend(graph::order_annotations(&model, &admitted).map(|(k, v)| (k.to_string(), v)));
+        .extend(ordering::order_annotations(&model, &admitted).map(|(k, v)| (k.to_string(), v)));
     if let Some(doc) = &mutated {
         answer.set_mutated(doc)?;
     }
@@ -112,9 +115,12 @@ mod tests {
         if mutates {
             let object = answer.mutated_object().unwrap();
             assert_eq!(object["spec"]["initContainers"][0]["name"], "envoy");
-            assert_eq!(answer.audit[sidecar_model::keys::START_ORDER], start_order);
             assert_eq!(
-                answer.audit[sidecar_model::keys::STOP_ORDER],
+                answer.audit[sidecar_model::kube::keys::START_ORDER],
+                start_order
+            );
+            assert_eq!(
+                answer.audit[sidecar_model::kube::keys::STOP_ORDER],
                 "app,vault-agent,envoy"
             );
         } else {
@@ -146,7 +152,7 @@ mod tests {
         );
         assert!(answer.mutated.is_none() && answer.rejections.is_empty());
         assert_eq!(
-            answer.audit[sidecar_model::keys::START_ORDER],
+            answer.audit[sidecar_model::kube::keys::START_ORDER],
             "vault-agent,envoy,app"
         );
     }

@@ -6,10 +6,9 @@ mod settings;
 
 use policy_shell::Answer;
 use policy_shell::{AdmissionRequest, PodChange};
-use sidecar_model::budget::Accounting;
-use sidecar_model::doc::Node;
-use sidecar_model::resource_rules::{self, Options, ResourceFinding, Rule};
-use sidecar_model::{PodModel, resize, surgery};
+use sidecar_model::PodModel;
+use sidecar_model::json::Node;
+use sidecar_model::resources::{self, Accounting, Options, ResourceFinding, Rule};
 
 use settings::{Level, Settings};
 
@@ -17,8 +16,8 @@ policy_shell::export_policy!(Settings, evaluate);
 
 fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, String> {
     let known = settings.known_sidecars.resolve();
-    let Some(model) = PodModel::from_json_with_resources(request.object_json(), &known)
-        .map_err(|e| e.to_string())?
+    let Some(model) =
+        PodModel::from_json(request.object_json(), &known).map_err(|e| e.to_string())?
     else {
         return Ok(Answer::accept());
     };
@@ -33,11 +32,11 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     let resize = request.is_resize();
     let mut answer = Answer::accept();
     if resize && settings.rules.of(Rule::Resize) != Level::Off {
-        let old = PodModel::from_json_with_resources(request.old_object_json(), &known)
+        let old = PodModel::from_json(request.old_object_json(), &known)
             .map_err(|e| format!("oldObject: {e}"))?
             .ok_or("a pods/resize request without its oldObject")?;
         let before = Accounting::of(&old).map_err(|e| format!("oldObject: {e}"))?;
-        for problem in resize::check(&before, &accounting, settings.version()?) {
+        for problem in resources::resize_problems(&before, &accounting, settings.version()?) {
             let finding = ResourceFinding::Resize(problem);
             answer.file(
                 settings.rules.of(Rule::Resize),
@@ -47,27 +46,19 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     }
     // A resize is judged by what holds after it: the pod-level budget, the sidecars' share
     // and the maxima. How the pod got its class is not the resize's doing.
-    let rules: Vec<Rule> = Rule::ALL
-        .into_iter()
-        .filter(|&r| settings.rules.of(r) != Level::Off)
+    let rules: Vec<Rule> = settings
+        .rules
+        .on()
         .filter(|r| !resize || matches!(r, Rule::PodLevel | Rule::SidecarShare | Rule::PodMax))
         .collect();
-    let share = settings.share();
     let options = Options {
         rules: &rules,
         // A running pod's containers and a Job's template cannot be changed: report,
         // never patch.
         may_mutate: change.may_rewrite(),
-        fill_sidecar_requests: settings.fill_sidecar_requests,
-        require_sidecar_limits: settings.require_sidecar_limits,
-        preserve_qos: settings.preserve_qos,
-        preserve_qos_max_increase: &settings.preserve_qos_max_increase,
-        defaults: &settings.defaults,
-        max_sidecar_share: &share,
-        max_effective_requests: &settings.max_effective_requests,
-        max_effective_limits: &settings.max_effective_limits,
+        settings,
     };
-    let review = resource_rules::review(&model, &accounting, &known, &options);
+    let review = resources::review(&model, &accounting, &known, &options);
 
     for finding in &review.findings {
         let rule = finding.rule();
@@ -87,7 +78,7 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     );
     if !review.edits.is_empty() {
         let mut mutated = Node::from(request.object());
-        surgery::apply_resource_edits(&mut mutated, &model, &review.edits)
+        resources::apply_resource_edits(&mut mutated, &model, &review.edits)
             .map_err(|e| e.to_string())?;
         answer.set_mutated(&mutated)?;
     }
@@ -144,7 +135,7 @@ mod tests {
             Some(r) => assert!(answer.rejections[0].starts_with(r), "{answer:?}"),
             None => assert!(answer.rejections.is_empty(), "{answer:?}"),
         }
-        assert_eq!(answer.audit[sidecar_model::keys::QOS_CLASS], class);
+        assert_eq!(answer.audit[sidecar_model::kube::keys::QOS_CLASS], class);
         if let Some(object) = answer.mutated_object() {
             let proxy = &object["spec"]["initContainers"][0]["resources"];
             assert_eq!(proxy["limits"], json!({"cpu": "100m", "memory": "128Mi"}));

@@ -1,7 +1,7 @@
 //! Canary images: which pods get a set's canary image, decided once per pod and stable
 //! over a ReplicaSet's pods.
 
-use crate::pod::PodModel;
+use crate::kube::PodModel;
 use sha2::{Digest, Sha256};
 
 /// A share in [0, 100) for `key`: stable, and spread evenly over keys.

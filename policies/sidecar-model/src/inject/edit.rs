@@ -5,14 +5,15 @@ use super::canary::{bucket, canary_key};
 use super::labels::selector_matches;
 use super::set::SidecarSet;
 use super::survey::{SetOutcome, survey};
-use crate::doc::{Node, Object};
-use crate::error::ModelError;
-use crate::graph::StartGraph;
-use crate::keys;
-use crate::lifecycle_type::{ContainerList, LifecycleType};
+use crate::json::{Node, Object};
+use crate::kube;
+use crate::kube::ModelError;
+use crate::kube::PodModel;
+use crate::kube::keys;
+use crate::kube::{ContainerList, LifecycleType};
 use crate::ordering::EdgeRule;
-use crate::pod::PodModel;
-use crate::surgery;
+use crate::ordering::StartGraph;
+use crate::ordering::apply_start_order;
 use k8s_openapi::api::core::v1::{EnvVar, VolumeMount};
 use serde::Serialize;
 use serde_json::Value;
@@ -29,7 +30,7 @@ pub fn inject(
     request_uid: &str,
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
-    let outcomes = survey(&model, sets, namespace);
+    let outcomes = survey(&model, sets, namespace)?;
     inject_surveyed(object, model, sets, namespace, request_uid, outcomes, known)
 }
 
@@ -55,7 +56,7 @@ pub fn inject_surveyed(
     let mut injected_any = false;
     let mut rules: Vec<EdgeRule> = Vec::new();
     // What the object gains, for the model of the injected pod (no re-read of the object).
-    let mut added: Vec<(ContainerList, crate::spec::Container)> = Vec::new();
+    let mut added: Vec<(ContainerList, crate::kube::Container)> = Vec::new();
     let mut added_annotations: Vec<(String, String)> = Vec::new();
     for outcome in &mut outcomes {
         let SetOutcome::Injected {
@@ -72,7 +73,7 @@ pub fn inject_surveyed(
         };
         set.parsed()
             .map_err(|e| ModelError::Malformed(format!("sidecarSets {:?}: {e}", set.name)))?;
-        let spec = surgery::spec_mut(object, kind)?;
+        let spec = kube::spec_mut(object, kind)?;
         for c in set.all_containers() {
             // The set's spec as it is, and the fields injection sets: written straight
             // to text, without a copy of the set's JSON tree.
@@ -161,14 +162,14 @@ pub fn inject_surveyed(
                     "sidecarSets {:?}: container {:?}: {}",
                     set.name,
                     c.name(),
-                    crate::error::json_message(&e)
+                    crate::json::message(&e)
                 ))
             };
             let text = serde_json::value::to_raw_value(&Fields(&fields)).map_err(malformed)?;
-            let lean: crate::spec::Container =
+            let lean: crate::kube::Container =
                 serde_json::from_str(text.get()).map_err(malformed)?;
             added.push((target, lean));
-            surgery::list_mut(spec, target)?.push(Node::Written(text));
+            kube::list_mut(spec, target)?.push(Node::Written(text));
         }
         for v in set.volumes() {
             let name = v.get("name").cloned();
@@ -188,12 +189,12 @@ pub fn inject_surveyed(
         }
         for (k, v) in &set.pod_annotations {
             if !model.workload.annotations.contains_key(k) {
-                surgery::set_pod_annotation(object, kind, k, v)?;
+                kube::set_pod_annotation(object, kind, k, v)?;
                 added_annotations.push((k.clone(), v.clone()));
             }
         }
         let key = format!("{}{}", keys::INJECTED_PREFIX, set.name);
-        surgery::set_pod_annotation(object, kind, &key, revision)?;
+        kube::set_pod_annotation(object, kind, &key, revision)?;
         added_annotations.push((key, revision.clone()));
         rules.extend(set.after.iter().cloned());
         injected_any = true;
@@ -204,7 +205,7 @@ pub fn inject_surveyed(
         let injected = model.with_added(known, added, added_annotations);
         let graph = StartGraph::build(&injected, rules.iter().flat_map(|r| r.edges(&injected)));
         if let Ok(order) = graph.order() {
-            surgery::apply_start_order(object, &injected, &order)?;
+            apply_start_order(object, &injected, &order)?;
         }
     }
     Ok(outcomes)

@@ -29,7 +29,7 @@ fn namespaces_overlap(a: &[String], b: &[String]) -> bool {
         return true;
     }
     a.iter()
-        .any(|x| b.iter().any(|y| crate::glob::overlap(x, y)))
+        .any(|x| b.iter().any(|y| crate::kube::glob::overlap(x, y)))
 }
 
 /// Checks across sets: the same container name injected into pods two sets may both

@@ -2,10 +2,10 @@
 //! checks, and its revision.
 
 use super::labels::{selector_matches, validate_selector};
-use crate::lazy::Lazy;
-use crate::lifecycle_type::LifecycleType;
+use crate::json::Deferred;
+use crate::kube::LifecycleType;
+use crate::kube::{ModelError, PodModel};
 use crate::ordering::EdgeRule;
-use crate::pod::PodModel;
 use crate::resources::ContainerResources;
 use k8s_openapi::api::core::v1::{Container, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -184,12 +184,12 @@ pub struct SidecarSet {
     pub namespaces: Vec<String>,
     /// Container specs and volumes are parsed only for sets that select the pod.
     #[serde(default)]
-    pub init_containers: Lazy<Vec<SetContainer>>,
+    pub init_containers: Deferred<Vec<SetContainer>>,
     #[serde(default)]
-    pub containers: Lazy<Vec<SetContainer>>,
+    pub containers: Deferred<Vec<SetContainer>>,
     /// Merged into the pod's volumes; a pod volume of the same name wins.
     #[serde(default)]
-    pub volumes: Lazy<Vec<Value>>,
+    pub volumes: Deferred<Vec<Value>>,
     /// Mount the app containers' volume mounts into the injected containers.
     #[serde(default)]
     pub share_volumes: bool,
@@ -220,7 +220,7 @@ impl SidecarSet {
     /// Init containers, then containers (none from a part that does not parse: `parsed`
     /// reports it).
     pub fn all_containers(&self) -> impl Iterator<Item = &SetContainer> {
-        fn list(l: &Lazy<Vec<SetContainer>>) -> std::slice::Iter<'_, SetContainer> {
+        fn list(l: &Deferred<Vec<SetContainer>>) -> std::slice::Iter<'_, SetContainer> {
             l.get().map(Vec::as_slice).unwrap_or_default().iter()
         }
         list(&self.init_containers).chain(list(&self.containers))
@@ -269,9 +269,17 @@ impl SidecarSet {
     }
 
     /// The set's revision: a hash of its spec, in a form that does not depend on key order.
-    pub fn revision(&self) -> String {
-        let text = crate::canonical::to_vec(self).unwrap_or_default();
-        hex::encode(&Sha256::digest(&text)[..5])
+    /// A set that cannot be written out has no revision: hashing nothing would give every
+    /// such set the same one.
+    pub fn revision(&self) -> Result<String, ModelError> {
+        let text = crate::json::canonical::to_vec(self).map_err(|e| {
+            ModelError::Malformed(format!(
+                "sidecar set {:?} cannot be written out for its revision: {}",
+                self.name,
+                crate::json::message(&e)
+            ))
+        })?;
+        Ok(hex::encode(&Sha256::digest(&text)[..5]))
     }
 
     pub(super) fn selects(&self, model: &PodModel, namespace: &str) -> bool {
@@ -279,7 +287,7 @@ impl SidecarSet {
             || self
                 .namespaces
                 .iter()
-                .any(|p| crate::glob::matches(p, namespace));
+                .any(|p| crate::kube::glob::matches(p, namespace));
         ns_ok && selector_matches(&self.selector, &model.workload.labels)
     }
 }

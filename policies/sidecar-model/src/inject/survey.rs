@@ -2,8 +2,8 @@
 //! reports and for audits.
 
 use super::set::{SetContainer, SidecarSet};
-use crate::keys;
-use crate::pod::PodModel;
+use crate::kube::keys;
+use crate::kube::{ModelError, PodModel};
 use serde::Serialize;
 use std::fmt;
 
@@ -99,7 +99,11 @@ fn annotation_is_false(model: &PodModel, key: &str) -> bool {
 }
 
 /// What the sets would do to the pod (no edits): for reports and audits.
-pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<SetOutcome> {
+pub fn survey(
+    model: &PodModel,
+    sets: &[SidecarSet],
+    namespace: &str,
+) -> Result<Vec<SetOutcome>, ModelError> {
     let mut out = Vec::new();
     for set in sets.iter().filter(|s| s.selects(model, namespace)) {
         let name = set.name.clone();
@@ -116,7 +120,7 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
         if present.is_empty() {
             out.push(SetOutcome::Injected {
                 set: name,
-                revision: set.revision(),
+                revision: set.revision()?,
                 containers: set.all_containers().map(|c| c.name().to_string()).collect(),
                 canary: Vec::new(),
             });
@@ -128,7 +132,8 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
                 .annotations
                 .get(&format!("{}{}", keys::INJECTED_PREFIX, set.name));
         // Hashing the set costs more than the rest of a survey: only for a recorded revision.
-        match recorded.map(|r| (r, set.revision())) {
+        let current = recorded.map(|_| set.revision()).transpose()?;
+        match recorded.zip(current) {
             Some((recorded, current)) if *recorded != current => {
                 let images = present
                     .iter()
@@ -151,5 +156,5 @@ pub fn survey(model: &PodModel, sets: &[SidecarSet], namespace: &str) -> Vec<Set
             _ => out.push(SetOutcome::Present { set: name }),
         }
     }
-    out
+    Ok(out)
 }

@@ -1,11 +1,11 @@
 //! The injector's unit tests: settings, matching, placement, canaries and revisions.
 
 use super::*;
-use crate::lazy::Lazy;
-use crate::pod::PodModel;
+use crate::json::Deferred;
+use crate::kube::PodModel;
 use serde_json::Value;
 
-use crate::lifecycle_type::KnownSidecars;
+use crate::kube::KnownSidecars;
 use serde_json::json;
 
 fn set(v: Value) -> SidecarSet {
@@ -52,8 +52,8 @@ fn rich() -> SidecarSet {
 /// running pod would read as outdated.
 #[test]
 fn revisions_are_stable() {
-    assert_eq!(mesh().revision(), "78853c8b65");
-    assert_eq!(rich().revision(), "fc6fc5da35");
+    assert_eq!(mesh().revision().unwrap(), "78853c8b65");
+    assert_eq!(rich().revision().unwrap(), "fc6fc5da35");
 }
 
 fn pod(labels: Value, annotations: Value) -> Value {
@@ -70,7 +70,7 @@ fn run(object: &mut Value, sets: &[SidecarSet], ns: &str) -> Vec<SetOutcome> {
 
 fn run_request(object: &mut Value, sets: &[SidecarSet], ns: &str, uid: &str) -> Vec<SetOutcome> {
     let m = PodModel::of(object, &KnownSidecars::default());
-    crate::doc::edit_value(object, |d| {
+    crate::json::edit_value(object, |d| {
         inject(d, m, sets, ns, uid, &KnownSidecars::default())
     })
     .unwrap()
@@ -114,7 +114,7 @@ fn injects_in_place_and_order() {
     );
     assert_eq!(
         object["metadata"]["annotations"]["injected.sidecars.dev/mesh"],
-        json!(mesh().revision())
+        json!(mesh().revision().unwrap())
     );
     // Again: present, untouched.
     let before = object.clone();
@@ -166,14 +166,14 @@ fn outdated_revisions_name_the_images() {
         .spec
         .insert("image".into(), json!("docker.io/istio/proxyv2:1.25.0"));
     let m = PodModel::of(&object, &KnownSidecars::default());
-    let outcomes = survey(&m, &[upgraded.clone()], "shop");
+    let outcomes = survey(&m, &[upgraded.clone()], "shop").unwrap();
     let SetOutcome::Outdated {
         images, current, ..
     } = &outcomes[0]
     else {
         panic!("{outcomes:?}")
     };
-    assert_eq!(current, &upgraded.revision());
+    assert_eq!(current, &upgraded.revision().unwrap());
     assert!(images.contains(&(
         "istio-proxy".into(),
         "docker.io/istio/proxyv2:1.24.1".into(),
@@ -247,18 +247,18 @@ fn settings_conflicts_are_found() {
             .contains("both inject istio-init, istio-proxy")
     );
     b.selector = serde_json::from_value(json!({"matchLabels": {"mesh": "legacy"}})).unwrap();
-    b.volumes = Lazy::new(vec![json!({"name": "istio-envoy", "emptyDir": {}})]);
+    b.volumes = Deferred::new(vec![json!({"name": "istio-envoy", "emptyDir": {}})]);
     assert!(
         validate_sets(&[a.clone(), b.clone()])
             .unwrap_err()
             .contains("volume \"istio-envoy\" with different contents")
     );
     // The same volume, its keys in another order, is one volume.
-    b.volumes = Lazy::new(vec![
+    b.volumes = Deferred::new(vec![
         json!({"emptyDir": {"medium": "Memory"}, "name": "istio-envoy"}),
     ]);
     validate_sets(&[a.clone(), b.clone()]).unwrap();
-    b.volumes = Lazy::default();
+    b.volumes = Deferred::default();
     validate_sets(&[a.clone(), b.clone()]).unwrap();
     // Namespaces are compared as patterns: `team-?` covers `team-a`, and a pod there
     // would get two containers of one name.

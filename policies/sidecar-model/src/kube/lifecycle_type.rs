@@ -1,4 +1,4 @@
-//! Lifecycle types, and how a container gets one (DESIGN.md, "The sidecar vocabulary").
+//! Lifecycle types, and how a container gets one (ARCHITECTURE.md, "The sidecar vocabulary").
 //! "Lifecycle type" is ours (Init, Sidecar, PostSidecar, Standard); Kubernetes' own
 //! `lifecycle` field holds a container's hooks (postStart, preStop), which the model calls
 //! hooks.
@@ -42,7 +42,7 @@ impl fmt::Display for LifecycleType {
     }
 }
 
-/// Accepts the names of DESIGN.md case-insensitively; `PreSidecar` is `Sidecar`.
+/// Accepts the names of ARCHITECTURE.md's vocabulary case-insensitively; `PreSidecar` is `Sidecar`.
 impl FromStr for LifecycleType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -390,21 +390,6 @@ impl KnownSidecars {
             defaults: false,
             custom: rules,
         }
-    }
-
-    pub fn default_rules() -> Vec<KnownSidecar> {
-        DEFAULT_RULES
-            .iter()
-            .map(|r| KnownSidecar {
-                name: r.name.map(str::to_string),
-                image: r.image.map(str::to_string),
-                lifecycle: r.lifecycle,
-                init_steps: match r.init_steps {
-                    InitSteps::Mesh(p) => p.iter().map(|s| s.to_string()).collect(),
-                    InitSteps::Settings(p) => p.to_vec(),
-                },
-            })
-            .collect()
     }
 
     /// Every rule, in the order they are tried.

@@ -41,14 +41,6 @@ impl ContainerInfo {
         self.lifecycle_type == LifecycleType::Sidecar && self.list == ContainerList::Containers
     }
 
-    /// The list the container's type puts it in.
-    pub fn target_list(&self) -> ContainerList {
-        match self.lifecycle_type {
-            LifecycleType::Init | LifecycleType::Sidecar => ContainerList::InitContainers,
-            LifecycleType::PostSidecar | LifecycleType::Standard => ContainerList::Containers,
-        }
-    }
-
     /// `containers[1] (istio-proxy)`, for messages.
     pub fn location(&self) -> String {
         format!("{}[{}]", self.list.field(), self.index)
@@ -125,17 +117,8 @@ impl PodModel {
         Ok(Workload::from_json(text)?.map(|pod| Self::new(pod, known)))
     }
 
-    /// [`PodModel::from_json`] with the containers' resources read, for resource
-    /// accounting (the model otherwise keeps them as text).
-    pub fn from_json_with_resources(
-        text: &str,
-        known: &KnownSidecars,
-    ) -> Result<Option<Self>, ModelError> {
-        crate::kube::spec::reading_resources(|| Self::from_json(text, known))
-    }
-
     /// The model after `edit` changes the pod the way a policy changed the object: no
-    /// re-read of the whole object (the edit functions in `surgery` and `inject` keep the
+    /// re-read of the whole object (the edit functions in the policy rooms and `inject` keep the
     /// two in step, and their tests compare them with a re-read).
     /// Consumes the model: its workload is edited in place, not copied (a 200-container pod's
     /// copy cost the injector as much as the edit).

@@ -52,24 +52,12 @@ impl Quantity {
         parse(text)
     }
 
-    /// A quantity of whole units, printed in decimal SI.
-    pub fn from_units(units: i64) -> Self {
-        Quantity {
-            nanos: units as i128 * NANOS_PER_UNIT,
-            format: QuantityFormat::DecimalSI,
-        }
-    }
-
     /// A quantity of milli-units (`250` is `250m`).
     pub fn from_millis(millis: i64) -> Self {
         Quantity {
             nanos: millis as i128 * 1_000_000,
             format: QuantityFormat::DecimalSI,
         }
-    }
-
-    pub fn format(&self) -> QuantityFormat {
-        self.format
     }
 
     /// The value in nano-units: exact.

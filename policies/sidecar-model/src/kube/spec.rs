@@ -6,7 +6,7 @@
 //! cost. The model reads only what it uses, with k8s-openapi's types for those parts;
 //! probes only need to be present; resources, mounts and variables stay text until read
 //! (only accounting and the injector read them). Policies edit the request's own JSON
-//! (`surgery`), never these types, so nothing is lost on the way out: fields not read
+//! (`kube::edit`), never these types, so nothing is lost on the way out: fields not read
 //! here are kept as they were.
 
 use crate::json::Deferred;
@@ -48,43 +48,14 @@ pub struct Container {
     /// few containers have any. Every byte of a container is memory a fresh instance
     /// faults in.
     pub lifecycle: Option<Box<Lifecycle>>,
-    pub resources: Option<Resources>,
+    /// Kept as text: only resource accounting reads it, from the text itself
+    /// (`ContainerResources::of`); on a pod of 50 containers building k8s-openapi's maps
+    /// for every container was a sixth of the other policies' work.
+    pub resources: Option<Text>,
     /// Only the injector reads mounts and variables (real pods carry dozens of each):
     /// kept as text until then.
     pub volume_mounts: Option<Deferred<Vec<VolumeMount>>>,
     pub env: Option<Deferred<Vec<EnvVar>>>,
-}
-
-/// A container's `resources`: read when the pod is read for resource accounting
-/// ([`reading_resources`]), kept as text otherwise. The other policies never read them,
-/// and on a pod of 50 containers building their maps was a sixth of those policies' work.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resources {
-    Read(ResourceRequirements),
-    Text(Text),
-}
-
-thread_local! {
-    static READ_RESOURCES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `read` with containers' resources read rather than kept as text. A flag, not a
-/// parameter: serde's derived readers pass no context down to the container's field.
-pub fn reading_resources<T>(read: impl FnOnce() -> T) -> T {
-    let before = READ_RESOURCES.replace(true);
-    let out = read();
-    READ_RESOURCES.set(before);
-    out
-}
-
-impl<'de> Deserialize<'de> for Resources {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        if READ_RESOURCES.get() {
-            ResourceRequirements::deserialize(deserializer).map(Resources::Read)
-        } else {
-            Text::deserialize(deserializer).map(Resources::Text)
-        }
-    }
 }
 
 /// JSON text kept as it came; equal when the text is.

@@ -143,14 +143,6 @@ impl Workload {
                 Some("Never") | Some("OnFailure")
             )
     }
-
-    /// Name and kind, for messages: `Job/pi`.
-    pub fn display_name(&self) -> String {
-        match &self.name {
-            Some(n) => format!("{}/{n}", self.kind.as_str()),
-            None => self.kind.as_str().to_string(),
-        }
-    }
 }
 
 /// Why a read failed, with where: the read is done again with the path tracked, so the

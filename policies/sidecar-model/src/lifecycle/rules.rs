@@ -3,7 +3,7 @@
 
 use crate::kube::Container;
 use k8s_openapi::api::core::v1::LifecycleHandler;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::fmt;
 
 use crate::kube::Feature;
@@ -13,55 +13,25 @@ use crate::kube::PodModel;
 use crate::kube::{ContainerList, LifecycleType};
 use crate::lifecycle::restart_rules::{self, RestartCause, RuleError};
 
-/// The rules, by their stable names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    LegacySidecar,
-    FieldPlacement,
-    Annotations,
-    StartupProbe,
-    TerminationBudget,
-    OptionalSidecar,
-    PostSidecarJob,
-    RestartForever,
-    RestartRules,
-    SidecarRestartRules,
-}
-
-impl Rule {
-    pub const ALL: [Rule; 10] = [
-        Rule::LegacySidecar,
-        Rule::FieldPlacement,
-        Rule::Annotations,
-        Rule::StartupProbe,
-        Rule::TerminationBudget,
-        Rule::OptionalSidecar,
-        Rule::PostSidecarJob,
-        Rule::RestartForever,
-        Rule::RestartRules,
-        Rule::SidecarRestartRules,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::LegacySidecar => "legacy-sidecar",
-            Rule::FieldPlacement => "field-placement",
-            Rule::Annotations => "annotations",
-            Rule::StartupProbe => "startup-probe",
-            Rule::TerminationBudget => "termination-budget",
-            Rule::OptionalSidecar => "optional-sidecar",
-            Rule::PostSidecarJob => "post-sidecar-job",
-            Rule::RestartForever => "restart-forever",
-            Rule::RestartRules => "restart-rules",
-            Rule::SidecarRestartRules => "sidecar-restart-rules",
-        }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+crate::declare_rules! {
+    /// The lifecycle policy's rules.
+    pub enum Rule {
+        LegacySidecar = "legacy-sidecar", Deny, "a sidecar running as a regular container";
+        FieldPlacement = "field-placement", Deny,
+            "probes or hooks on init steps, restart fields on app containers, duplicate names";
+        Annotations = "annotations", Deny,
+            "sidecars.dev annotations naming no container, unknown types";
+        StartupProbe = "startup-probe", Warn, "a sidecar without startupProbe";
+        TerminationBudget = "termination-budget", Warn,
+            "terminationGracePeriodSeconds shorter than the preStop hooks";
+        OptionalSidecar = "optional-sidecar", Deny, "an optional sidecar gating the pod's readiness";
+        PostSidecarJob = "post-sidecar-job", Deny, "a post-sidecar in a Job";
+        RestartForever = "restart-forever", Deny,
+            "an app container restarted after it succeeds, in a Job";
+        RestartRules = "restart-rules", Deny,
+            "restartPolicyRules the API server refuses, or that never match";
+        SidecarRestartRules = "sidecar-restart-rules", Warn,
+            "restart rules on a sidecar; off lets a sidecar restart the whole pod";
     }
 }
 
@@ -570,7 +540,7 @@ mod tests {
     }
 
     fn rules(v: &[Violation]) -> Vec<&'static str> {
-        v.iter().map(|v| v.rule.name()).collect()
+        v.iter().map(|v| crate::rule::Rule::name(v.rule)).collect()
     }
 
     #[test]

@@ -188,11 +188,6 @@ pub struct OrderPlan {
 }
 
 impl OrderPlan {
-    /// The stop order for the planned start order.
-    pub fn stop(&self, model: &PodModel) -> Option<Vec<usize>> {
-        self.start.as_ref().map(|s| graph::stop_order(model, s))
-    }
-
     /// In validation mode: sidecars that are not native, then the declared or implied
     /// edges the spec as it is breaks.
     pub fn violations(&self, model: &PodModel) -> Vec<OrderFinding> {

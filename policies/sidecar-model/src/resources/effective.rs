@@ -5,7 +5,7 @@
 //! request gets the limit as its request (core/v1 defaulting), so a workload template
 //! gives the figures its pods will have.
 
-use crate::kube::{PodSpec, Resources};
+use crate::kube::{PodSpec, Text};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use litemap::LiteMap;
@@ -132,30 +132,50 @@ impl ContainerResources {
         )
     }
 
-    /// A container's resources, read or kept as text.
-    pub fn of(
-        owner: impl Fn() -> String,
-        resources: Option<&Resources>,
-    ) -> Result<Self, ModelError> {
+    /// A container's resources from the text the model keeps.
+    pub fn of(owner: impl Fn() -> String, resources: Option<&Text>) -> Result<Self, ModelError> {
         match resources {
             None => Ok(Self::default()),
-            Some(Resources::Read(r)) => Self::read(owner, Some(r)),
-            Some(Resources::Text(text)) => Self::read_text(owner, text.raw()),
+            Some(text) => Self::read_text(owner, text.raw()),
         }
     }
 
-    /// A container's `resources` as the JSON text the model keeps when it is not read
-    /// for accounting: the quantities are parsed from the text itself, with no
-    /// k8s-openapi maps of strings in between.
+    /// A container's `resources` as the JSON text the model keeps: the quantities are
+    /// parsed from the text itself, with no k8s-openapi maps of strings in between.
     fn read_text(owner: impl Fn() -> String, text: &RawValue) -> Result<Self, ModelError> {
         /// `ResourceRequirements`, its quantities borrowed from the text (`claims` are
         /// not accounted).
         #[derive(Deserialize)]
         struct Requirements<'a> {
             #[serde(borrow, default)]
-            requests: Option<LiteMap<Cow<'a, str>, Cow<'a, str>>>,
+            requests: Option<Quantities<'a>>,
             #[serde(borrow, default)]
-            limits: Option<LiteMap<Cow<'a, str>, Cow<'a, str>>>,
+            limits: Option<Quantities<'a>>,
+        }
+        /// A map of quantities. LiteMap's own reader also takes a list of pairs, which
+        /// the API server (and k8s-openapi) refuse.
+        struct Quantities<'a>(LiteMap<Cow<'a, str>, Cow<'a, str>>);
+        impl<'de: 'a, 'a> Deserialize<'de> for Quantities<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Map<'a>(std::marker::PhantomData<&'a ()>);
+                impl<'de: 'a, 'a> serde::de::Visitor<'de> for Map<'a> {
+                    type Value = Quantities<'a>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a map")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Self::Value, A::Error> {
+                        let mut out = LiteMap::new();
+                        while let Some((k, v)) = map.next_entry::<Cow<'a, str>, Cow<'a, str>>()? {
+                            out.insert(k, v);
+                        }
+                        Ok(Quantities(out))
+                    }
+                }
+                d.deserialize_map(Map(std::marker::PhantomData))
+            }
         }
         // A derived reader would also take a list, as fields in order; k8s-openapi's,
         // which reads the same field when it is not kept as text, takes objects only.
@@ -175,11 +195,9 @@ impl ContainerResources {
             let path = path.map(|p| format!(".{p}")).unwrap_or_default();
             ModelError::Malformed(format!("{} resources{path}: {why}", owner()))
         })?;
-        fn pairs<'t>(
-            list: Option<&'t LiteMap<Cow<'_, str>, Cow<'_, str>>>,
-        ) -> impl Iterator<Item = (&'t str, &'t str)> {
+        fn pairs<'t>(list: Option<&'t Quantities<'_>>) -> impl Iterator<Item = (&'t str, &'t str)> {
             list.into_iter()
-                .flat_map(|l| l.iter())
+                .flat_map(|l| l.0.iter())
                 .map(|(name, q)| (name.as_ref(), q.as_ref()))
         }
         Self::from_lists(
@@ -322,7 +340,7 @@ pub fn compute(spec: &PodSpec) -> Result<PodResources, ModelError> {
     Ok(compute_from(&containers, pod_level.as_ref(), &overhead))
 }
 
-/// The formula of DESIGN.md over already parsed containers, so policies can ask "what if".
+/// The formula of ARCHITECTURE.md ("Effective pod requests and limits") over already parsed containers, so policies can ask "what if".
 pub fn compute_from(
     containers: &[Accounted],
     pod_level: Option<&ContainerResources>,
@@ -493,13 +511,26 @@ mod tests {
         r.get(name).unwrap().effective.to_string()
     }
 
-    /// Resources kept as text and resources read give the same figures and the same
-    /// errors, which name the container and the field.
+    /// Resources read from the kept text give the figures and the errors k8s-openapi's
+    /// `ResourceRequirements` gives, and the errors name the container and the field.
     #[test]
-    fn resources_read_or_kept_as_text_account_alike() {
+    fn resources_read_from_text_account_as_k8s_openapi_reads_them() {
         let text = |v: Value| spec(v);
-        let read =
-            |v: Value| crate::kube::reading_resources(|| serde_json::from_value::<PodSpec>(v));
+        // Each container's `resources` through k8s-openapi, then the same arithmetic.
+        let typed = |v: &Value| -> Result<Vec<ContainerResources>, String> {
+            v["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(v["initContainers"].as_array().into_iter().flatten())
+                .map(|c| {
+                    let r: Option<ResourceRequirements> =
+                        serde_json::from_value(c["resources"].clone())
+                            .map_err(|e| e.to_string())?;
+                    ContainerResources::read(|| "c".into(), r.as_ref()).map_err(|e| e.to_string())
+                })
+                .collect()
+        };
         let pods = [
             json!({"initContainers": [sc("proxy", json!({"cpu": "100m"}), json!({"memory": "1Gi"}))],
                    "containers": [c("app", json!({"cpu": "1", "memory": "1Gi"}), json!({"cpu": "2", "nvidia.com/gpu": "1"})),
@@ -510,46 +541,29 @@ mod tests {
         ];
         for pod in pods {
             let kept = text(pod.clone());
-            assert!(matches!(
-                kept.containers[0].resources,
-                None | Some(crate::kube::Resources::Text(_))
-            ));
-            let from_text = compute(&kept);
-            // Read, a malformed `resources` is an error of the pod's reading already.
-            let Ok(parsed) = read(pod.clone()) else {
-                assert!(from_text.is_err(), "{pod}");
-                continue;
-            };
-            assert!(matches!(
-                parsed.containers[0].resources,
-                None | Some(crate::kube::Resources::Read(_))
-            ));
-            match (&from_text, &compute(&parsed)) {
-                (Ok(a), Ok(b)) => {
-                    assert_eq!(a.requests, b.requests);
-                    assert_eq!(a.limits, b.limits);
-                    assert_eq!(a.qos_class, b.qos_class);
-                }
-                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            let from_text: Result<Vec<ContainerResources>, String> = kept
+                .containers
+                .iter()
+                .chain(kept.init_containers.iter().flatten())
+                .map(|c| {
+                    ContainerResources::of(|| "c".into(), c.resources.as_ref())
+                        .map_err(|e| e.to_string())
+                })
+                .collect();
+            match (from_text, typed(&pod)) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{pod}"),
+                (Err(_), Err(_)) => {}
                 (a, b) => panic!("{pod}: {a:?} / {b:?}"),
             }
         }
-        // A name twice in one list (only text can say it): the last one counts, read or
-        // kept as text, as in the API server's reading of JSON.
+        // A name twice in one list (only text can say it): the last one counts, as in
+        // the API server's reading of JSON.
         let twice = r#"{"containers": [{"name": "app", "resources":
             {"requests": {"memory": "1Gi", "cpu": "1", "cpu": "250m"}, "limits": {"cpu": "2", "cpu": "500m"}}}]}"#;
-        for reading in [false, true] {
-            let parse = || serde_json::from_str::<PodSpec>(twice).unwrap();
-            let pod = if reading {
-                crate::kube::reading_resources(parse)
-            } else {
-                parse()
-            };
-            let r = compute(&pod).unwrap();
-            assert_eq!(effective(&r.requests, "cpu"), "250m", "read: {reading}");
-            assert_eq!(effective(&r.requests, "memory"), "1Gi", "read: {reading}");
-            assert_eq!(effective(&r.limits, "cpu"), "500m", "read: {reading}");
-        }
+        let r = compute(&serde_json::from_str::<PodSpec>(twice).unwrap()).unwrap();
+        assert_eq!(effective(&r.requests, "cpu"), "250m");
+        assert_eq!(effective(&r.requests, "memory"), "1Gi");
+        assert_eq!(effective(&r.limits, "cpu"), "500m");
         let e = compute(&text(json!({"containers": [{"name": "app"}, {"name": "web", "resources": {"requests": "lots"}}]})))
             .unwrap_err()
             .to_string();

@@ -92,10 +92,9 @@ mod tests {
     use serde_json::{Value, json};
 
     fn accounting(object: Value) -> Accounting {
-        let model =
-            PodModel::from_json_with_resources(&object.to_string(), &KnownSidecars::default())
-                .unwrap()
-                .unwrap();
+        let model = PodModel::from_json(&object.to_string(), &KnownSidecars::default())
+            .unwrap()
+            .unwrap();
         Accounting::of(&model).unwrap()
     }
 

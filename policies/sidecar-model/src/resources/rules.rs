@@ -5,7 +5,6 @@
 
 use serde::Serialize;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::kube::KnownSidecars;
@@ -15,70 +14,20 @@ use crate::kube::quoted;
 use crate::resources::effective::QosClass;
 use crate::resources::findings::{
     self, Accounting, Field, LimitBelowRequest, OverMax, PodLevelBreach, RequestIncrease,
-    ResourceDefault, ResourceEdit, ShareOver,
+    ResourceEdit, ShareOver,
 };
 use crate::resources::resize::ResizeProblem;
+use crate::resources::settings::{Rule, Settings};
 
-/// The rules, by their stable names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Rule {
-    SidecarRequests,
-    Qos,
-    PodLevel,
-    SidecarShare,
-    PodMax,
-    Resize,
-}
-
-impl Rule {
-    pub const ALL: [Rule; 6] = [
-        Rule::SidecarRequests,
-        Rule::Qos,
-        Rule::PodLevel,
-        Rule::SidecarShare,
-        Rule::PodMax,
-        Rule::Resize,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::SidecarRequests => "sidecar-requests",
-            Rule::Qos => "qos",
-            Rule::PodLevel => "pod-level",
-            Rule::SidecarShare => "sidecar-share",
-            Rule::PodMax => "pod-max",
-            Rule::Resize => "resize",
-        }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What the rules are asked to do, from the policy's settings.
+/// What one review is asked to do.
 #[derive(Debug, Clone, Copy)]
 pub struct Options<'s> {
-    /// The rules turned on; the others are not evaluated.
+    /// The rules to run; the others are not evaluated.
     pub rules: &'s [Rule],
     /// The request may be changed (not an UPDATE of a running pod).
     pub may_mutate: bool,
-    /// sidecar-requests: fill missing sidecar requests (and limits) from `defaults`.
-    pub fill_sidecar_requests: bool,
-    /// sidecar-requests: sidecars must declare cpu and memory limits too.
-    pub require_sidecar_limits: bool,
-    /// qos: make sidecars and helpers' init steps Guaranteed when the apps are.
-    pub preserve_qos: bool,
-    /// qos: the most that fix may add to the pod's effective requests, per resource.
-    pub preserve_qos_max_increase: &'s BTreeMap<String, Quantity>,
-    pub defaults: &'s [ResourceDefault],
-    /// sidecar-share: percent per resource, `*` for every resource.
-    pub max_sidecar_share: &'s BTreeMap<String, u32>,
-    pub max_effective_requests: &'s BTreeMap<String, Quantity>,
-    pub max_effective_limits: &'s BTreeMap<String, Quantity>,
+    /// What the rules are asked to do.
+    pub settings: &'s Settings,
 }
 
 /// One thing a rule found. A notice says what was done or what is so, and is only ever
@@ -325,13 +274,17 @@ pub fn review<'a>(
     let mut edits: Vec<ResourceEdit> = Vec::new();
 
     if on(Rule::SidecarRequests) {
-        let defaults = if options.fill_sidecar_requests && options.may_mutate {
-            options.defaults
+        let defaults = if options.settings.fill_sidecar_requests && options.may_mutate {
+            options.settings.defaults.as_slice()
         } else {
             &[]
         };
-        let gaps =
-            findings::sidecar_gaps(model, accounting, options.require_sidecar_limits, defaults);
+        let gaps = findings::sidecar_gaps(
+            model,
+            accounting,
+            options.settings.require_sidecar_limits,
+            defaults,
+        );
         findings.extend(
             gaps.fill
                 .iter()
@@ -376,14 +329,14 @@ pub fn review<'a>(
                 offenders,
                 pod_class,
             });
-        } else if !(options.preserve_qos && options.may_mutate) {
+        } else if !(options.settings.preserve_qos && options.may_mutate) {
             findings.push(ResourceFinding::QosDowngraded {
                 offenders,
                 pod_class,
             });
         } else {
             let (fix, stuck) =
-                findings::guarantee(model, &after, &down.offenders, options.defaults);
+                findings::guarantee(model, &after, &down.offenders, &options.settings.defaults);
             let fixed = stuck
                 .is_empty()
                 .then(|| after.with(&fix).into_owned())
@@ -392,11 +345,13 @@ pub fn review<'a>(
                 Some(fixed) => {
                     // What the fix costs, from the pod as it came: shown, and held to the cap.
                     let increases = findings::request_increases(accounting.pod(), fixed.pod());
-                    let over: Vec<(RequestIncrease, Quantity)> =
-                        findings::increases_over_cap(&increases, options.preserve_qos_max_increase)
-                            .into_iter()
-                            .map(|(inc, cap)| (inc.clone(), cap))
-                            .collect();
+                    let over: Vec<(RequestIncrease, Quantity)> = findings::increases_over_cap(
+                        &increases,
+                        &options.settings.preserve_qos_max_increase,
+                    )
+                    .into_iter()
+                    .map(|(inc, cap)| (inc.clone(), cap))
+                    .collect();
                     if !over.is_empty() {
                         findings.push(ResourceFinding::QosFixOverCap {
                             offenders,
@@ -437,7 +392,7 @@ pub fn review<'a>(
     }
     if on(Rule::SidecarShare) {
         findings.extend(
-            findings::sidecar_share_over(&after, options.max_sidecar_share)
+            findings::sidecar_share_over(&after, &options.settings.share())
                 .into_iter()
                 .map(ResourceFinding::SidecarShare),
         );
@@ -446,8 +401,8 @@ pub fn review<'a>(
         findings.extend(
             findings::over_max(
                 after.pod(),
-                options.max_effective_requests,
-                options.max_effective_limits,
+                &options.settings.max_effective_requests,
+                &options.settings.max_effective_limits,
             )
             .into_iter()
             .map(ResourceFinding::PodMax),

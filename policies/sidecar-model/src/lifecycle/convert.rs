@@ -1,85 +1,17 @@
-//! Edits on the request's own JSON. Containers are moved as they are, keys the user did
-//! not touch stay as written, and nothing is defaulted, so the diff an admission engine
-//! computes from the original touches only what changed. (A typed round trip through
-//! k8s-openapi structs would add and drop fields and turn every policy into a mutating one.)
-//! The edits work on a [`Node`] document, which opens only the parts on the way to an edit
-//! and writes everything else back as the text it came as.
+//! Legacy sidecars made native, and optional sidecars' readiness probes dropped: the
+//! lifecycle policy's edits, done on the request's own JSON (see `kube::edit`) and, the
+//! same way, on the model, so a policy need not read the object again. The injector uses
+//! them too, on the pod it injected.
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::doc::{Node, Object};
-use crate::error::ModelError;
-use crate::lifecycle_type::{ContainerList, KnownSidecars};
-use crate::mesh::Mesh;
-use crate::pod::{ContainerInfo, PodModel};
-use crate::spec::Container;
-use crate::workload::WorkloadKind;
-
-/// What a mutation did, for messages and audit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(
-    tag = "change",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase"
-)]
-pub enum Change {
-    /// A legacy sidecar moved from `containers` to `initContainers` as a native sidecar.
-    ConvertedToNativeSidecar {
-        container: String,
-        from: String,
-        to: String,
-        /// What else changed on it: fields a native sidecar has no use for, and what its
-        /// mesh gives a native proxy.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
-        also: Vec<String>,
-    },
-    /// An optional native sidecar's readinessProbe was removed.
-    RemovedReadinessProbe { container: String },
-    /// A list was put into a new order.
-    Reordered {
-        list: ContainerList,
-        before: Vec<String>,
-        after: Vec<String>,
-    },
-}
-
-impl std::fmt::Display for Change {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Change::ConvertedToNativeSidecar {
-                container,
-                from,
-                to,
-                also,
-            } => {
-                write!(
-                    f,
-                    "{container}: moved from {from} to {to} with restartPolicy: Always (native sidecar)"
-                )?;
-                if !also.is_empty() {
-                    write!(f, "; {}", also.join(", "))?;
-                }
-                Ok(())
-            }
-            Change::RemovedReadinessProbe { container } => write!(
-                f,
-                "removed the readinessProbe of optional sidecar {container:?} so its failures do not take the pod out of service"
-            ),
-            Change::Reordered {
-                list,
-                before,
-                after,
-            } => write!(
-                f,
-                "{}: [{}] → [{}]",
-                list.field(),
-                before.join(", "),
-                after.join(", ")
-            ),
-        }
-    }
-}
+use crate::json::{Node, Object};
+use crate::kube::Container;
+use crate::kube::Mesh;
+use crate::kube::ModelError;
+use crate::kube::{Change, empty_object, list_mut, remove_container_field, spec_mut};
+use crate::kube::{ContainerInfo, PodModel};
+use crate::kube::{ContainerList, KnownSidecars};
 
 /// Why a normalisation was not done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,45 +19,17 @@ pub enum NormaliseError {
     #[error(
         "every container of the pod ({}) is a sidecar: converting them would leave no app container; mark the application container {}<name>: Standard",
         .0.join(", "),
-        crate::keys::LIFECYCLE_PREFIX
+        crate::kube::keys::LIFECYCLE_PREFIX
     )]
     NoAppContainerLeft(Vec<String>),
     #[error(transparent)]
     Model(#[from] ModelError),
 }
 
-pub(crate) fn spec_mut<'n, 'a>(
-    object: &'n mut Node<'a>,
-    kind: WorkloadKind,
-) -> Result<&'n mut Object<'a>, ModelError> {
-    let lists = [ContainerList::Containers, ContainerList::InitContainers].map(|l| l.field());
-    object
-        .object_at(kind.pod_spec_pointer(), &lists)?
-        .ok_or_else(|| ModelError::Malformed(format!("no pod spec at {}", kind.pod_spec_pointer())))
-}
-
-pub(crate) fn list_mut<'n, 'a>(
-    spec: &'n mut Object<'a>,
-    list: ContainerList,
-) -> Result<&'n mut Vec<Node<'a>>, ModelError> {
-    spec.entry_or(list.field(), || Node::Value(Value::Array(Vec::new())))
-        .as_array_mut()?
-        .ok_or_else(|| ModelError::Malformed(format!("{} is not a list", list.field())))
-}
-
-/// The object of `model.containers[i]` in the document.
-fn container_mut<'n, 'a>(
-    spec: &'n mut Object<'a>,
-    model: &PodModel,
-    i: usize,
-) -> Result<&'n mut Object<'a>, ModelError> {
-    let info = &model.containers[i];
-    let missing = || ModelError::Malformed(format!("{} is missing", info.location()));
-    list_mut(spec, info.list)?
-        .get_mut(info.index)
-        .ok_or_else(missing)?
-        .as_object_mut()?
-        .ok_or_else(missing)
+impl From<crate::json::Malformed> for NormaliseError {
+    fn from(e: crate::json::Malformed) -> Self {
+        NormaliseError::Model(e.into())
+    }
 }
 
 /// How one legacy sidecar becomes a native one. Decided once from the model, then done
@@ -485,135 +389,11 @@ pub fn without_readiness_probes(
     })
 }
 
-/// Puts each list into the order `start` gives (indices into `model.containers`),
-/// moving the containers' JSON as it is. Containers stay in their lists. Returns one
-/// change per list that moved.
-pub fn apply_start_order(
-    object: &mut Node,
-    model: &PodModel,
-    start: &[usize],
-) -> Result<Vec<Change>, ModelError> {
-    let spec = spec_mut(object, model.workload.kind)?;
-    let mut changes = Vec::new();
-    for list in [ContainerList::InitContainers, ContainerList::Containers] {
-        let wanted: Vec<usize> = start
-            .iter()
-            .filter(|&&i| model.containers[i].list == list)
-            .map(|&i| model.containers[i].index)
-            .collect();
-        if wanted.iter().enumerate().all(|(pos, &index)| pos == index) {
-            continue;
-        }
-        let items = list_mut(spec, list)?;
-        if wanted.len() != items.len() {
-            return Err(ModelError::Malformed(format!(
-                "{} has {} entries, expected {}",
-                list.field(),
-                items.len(),
-                wanted.len()
-            )));
-        }
-        let name_at = |i: usize| {
-            model
-                .containers
-                .iter()
-                .find(|c| c.list == list && c.index == i)
-                .map(|c| c.name.clone())
-                .unwrap_or_default()
-        };
-        let mut old: Vec<Option<Node>> = std::mem::take(items).into_iter().map(Some).collect();
-        *items = wanted.iter().filter_map(|&i| old[i].take()).collect();
-        changes.push(Change::Reordered {
-            list,
-            before: (0..wanted.len()).map(name_at).collect(),
-            after: wanted.iter().map(|&i| name_at(i)).collect(),
-        });
-    }
-    Ok(changes)
-}
-
-/// Removes `field` from `model.containers[i]` in the object. Returns whether it was there.
-pub fn remove_container_field(
-    object: &mut Node,
-    model: &PodModel,
-    i: usize,
-    field: &str,
-) -> Result<bool, ModelError> {
-    let spec = spec_mut(object, model.workload.kind)?;
-    Ok(container_mut(spec, model, i)?.remove(field))
-}
-
-/// Applies resource edits to the containers' JSON: `resources.<requests|limits>.<name>`,
-/// creating the maps it needs and writing the quantity in Kubernetes' canonical form.
-pub fn apply_resource_edits(
-    object: &mut Node,
-    model: &PodModel,
-    edits: &[crate::budget::ResourceEdit],
-) -> Result<(), ModelError> {
-    let spec = spec_mut(object, model.workload.kind)?;
-    for edit in edits {
-        let mut node = container_mut(spec, model, edit.container)?;
-        for key in ["resources", edit.field.as_str()] {
-            node = node
-                .entry_or(key, empty_object)
-                .as_object_mut()?
-                .ok_or_else(|| {
-                    ModelError::Malformed(format!(
-                        "{} {key} is not an object",
-                        model.containers[edit.container].location()
-                    ))
-                })?;
-        }
-        node.insert(
-            &edit.resource,
-            Node::Value(Value::String(edit.value.to_string())),
-        );
-    }
-    Ok(())
-}
-
-fn empty_object<'a>() -> Node<'a> {
-    Node::Value(Value::Object(Map::new()))
-}
-
-/// Sets a pod annotation (the template's, for workloads), creating the maps it needs.
-/// Returns whether anything changed.
-pub fn set_pod_annotation(
-    object: &mut Node,
-    kind: WorkloadKind,
-    key: &str,
-    value: &str,
-) -> Result<bool, ModelError> {
-    let metadata_pointer = kind.pod_metadata_pointer();
-    let (parent_pointer, field) = metadata_pointer
-        .rsplit_once('/')
-        .unwrap_or(("", "metadata"));
-    let not_object = |at: &str| ModelError::Malformed(format!("{at} is not an object"));
-    let metadata = object
-        .pointer_mut(parent_pointer)?
-        .ok_or_else(|| ModelError::Malformed(format!("no object at {parent_pointer}")))?
-        .as_object_mut()?
-        .ok_or_else(|| not_object(parent_pointer))?
-        .entry_or(field, empty_object)
-        .as_object_mut()?
-        .ok_or_else(|| not_object(metadata_pointer))?;
-    let annotations = metadata
-        .entry_or("annotations", empty_object)
-        .as_object_mut()?
-        .ok_or_else(|| not_object(&format!("{metadata_pointer}/annotations")))?;
-    if annotations.get(key).and_then(Node::as_string).as_deref() == Some(value) {
-        return Ok(false);
-    }
-    annotations.insert(key, Node::Value(Value::String(value.into())));
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doc::edit_value;
-    use crate::graph::StartGraph;
-    use crate::lifecycle_type::{KnownSidecars, LifecycleType};
+    use crate::json::edit_value;
+    use crate::kube::LifecycleType;
     use serde_json::json;
 
     fn model(object: &Value) -> PodModel {
@@ -886,52 +666,12 @@ mod tests {
         assert_eq!(object, before);
     }
 
-    #[test]
-    fn apply_start_order_moves_entries_not_fields() {
-        let mut object = json!({"kind": "Pod", "metadata": {"annotations": {"after.sidecars.dev/proxy": "vault"}},
-            "spec": {"initContainers": [
-                {"name": "proxy", "restartPolicy": "Always", "image": "p"},
-                {"name": "vault", "restartPolicy": "Always", "image": "v", "args": ["agent"]}
-            ], "containers": [{"name": "app"}]}});
-        let m = model(&object);
-        let order = StartGraph::build(&m, []).order().unwrap();
-        let changes = edit_value(&mut object, |d| apply_start_order(d, &m, &order)).unwrap();
-        assert_eq!(changes.len(), 1);
-        assert_eq!(
-            object["spec"]["initContainers"][0],
-            json!({"name": "vault", "restartPolicy": "Always", "image": "v", "args": ["agent"]})
-        );
-        let m2 = model(&object);
-        let order2 = StartGraph::build(&m2, []).order().unwrap();
-        let mut again = object.clone();
-        assert!(
-            edit_value(&mut again, |d| apply_start_order(d, &m2, &order2))
-                .unwrap()
-                .is_empty()
-        );
-        assert_eq!(again, object);
-    }
-
     /// Removes `readinessProbe` from container `i` of `object`: whether it was there.
     fn remove_probe(object: &mut Value, m: &PodModel, i: usize) -> bool {
         edit_value(object, |d| {
             remove_container_field(d, m, i, "readinessProbe")
         })
         .unwrap()
-    }
-
-    #[test]
-    fn removing_a_field_touches_only_that_field() {
-        let mut object = json!({"kind": "Pod", "spec": {"initContainers": [
-            {"name": "logs", "restartPolicy": "Always", "readinessProbe": {"exec": {"command": ["true"]}}, "image": "x"}
-        ], "containers": [{"name": "app"}]}});
-        let m = model(&object);
-        assert!(remove_probe(&mut object, &m, 0));
-        assert_eq!(
-            object["spec"]["initContainers"][0],
-            json!({"name": "logs", "restartPolicy": "Always", "image": "x"})
-        );
-        assert!(!remove_probe(&mut object, &m, 0));
     }
 
     #[test]
@@ -949,23 +689,6 @@ mod tests {
         assert_eq!(
             format!("{:?}", without_readiness_probes(m.clone(), &[0, 2], &known)),
             format!("{:?}", PodModel::of(&edited, &known))
-        );
-    }
-
-    #[test]
-    fn annotations_are_created_where_missing() {
-        let annotate = |object: &mut Value, kind, key, value| {
-            edit_value(object, |d| set_pod_annotation(d, kind, key, value)).unwrap()
-        };
-        let mut pod = json!({"kind": "Pod", "spec": {"containers": []}});
-        assert!(annotate(&mut pod, WorkloadKind::Pod, "a/b", "c"));
-        assert_eq!(pod["metadata"]["annotations"]["a/b"], "c");
-        assert!(!annotate(&mut pod, WorkloadKind::Pod, "a/b", "c"));
-        let mut cron = json!({"kind": "CronJob", "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}}});
-        assert!(annotate(&mut cron, WorkloadKind::CronJob, "k", "v"));
-        assert_eq!(
-            cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]["k"],
-            "v"
         );
     }
 }
