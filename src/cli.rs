@@ -264,6 +264,10 @@ pub struct RegistryArgs {
     /// Talk plain HTTP to registries (a registry on loopback); HTTPS otherwise.
     #[arg(long)]
     pub plain_http: bool,
+    /// Seconds one push or pull may take, connecting included; a pull that fails falls
+    /// back to the copy pulled before, if there is one.
+    #[arg(long, value_name = "SECONDS", default_value_t = oci::DEFAULT_REGISTRY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub registry_timeout: u64,
 }
 
 impl RegistryArgs {
@@ -271,6 +275,7 @@ impl RegistryArgs {
         oci::Access {
             plain_http: self.plain_http,
             docker_config: None,
+            timeout: std::time::Duration::from_secs(self.registry_timeout),
         }
     }
 }

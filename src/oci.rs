@@ -43,25 +43,132 @@ impl ModuleRef {
     }
 }
 
+/// How long a registry operation may take unless told otherwise: a registry that accepts
+/// the connection and never answers fails the pull (and a copy pulled before gets its
+/// chance) instead of hanging the command.
+pub const DEFAULT_REGISTRY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How to reach registries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Access {
     /// Talk plain HTTP (a registry on loopback in tests); HTTPS otherwise.
     pub plain_http: bool,
     /// Where docker's config.json lives; `$DOCKER_CONFIG` or `~/.docker` when `None`.
     pub docker_config: Option<PathBuf>,
+    /// The most one push or pull may take, connecting included.
+    pub timeout: Duration,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Access {
+            plain_http: false,
+            docker_config: None,
+            timeout: DEFAULT_REGISTRY_TIMEOUT,
+        }
+    }
+}
+
+/// Why a registry could not be reached, when it could not: said in a user's words, with
+/// what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{host}: no answer within {}s (--registry-timeout)", .after.as_secs())]
+    Timeout { host: String, after: Duration },
+    #[error("{host}: the name does not resolve ({reason})")]
+    Unresolved { host: String, reason: String },
+    #[error("{host}: the connection was refused (is the registry running on that port?)")]
+    Refused { host: String },
+    #[error("{host}: TLS failed ({reason}); a registry that speaks plain HTTP needs --plain-http")]
+    Tls { host: String, reason: String },
+    #[error("{host}: {reason}")]
+    Other { host: String, reason: String },
 }
 
 impl Access {
     fn client(&self) -> Client {
+        // reqwest's rustls needs a process-wide crypto provider; ring is the one we build.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Client::new(ClientConfig {
             protocol: if self.plain_http {
                 ClientProtocol::Http
             } else {
                 ClientProtocol::Https
             },
+            connect_timeout: Some(self.timeout),
+            read_timeout: Some(self.timeout),
             ..Default::default()
         })
+    }
+
+    /// Runs one registry operation on `host` within the timeout; a failure is named by its
+    /// cause, read from the typed errors under oci-client's.
+    fn run<T>(
+        &self,
+        host: &str,
+        operation: impl std::future::Future<
+            Output = Result<T, oci_client::errors::OciDistributionError>,
+        >,
+    ) -> anyhow::Result<T> {
+        let host = host.to_string();
+        let timeout = self.timeout;
+        match runtime()?.block_on(async move { tokio::time::timeout(timeout, operation).await }) {
+            Err(_) => Err(RegistryError::Timeout {
+                host,
+                after: self.timeout,
+            }
+            .into()),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.cause(host, &e).into()),
+        }
+    }
+
+    fn cause(&self, host: String, e: &oci_client::errors::OciDistributionError) -> RegistryError {
+        // Every error under oci-client's: each one's source, and what an io::Error wraps
+        // (its `source` skips that).
+        let mut under: Vec<&(dyn std::error::Error + 'static)> = vec![e];
+        while let Some(error) = under.pop() {
+            if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+                return RegistryError::Tls {
+                    host,
+                    reason: tls.to_string(),
+                };
+            }
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused => {
+                        return RegistryError::Refused { host };
+                    }
+                    std::io::ErrorKind::TimedOut => {
+                        return RegistryError::Timeout {
+                            host,
+                            after: self.timeout,
+                        };
+                    }
+                    _ => {}
+                }
+                under.extend(
+                    io.get_ref()
+                        .map(|inner| inner as &(dyn std::error::Error + 'static)),
+                );
+            }
+            under.extend(error.source());
+        }
+        // The resolver's failure reaches us as text only: ask the resolver ourselves.
+        let port = if self.plain_http { 80 } else { 443 };
+        let name = host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(name, _)| name);
+        if let Err(resolve) = std::net::ToSocketAddrs::to_socket_addrs(&(name, port)) {
+            return RegistryError::Unresolved {
+                host,
+                reason: resolve.to_string(),
+            };
+        }
+        RegistryError::Other {
+            host,
+            reason: e.to_string(),
+        }
     }
 
     /// Credentials for `registry` as docker finds them in its config.json: `auths`
@@ -102,8 +209,6 @@ impl Access {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // reqwest's rustls needs a process-wide crypto provider; ring is the one we build.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,13 +252,13 @@ pub fn push(
     let manifest =
         OciImageManifest::build(std::slice::from_ref(&layer), &config, Some(annotations));
     let auth = access.auth(reference.resolve_registry())?;
-    let response = runtime()?
-        .block_on(
-            access
-                .client()
-                .push(&reference, &[layer], config, &auth, Some(manifest)),
+    let client = access.client();
+    let response = access
+        .run(
+            reference.resolve_registry(),
+            client.push(&reference, &[layer], config, &auth, Some(manifest)),
         )
-        .map_err(|e| anyhow!("cannot push to {image}: {e}"))?;
+        .with_context(|| format!("cannot push to {image}"))?;
     Ok(response.manifest_url)
 }
 
@@ -161,9 +266,13 @@ pub fn push(
 pub fn pull(image: &str, access: &Access) -> anyhow::Result<Vec<u8>> {
     let reference = reference(image)?;
     let auth = access.auth(reference.resolve_registry())?;
-    let data = runtime()?
-        .block_on(access.client().pull(&reference, &auth, vec![WASM_LAYER]))
-        .map_err(|e| anyhow!("cannot pull {image}: {e}"))?;
+    let client = access.client();
+    let data = access
+        .run(
+            reference.resolve_registry(),
+            client.pull(&reference, &auth, vec![WASM_LAYER]),
+        )
+        .with_context(|| format!("cannot pull {image}"))?;
     let manifest = data
         .manifest
         .ok_or_else(|| anyhow!("{image}: no manifest"))?;
@@ -280,8 +389,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), config).unwrap();
         let access = Access {
-            plain_http: false,
             docker_config: Some(dir.path().to_path_buf()),
+            ..Access::default()
         };
         (dir, access)
     }

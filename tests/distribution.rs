@@ -443,3 +443,104 @@ fn pulled_modules_serve_offline_and_never_collide() {
     assert_eq!(never.status.code(), Some(2));
     assert!(stderr(&never).contains("cannot pull"), "{}", stderr(&never));
 }
+
+/// A registry that accepts the connection and never answers fails the pull within
+/// `--registry-timeout` (and a copy pulled before is used); a refused connection, a name
+/// that does not resolve and a TLS handshake with a plain-HTTP registry are each named.
+#[test]
+fn registry_failures_are_named_and_never_hang() {
+    let registry = Registry::start();
+    let host = registry.host.clone();
+    let cache = tempfile::tempdir().unwrap();
+    let lifecycle = module("wasm/sidecar-lifecycle-policy.wasm");
+    let image = format!("registry://{host}/silent/policy:v1");
+    let push = run(&["push", p(&lifecycle), &image, "--plain-http"]);
+    assert!(push.status.success(), "{}", stderr(&push));
+    let pod = root().join("examples/pods/istio-legacy-job.yaml");
+    let run_from = |image: &str, extra: &[&str]| {
+        let started = std::time::Instant::now();
+        let out = sidecarctl()
+            .args(["run", "-p", image, "-r", p(&pod)])
+            .args(extra)
+            .env("SIDECARCTL_CACHE_DIR", cache.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (out, started.elapsed())
+    };
+    // HTTPS to a registry that speaks plain HTTP.
+    let (tls, _) = run_from(&image, &[]);
+    assert_eq!(tls.status.code(), Some(2));
+    assert!(
+        stderr(&tls).contains(&format!("{host}: TLS failed"))
+            && stderr(&tls).contains("needs --plain-http"),
+        "{}",
+        stderr(&tls)
+    );
+    let (online, _) = run_from(&image, &["--plain-http"]);
+    assert!(online.status.success(), "{}", stderr(&online));
+    // The registry goes silent on the same address: it accepts and never answers.
+    drop(registry);
+    let silent = std::net::TcpListener::bind(&host).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in silent.incoming() {
+            held.push(connection);
+        }
+    });
+    let (kept, took) = run_from(&image, &["--plain-http", "--registry-timeout", "1"]);
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    assert!(
+        stderr(&kept).contains(&format!("{host}: no answer within 1s (--registry-timeout)"))
+            && stderr(&kept).contains("using the copy pulled before"),
+        "{}",
+        stderr(&kept)
+    );
+    assert_eq!(kept.stdout, online.stdout);
+    // Not a speed assertion: only that the timeout, not a hang, ended it.
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    let out = cache.path().join("pulled.wasm");
+    let pull = run(&[
+        "pull",
+        &format!("registry://{host}/silent/never:v1"),
+        "-o",
+        p(&out),
+        "--plain-http",
+        "--registry-timeout",
+        "1",
+    ]);
+    assert_eq!(pull.status.code(), Some(2));
+    assert!(
+        stderr(&pull).contains("no answer within 1s"),
+        "{}",
+        stderr(&pull)
+    );
+    // Nothing listens on a port just given up.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = run(&[
+        "pull",
+        &format!("registry://{closed}/x/y:1"),
+        "-o",
+        p(&out),
+        "--plain-http",
+    ]);
+    assert!(
+        stderr(&refused).contains(&format!("{closed}: the connection was refused")),
+        "{}",
+        stderr(&refused)
+    );
+    let unresolved = run(&[
+        "pull",
+        "registry://no-such-registry.invalid/x/y:1",
+        "-o",
+        p(&out),
+    ]);
+    assert!(
+        stderr(&unresolved).contains("no-such-registry.invalid: the name does not resolve"),
+        "{}",
+        stderr(&unresolved)
+    );
+}
