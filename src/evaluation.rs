@@ -9,26 +9,22 @@ use crate::runtime::{HostError, Instance, Policy};
 pub enum SettingsError {
     #[error("{policy}: the settings are not valid: {message}")]
     Invalid { policy: String, message: String },
-    #[error("{policy}: cannot validate the settings: {source}")]
-    Host {
-        policy: String,
-        #[source]
-        source: HostError,
-    },
+    #[error("{policy}: cannot validate the settings: {error}")]
+    Host { policy: String, error: HostError },
 }
 
 /// Why an evaluation gave no answer of the policy's own; policy-server answers each with
-/// a 500 rejection.
+/// a 500 rejection. Each message says its cause itself: none is also a `source`.
 #[derive(Debug, thiserror::Error)]
 pub enum EvaluationError {
     #[error("cannot write the request and settings as JSON: {0}")]
-    Payload(#[source] serde_json::Error),
+    Payload(serde_json::Error),
     #[error(transparent)]
     Host(#[from] HostError),
     #[error("the policy's answer is not a validation response: {0}")]
-    NotAResponse(#[source] serde_json::Error),
+    NotAResponse(serde_json::Error),
     #[error("cannot write the patch: {0}")]
-    Patch(#[source] serde_json::Error),
+    Patch(serde_json::Error),
 }
 
 /// What an evaluation gives: the AdmissionResponse policy-server would send, and why the
@@ -75,9 +71,9 @@ pub struct Evaluator {
 impl Evaluator {
     pub fn new(policy: Policy, settings: Value) -> Result<Self, SettingsError> {
         let answer =
-            validate_settings(&policy, &settings).map_err(|source| SettingsError::Host {
+            validate_settings(&policy, &settings).map_err(|error| SettingsError::Host {
                 policy: policy.name.clone(),
-                source,
+                error,
             })?;
         if !answer.valid {
             return Err(SettingsError::Invalid {

@@ -190,3 +190,76 @@ fn explain_reads_stdin_and_reviews() {
         stderr(&review)
     );
 }
+
+/// One answer: explain's effective requests and limits are the resources policy's audit
+/// annotations, for every example pod (an unset limit reads `unbounded` in both).
+#[test]
+fn explain_and_the_resources_policy_give_the_same_figures() {
+    let policy = module("wasm/sidecar-resources-policy.wasm");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(root().join("examples/pods")).unwrap() {
+        let path = entry.unwrap().path();
+        let e = explain(&path);
+        let out = run(&["run", "-p", p(&policy), "-r", p(&path)]);
+        let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+        // A pod the policy changes is audited as changed: only unchanged ones compare.
+        let Some(audit) = response["auditAnnotations"]
+            .as_object()
+            .filter(|_| response["patch"].is_null())
+        else {
+            continue;
+        };
+        for (key, field) in [
+            ("sidecars.dev/effective-requests", "effectiveRequests"),
+            ("sidecars.dev/effective-limits", "effectiveLimits"),
+        ] {
+            let figures: std::collections::BTreeMap<&str, &str> = audit[key]
+                .as_str()
+                .unwrap()
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .filter_map(|pair| pair.split_once('='))
+                .collect();
+            for (resource, value) in figures {
+                assert_eq!(
+                    e[field][resource],
+                    value,
+                    "{}: {field}.{resource}",
+                    path.display()
+                );
+            }
+        }
+        compared += 1;
+    }
+    assert!(compared >= 3, "{compared} pods compared");
+}
+
+/// `cpu: 1` written as a number is the quantity the API server reads; a negative one is
+/// refused, once, naming the field, by explain and by the resources policy alike.
+#[test]
+fn quantities_read_as_the_api_server_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = |resources: &str| {
+        let path = dir.path().join("pod.yaml");
+        std::fs::write(
+            &path,
+            format!("kind: Pod\nmetadata: {{name: a}}\nspec: {{containers: [{{name: app, image: x, resources: {resources}}}]}}\n"),
+        )
+        .unwrap();
+        path
+    };
+    let numbers = explain(&pod("{requests: {cpu: 1, memory: 0.5}, limits: {cpu: 2}}"));
+    assert_eq!(numbers["effectiveRequests"]["cpu"], "1");
+    assert_eq!(numbers["effectiveRequests"]["memory"], "500m");
+    assert_eq!(numbers["effectiveLimits"]["cpu"], "2");
+    let negative = pod("{limits: {cpu: -5}}");
+    let out = run(&["explain", p(&negative)]);
+    assert_eq!(out.status.code(), Some(2));
+    let said = "containers[0] (app) resources.limits.cpu: -5 must be greater than or equal to 0";
+    assert_eq!(stderr(&out).trim(), format!("error: {said}"));
+    let policy = module("wasm/sidecar-resources-policy.wasm");
+    let refused = run(&["run", "-p", p(&policy), "-r", p(&negative)]);
+    let response: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["message"], said);
+}

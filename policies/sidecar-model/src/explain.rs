@@ -130,7 +130,15 @@ pub fn explain_model(model: &PodModel) -> Result<Explanation, ModelError> {
         stop_order: ordering::names(model, &stop),
         required_start_order: required,
         effective_requests: fmt_map(res.effective_requests()),
-        effective_limits: fmt_map(res.effective_limits()),
+        // As the resources policy's audit annotation says it: a limit some container leaves
+        // unset is unbounded.
+        effective_limits: {
+            let mut limits: BTreeMap<String, String> = fmt_map(res.effective_limits());
+            for u in &res.unbounded_limits {
+                limits.insert(u.resource.clone(), "unbounded".into());
+            }
+            limits
+        },
         unbounded_limits: res.unbounded_limits.clone(),
         qos_class: res.qos_class.as_str().into(),
         requests: res.requests,
@@ -183,6 +191,26 @@ impl Explanation {
             }
             let _ = writeln!(out, "{title}:");
             for (resource, b) in table {
+                // A limit some container leaves unset is unbounded, whatever the others
+                // add up to: the figure the resources policy reports.
+                let unbounded = (title == "limits")
+                    .then(|| {
+                        self.unbounded_limits
+                            .iter()
+                            .find(|u| u.resource == *resource)
+                    })
+                    .flatten();
+                if let Some(u) = unbounded {
+                    let _ = writeln!(
+                        out,
+                        "  {resource:<8} {:<8} = no limit on {} (the others: apps {}, sidecars {})",
+                        "unbounded",
+                        u.containers.join(", "),
+                        b.app_sum,
+                        b.sidecar_sum
+                    );
+                    continue;
+                }
                 let mut parts = vec![
                     format!("apps {}", b.app_sum),
                     format!("sidecars {}", b.sidecar_sum),
@@ -205,12 +233,14 @@ impl Explanation {
             }
         }
         for u in &self.unbounded_limits {
-            let _ = writeln!(
-                out,
-                "unbounded {} limit: no limit on {}",
-                u.resource,
-                u.containers.join(", ")
-            );
+            if !self.limits.contains_key(&u.resource) {
+                let _ = writeln!(
+                    out,
+                    "unbounded {} limit: no limit on {}",
+                    u.resource,
+                    u.containers.join(", ")
+                );
+            }
         }
         let _ = writeln!(out, "QoS class: {}", self.qos_class);
         if self.findings.is_empty() {

@@ -6,12 +6,10 @@ use crate::kube::quantity::QuantityError;
 pub enum ModelError {
     #[error("malformed object: {0}")]
     Malformed(String),
-    #[error("{at}: {source}")]
-    Quantity {
-        at: String,
-        #[source]
-        source: QuantityError,
-    },
+    /// The quantity's error is said in the message, so it is not also a `source` (a
+    /// chain printed whole would say it twice).
+    #[error("{at}: {error}")]
+    Quantity { at: String, error: QuantityError },
 }
 
 impl From<Malformed> for ModelError {

@@ -40,6 +40,9 @@ pub enum QuantityError {
     Syntax(String),
     #[error("invalid quantity {0:?}: out of range")]
     OutOfRange(String),
+    /// Requests and limits: the API server refuses a negative one.
+    #[error("{0} must be greater than or equal to 0")]
+    Negative(String),
 }
 
 impl Quantity {

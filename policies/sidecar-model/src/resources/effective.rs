@@ -152,6 +152,36 @@ impl ContainerResources {
             #[serde(borrow, default)]
             limits: Option<Quantities<'a>>,
         }
+        /// A quantity as JSON writes it: a string, or a number (`cpu: 1`), which the API
+        /// server reads as the same quantity.
+        struct Number<'a>(Cow<'a, str>);
+        impl<'de: 'a, 'a> Deserialize<'de> for Number<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Text<'a>(std::marker::PhantomData<&'a ()>);
+                impl<'de: 'a, 'a> serde::de::Visitor<'de> for Text<'a> {
+                    type Value = Number<'a>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a quantity (a string or a number)")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                        Ok(Number(Cow::Borrowed(v)))
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                        Ok(Number(Cow::Owned(v.to_string())))
+                    }
+                    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                        Ok(Number(Cow::Owned(v.to_string())))
+                    }
+                    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                        Ok(Number(Cow::Owned(v.to_string())))
+                    }
+                    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                        Ok(Number(Cow::Owned(v.to_string())))
+                    }
+                }
+                d.deserialize_any(Text(std::marker::PhantomData))
+            }
+        }
         /// A map of quantities. LiteMap's own reader also takes a list of pairs, which
         /// the API server (and k8s-openapi) refuse.
         struct Quantities<'a>(LiteMap<Cow<'a, str>, Cow<'a, str>>);
@@ -168,7 +198,9 @@ impl ContainerResources {
                         mut map: A,
                     ) -> Result<Self::Value, A::Error> {
                         let mut out = LiteMap::new();
-                        while let Some((k, v)) = map.next_entry::<Cow<'a, str>, Cow<'a, str>>()? {
+                        while let Some((k, Number(v))) =
+                            map.next_entry::<Cow<'a, str>, Number<'a>>()?
+                        {
                             out.insert(k, v);
                         }
                         Ok(Quantities(out))
@@ -220,10 +252,14 @@ impl ContainerResources {
         ) -> Result<PerResource<Quantity>, ModelError> {
             list.map(|(name, q)| {
                 Quantity::parse(q)
+                    .and_then(|v| match v.nanos() < 0 {
+                        true => Err(crate::kube::QuantityError::Negative(q.to_string())),
+                        false => Ok(v),
+                    })
                     .map(|v| (name.to_string(), v))
                     .map_err(|e| ModelError::Quantity {
                         at: format!("{} resources.{field}.{name}", owner()),
-                        source: e,
+                        error: e,
                     })
             })
             .collect()
