@@ -230,6 +230,8 @@ impl AdmissionResponse {
 
 /// Reads JSON or YAML (one document).
 pub fn parse_document(text: &str, source: &str) -> anyhow::Result<Value> {
+    // An editor's byte-order mark is not part of the document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
         return serde_json::from_str(text).with_context(|| format!("{source}: invalid JSON"));
@@ -270,7 +272,13 @@ pub fn to_request(document: Value) -> anyhow::Result<Value> {
     {
         return Ok(document);
     }
-    if map.get("kind").is_some_and(Value::is_string) {
+    if let Some(kind) = map.get("kind").and_then(Value::as_str) {
+        // `kubectl get -o yaml` writes a List; the API server admits each object alone.
+        if kind.ends_with("List") && map.get("items").is_some_and(Value::is_array) {
+            bail!(
+                "a {kind} holds several objects, and the API server admits each one alone: give one object"
+            );
+        }
         return Ok(wrap_object(document));
     }
     bail!(

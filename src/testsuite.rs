@@ -197,8 +197,16 @@ pub fn run(
     for file in files {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        let suite: Suite = serde_yaml_ng::from_str(&text)
+        // An editor's byte-order mark is not part of the YAML.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let suite: Suite = serde_yaml_ng::from_str(text)
             .with_context(|| format!("{}: not a test suite", file.display()))?;
+        if suite.cases.is_empty() {
+            bail!(
+                "{}: the suite has no cases, so it would pass whatever the policy does",
+                file.display()
+            );
+        }
         let base = file.parent().unwrap_or(Path::new("."));
         let suite_settings = match (&suite.settings, &suite.settings_path) {
             (Some(inline), _) => Some(inline.clone()),
@@ -218,28 +226,33 @@ pub fn run(
                 .timeout_ms
                 .unwrap_or(crate::runtime::DEFAULT_TIMEOUT.as_millis() as u64),
         );
+        // What the cases need is bad input when it is missing, not a failed case: every
+        // module loads and every request file reads before the first case runs.
+        let mut case_policies = Vec::new();
         for case in &suite.cases {
+            let at = || format!("{}: case {:?}", file.display(), case.name);
+            let reference = case.policy.as_deref().unwrap_or(&suite.policy);
+            let module = match crate::oci::ModuleRef::parse(reference).with_context(at)? {
+                crate::oci::ModuleRef::File(path) => crate::oci::ModuleRef::File(base.join(path)),
+                remote => remote,
+            };
+            let key = (
+                PathBuf::from(format!("{module:?}")),
+                timeout.as_millis() as u64,
+            );
+            if !policies.contains_key(&key) {
+                let p =
+                    crate::oci::load_policy(runtime, &module, access, timeout).with_context(at)?;
+                policies.insert(key.clone(), p);
+            }
+            case_policies.push(policies[&key].clone());
+            if let Some(Value::String(path)) = &case.request {
+                read_request(base, path).with_context(at)?;
+            }
+        }
+        for (case, policy) in suite.cases.iter().zip(case_policies) {
             let label = format!("{}::{}", file.display(), case.name);
             let result = (|| -> anyhow::Result<()> {
-                let reference = case.policy.as_deref().unwrap_or(&suite.policy);
-                let module = match crate::oci::ModuleRef::parse(reference)? {
-                    crate::oci::ModuleRef::File(path) => {
-                        crate::oci::ModuleRef::File(base.join(path))
-                    }
-                    remote => remote,
-                };
-                let key = (
-                    PathBuf::from(format!("{module:?}")),
-                    timeout.as_millis() as u64,
-                );
-                let policy = match policies.get(&key) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = crate::oci::load_policy(runtime, &module, access, timeout)?;
-                        policies.insert(key, p.clone());
-                        p
-                    }
-                };
                 let settings = case
                     .settings
                     .clone()
@@ -262,6 +275,14 @@ pub fn run(
     Ok(outcome)
 }
 
+/// A case's request file, relative to its suite.
+fn read_request(base: &Path, path: &str) -> anyhow::Result<Value> {
+    let path = base.join(path);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    admission::parse_document(&text, &path.display().to_string())
+}
+
 fn run_case(base: &Path, case: &Case, policy: Policy, settings: Value) -> anyhow::Result<()> {
     let expect = &case.expect;
     expect.checks()?;
@@ -280,12 +301,7 @@ fn run_case(base: &Path, case: &Case, policy: Policy, settings: Value) -> anyhow
         bail!("the case has no request");
     };
     let document = match request {
-        Value::String(path) => {
-            let path = base.join(path);
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            admission::parse_document(&text, &path.display().to_string())?
-        }
+        Value::String(path) => read_request(base, path)?,
         inline => inline.clone(),
     };
     let request = admission::to_request(document)?;

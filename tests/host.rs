@@ -587,3 +587,77 @@ fn an_exhausted_pool_says_so() {
     drop(first);
     assert!(policy.instantiate().is_ok());
 }
+
+/// A suite or a request that cannot be what it says is bad input (one line, exit 2), not a
+/// failed case; a byte-order mark from an editor is not part of the file; a List is
+/// refused as the API server would never send one.
+#[test]
+fn suites_and_requests_with_bad_input_are_refused_and_a_bom_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (null, pod) = (null_policy(), fixture("pod.yaml"));
+    let suite = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let case = |request: &str| {
+        format!("cases:\n  - name: a\n    request: {request}\n    expect: {{allowed: true}}\n")
+    };
+    let bom = suite(
+        "bom.suite.yaml",
+        format!("\u{feff}policy: {}\n{}", p(&null), case(p(&pod))),
+    );
+    let out = run(&["test", p(&bom)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bad = [
+        (
+            suite(
+                "empty.suite.yaml",
+                format!("policy: {}\ncases: []\n", p(&null)),
+            ),
+            "the suite has no cases".to_string(),
+        ),
+        (
+            suite(
+                "missing.suite.yaml",
+                format!("policy: {}\n{}", p(&null), case("nope.yaml")),
+            ),
+            "missing.suite.yaml: case \"a\": cannot read".to_string(),
+        ),
+        (
+            suite(
+                "notwasm.suite.yaml",
+                format!("policy: {}\n{}", p(&pod), case(p(&pod))),
+            ),
+            "notwasm.suite.yaml: case \"a\": ".to_string()
+                + p(&pod)
+                + " is not a WebAssembly module",
+        ),
+    ];
+    for (file, expected) in bad {
+        let out = run(&["test", p(&file)]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&expected), "{err}");
+    }
+    let list = dir.path().join("list.yaml");
+    std::fs::write(
+        &list,
+        "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: a}\n  spec: {containers: [{name: a, image: x}]}\n",
+    )
+    .unwrap();
+    for command in [
+        vec!["run", "-p", p(&null), "-r", p(&list)],
+        vec!["review", p(&list)],
+    ] {
+        let out = run(&command);
+        assert_eq!(out.status.code(), Some(2), "{command:?}");
+        assert!(
+            stderr(&out)
+                .contains("a List holds several objects, and the API server admits each one alone"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
