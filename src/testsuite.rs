@@ -252,14 +252,12 @@ pub fn run(
         }
         for (case, policy) in suite.cases.iter().zip(case_policies) {
             let label = format!("{}::{}", file.display(), case.name);
-            let result = (|| -> anyhow::Result<()> {
-                let settings = case
-                    .settings
-                    .clone()
-                    .or_else(|| suite_settings.clone())
-                    .unwrap_or_else(|| Value::Object(Default::default()));
-                run_case(base, case, policy, settings)
-            })();
+            let settings = case
+                .settings
+                .clone()
+                .or_else(|| suite_settings.clone())
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            let result = run_case(base, case, policy, settings);
             match result {
                 Ok(()) => {
                     outcome.passed += 1;
