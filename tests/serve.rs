@@ -329,6 +329,25 @@ fn monitor_mode_mutation_guard_and_custom_message_follow_policy_server() {
         guarded["status"]["message"],
         "Request rejected by policy guarded. The policy attempted to mutate the request, but it is currently configured to not allow mutations."
     );
+    // The evaluations count the policy's own verdict, as policy-server's do
+    // (crates/policy-server/src/api/service.rs: `accepted`/`mutated` of the vanilla
+    // response); the refused patch is counted on its own.
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("sidecarctl_policy_mutations_refused_total{")
+                && l.contains("policy_name=\"guarded\"")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.lines().any(
+            |l| l.starts_with("sidecarctl_policy_mutations_refused_total{")
+                && l.contains("policy_name=\"mutate\"")
+        ),
+        "{metrics}"
+    );
 
     for review in [&plain, &rejected] {
         let monitored = server.review("/validate/monitor", review);

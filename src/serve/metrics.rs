@@ -31,6 +31,11 @@ pub struct Rejection {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Policy {
+    pub policy_name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Latency {
     pub policy_name: String,
     pub request_origin: String,
@@ -51,6 +56,10 @@ pub struct Metrics {
     registry: Registry,
     evaluations: Family<Evaluation, Counter>,
     rejections: Family<Rejection, Counter>,
+    /// Patches refused because the policy may not mutate: the evaluations count the
+    /// policy's own verdict (accepted, mutated), as policy-server's do, so this says what
+    /// the API server was answered.
+    pub mutations_refused: Family<Policy, Counter>,
     latency: LatencyFamily,
 }
 
@@ -110,6 +119,12 @@ impl Metrics {
             "Evaluations the policy rejected (before policyMode applies)",
             rejections.clone(),
         );
+        let mutations_refused = Family::<Policy, Counter>::default();
+        registry.register(
+            "policy_mutations_refused",
+            "Patches refused because the policy is not allowed to mutate (allowedToMutate: false): the request was rejected",
+            mutations_refused.clone(),
+        );
         registry.register(
             "policy_evaluation_latency_seconds",
             "Time to evaluate one request in a fresh instance",
@@ -120,6 +135,7 @@ impl Metrics {
             registry,
             evaluations,
             rejections,
+            mutations_refused,
             latency,
         }
     }

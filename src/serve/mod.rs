@@ -429,7 +429,20 @@ async fn answer(app: Arc<App>, policy_id: String, body: Bytes, origin: Origin) -
             elapsed,
         );
         match origin {
-            Origin::Validate => response.constrained(&policy_id, &served.constraints),
+            Origin::Validate => {
+                let patched = response.patch.is_some();
+                let answered = response.constrained(&policy_id, &served.constraints);
+                if patched && !answered.allowed {
+                    task_app
+                        .metrics
+                        .mutations_refused
+                        .get_or_create(&metrics::Policy {
+                            policy_name: policy_id.clone(),
+                        })
+                        .inc();
+                }
+                answered
+            }
             // The audit scanner wants the policy's own verdict: no mode, no mutation guard.
             Origin::Audit => response,
         }

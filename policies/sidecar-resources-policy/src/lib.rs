@@ -116,10 +116,10 @@ mod tests {
     #[rstest]
     #[case::kept_guaranteed(json!({}), "CREATE", true, None, "Guaranteed")]
     #[case::running_pod_reported(json!({}), "UPDATE", false,
-        Some(r#"qos: the app containers alone are Guaranteed, but "istio-proxy" make the pod Burstable; set their cpu and memory requests equal to their limits, or enable preserveQos"#),
+        Some(r#"qos: the app containers alone are Guaranteed, but "istio-proxy" makes the pod Burstable; set its cpu and memory requests equal to its limits, or enable preserveQos"#),
         "Burstable")]
     #[case::not_preserved(json!({"preserveQos": false}), "CREATE", false,
-        Some(r#"qos: the app containers alone are Guaranteed, but "istio-proxy" make the pod Burstable; set their cpu and memory requests equal to their limits, or enable preserveQos"#),
+        Some(r#"qos: the app containers alone are Guaranteed, but "istio-proxy" makes the pod Burstable; set its cpu and memory requests equal to its limits, or enable preserveQos"#),
         "Burstable")]
     #[case::rule_off(json!({"rules": {"qos": "off"}}), "CREATE", false, None, "Burstable")]
     fn a_proxy_without_limits(
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(
             answer.rejections,
             [
-                "qos: the app containers alone are Guaranteed, but \"istio-proxy\" make the pod Burstable; keeping it Guaranteed would reserve 1900m more cpu (cpu 1100m \u{2192} 3), more than preserveQosMaxIncrease.cpu 1; set their requests equal to their limits, or raise the cap"
+                "qos: the app containers alone are Guaranteed, but \"istio-proxy\" makes the pod Burstable; keeping it Guaranteed would reserve 1900m more cpu (cpu 1100m \u{2192} 3), more than preserveQosMaxIncrease.cpu 1; set its requests equal to its limits, or raise the cap"
             ]
         );
         let answer = run_with(json!({}), "CREATE", proxy);

@@ -135,12 +135,22 @@ impl ResourceFinding {
 impl fmt::Display for ResourceFinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ResourceFinding::*;
+        // One container "makes" the pod Burstable and has "its" limits; several "make" it
+        // and have "their".
+        let agree = |n: usize| {
+            if n == 1 {
+                ("makes", "its")
+            } else {
+                ("make", "their")
+            }
+        };
         let guaranteed_but =
             |f: &mut fmt::Formatter<'_>, offenders: &[String], class: &QosClass| {
                 write!(
                     f,
-                    "the app containers alone are Guaranteed, but {} make the pod {}",
+                    "the app containers alone are Guaranteed, but {} {} the pod {}",
                     quoted(offenders),
+                    agree(offenders.len()).0,
                     class.as_str()
                 )
             };
@@ -190,9 +200,10 @@ impl fmt::Display for ResourceFinding {
                         )
                     })
                     .collect();
+                let their = agree(offenders.len()).1;
                 write!(
                     f,
-                    "; keeping it Guaranteed would reserve {}; set their requests equal to their limits, or raise the cap",
+                    "; keeping it Guaranteed would reserve {}; set {their} requests equal to {their} limits, or raise the cap",
                     over.join(", ")
                 )
             }
@@ -217,13 +228,16 @@ impl fmt::Display for ResourceFinding {
                 missing,
             } => {
                 guaranteed_but(f, offenders, pod_class)?;
+                let containers: std::collections::BTreeSet<&String> =
+                    missing.iter().map(|(c, _)| c).collect();
+                let their = agree(containers.len()).1;
                 let missing: Vec<String> = missing
                     .iter()
                     .map(|(c, r)| format!("{c:?} ({r})"))
                     .collect();
                 write!(
                     f,
-                    "; cannot make {} Guaranteed: neither requests, limits nor a default give a value; set their requests equal to their limits or add a default",
+                    "; cannot make {} Guaranteed: neither requests, limits nor a default give a value; set {their} requests equal to {their} limits or add a default",
                     missing.join(", ")
                 )
             }
@@ -232,15 +246,20 @@ impl fmt::Display for ResourceFinding {
                 pod_class,
             } => {
                 guaranteed_but(f, offenders, pod_class)?;
-                f.write_str("; set their cpu and memory requests equal to their limits, or enable preserveQos")
+                let their = agree(offenders.len()).1;
+                write!(
+                    f,
+                    "; set {their} cpu and memory requests equal to {their} limits, or enable preserveQos"
+                )
             }
             BestEffortLifted {
                 offenders,
                 pod_class,
             } => write!(
                 f,
-                "the app containers alone are BestEffort, but {} make the pod {}",
+                "the app containers alone are BestEffort, but {} {} the pod {}",
                 quoted(offenders),
+                agree(offenders.len()).0,
                 pod_class.as_str()
             ),
             PodLevel(b) => b.fmt(f),
