@@ -661,3 +661,39 @@ fn suites_and_requests_with_bad_input_are_refused_and_a_bom_is_not() {
         );
     }
 }
+
+/// `scaffold manifest` asks the policy's `validate_settings` before it writes a manifest:
+/// settings the policy would refuse at start-up make no manifest.
+#[test]
+fn scaffold_refuses_settings_the_policy_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = module("wasm/sidecar-lifecycle-policy.wasm");
+    let settings = dir.path().join("settings.yaml");
+    std::fs::write(&settings, "rules: {startup-probes: deny}\n").unwrap();
+    let args = [
+        "scaffold",
+        "manifest",
+        "-t",
+        "ClusterAdmissionPolicy",
+        p(&policy),
+        "-s",
+        p(&settings),
+    ];
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("settings.yaml: ") && err.contains("refuses these settings: invalid settings: rules.startup-probes: unknown field `startup-probes`"),
+        "{err}"
+    );
+    std::fs::write(&settings, "rules: {startup-probe: deny}\n").unwrap();
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("startup-probe: deny"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -34,8 +34,25 @@ pub fn scaffold(command: Scaffold) -> anyhow::Result<ExitCode> {
                 }
                 None => serde_yaml_ng::Value::Mapping(Default::default()),
             };
+            let source = settings_path
+                .as_ref()
+                .map_or("the settings".to_string(), |p| p.display().to_string());
             if !settings.is_mapping() {
-                bail!("settings must be an object");
+                bail!("{source}: settings must be an object");
+            }
+            // A manifest the policy would refuse at start-up is no manifest: ask it first.
+            let json = serde_json::to_value(&settings)
+                .with_context(|| format!("{source}: not JSON-shaped"))?;
+            let runtime = sidecarctl::runtime::Runtime::new()?;
+            let policy =
+                runtime.load_bytes(&module, &bytes, sidecarctl::runtime::DEFAULT_TIMEOUT)?;
+            let answer = sidecarctl::evaluation::validate_settings(&policy, &json)
+                .with_context(|| format!("{module}: cannot validate {source}"))?;
+            if !answer.valid {
+                bail!(
+                    "{source}: {module} refuses these settings: {}",
+                    answer.message.unwrap_or_else(|| "no reason given".into())
+                );
             }
             let module = match (published_as, reference) {
                 (Some(published), _) => published,
