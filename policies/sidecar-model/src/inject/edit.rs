@@ -3,7 +3,7 @@
 
 use super::canary::{bucket, canary_key};
 use super::labels::selector_matches;
-use super::set::SidecarSet;
+use super::set::{SetContainer, SidecarSet};
 use super::survey::{SetOutcome, survey};
 use crate::json::{Node, Object};
 use crate::kube;
@@ -17,6 +17,7 @@ use crate::ordering::apply_start_order;
 use k8s_openapi::api::core::v1::{EnvVar, VolumeMount};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Injects every set that selects the pod and is not there yet, into `object` (the
 /// model's object, legacy sidecars already normalised; `known` is what typed it), for the
@@ -46,13 +47,18 @@ pub fn inject_surveyed(
     known: &crate::KnownSidecars,
 ) -> Result<Vec<SetOutcome>, ModelError> {
     let kind = model.workload.kind;
-    let app_mounts: Vec<&VolumeMount> = model
-        .containers
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.lifecycle_type == LifecycleType::Standard)
-        .flat_map(|(i, _)| model.container(i).volume_mounts())
-        .collect();
+    let context = Context {
+        model: &model,
+        namespace,
+        request_uid,
+        app_mounts: model
+            .containers
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.lifecycle_type == LifecycleType::Standard)
+            .flat_map(|(i, _)| model.container(i).volume_mounts())
+            .collect(),
+    };
     let mut injected_any = false;
     let mut rules: Vec<EdgeRule> = Vec::new();
     // What the object gains, for the model of the injected pod (no re-read of the object).
@@ -75,118 +81,13 @@ pub fn inject_surveyed(
             .map_err(|e| ModelError::Malformed(format!("sidecarSets {:?}: {e}", set.name)))?;
         let spec = kube::spec_mut(object, kind)?;
         for c in set.all_containers() {
-            // The set's spec as it is, and the fields injection sets: written straight
-            // to text, without a copy of the set's JSON tree.
-            let mut fields: Vec<(&str, Field)> = c
-                .spec
-                .iter()
-                .map(|(k, v)| (k.as_str(), Field::Kept(v)))
-                .collect();
-            if let Some(k) = &c.canary {
-                let chosen = match (&k.percent, &k.selector) {
-                    (Some(p), _) => {
-                        let key = canary_key(&model, namespace, request_uid, &set.name, c.name());
-                        bucket(&key) < *p
-                    }
-                    (None, Some(s)) => selector_matches(s, &model.workload.labels),
-                    (None, None) => false,
-                };
-                if chosen {
-                    set_field(&mut fields, "image", Field::Text(&k.image));
-                    canary.push(c.name().to_string());
-                }
-            }
-            // A list the spec already has (or none yet); a field that is not a list is
-            // left as it is.
-            let list = |key: &str| match c.spec.get(key) {
-                None => Some(&[][..]),
-                Some(Value::Array(items)) => Some(items.as_slice()),
-                Some(_) => None,
-            };
-            let named = |items: &[Value], field: &str, value: &str| {
-                items
-                    .iter()
-                    .any(|x| x.get(field).and_then(Value::as_str) == Some(value))
-            };
-            if let Some(env) = list("env") {
-                let mut added: Vec<&EnvVar> = Vec::new();
-                for t in &set.transfer_env {
-                    let Some(source) = model.index_of(&t.source_container) else {
-                        continue;
-                    };
-                    let Some(var) = model
-                        .container(source)
-                        .env()
-                        .iter()
-                        .find(|e| e.name == t.env_name)
-                    else {
-                        continue;
-                    };
-                    if !named(env, "name", &t.env_name)
-                        && !added.iter().any(|a| a.name == t.env_name)
-                    {
-                        added.push(var);
-                    }
-                }
-                if !added.is_empty() {
-                    set_field(&mut fields, "env", Field::Env(env, added));
-                }
-            }
-            if set.share_volumes
-                && let Some(mounts) = list("volumeMounts")
-            {
-                let mut added: Vec<&VolumeMount> = Vec::new();
-                for m in &app_mounts {
-                    let clash = named(mounts, "name", &m.name)
-                        || named(mounts, "mountPath", &m.mount_path)
-                        || added
-                            .iter()
-                            .any(|a| a.name == m.name || a.mount_path == m.mount_path);
-                    if !clash {
-                        added.push(m);
-                    }
-                }
-                set_field(&mut fields, "volumeMounts", Field::Mounts(mounts, added));
-            }
-            let target = match c.lifecycle() {
-                LifecycleType::Sidecar => {
-                    set_field(&mut fields, "restartPolicy", Field::Text("Always"));
-                    ContainerList::InitContainers
-                }
-                LifecycleType::Init => ContainerList::InitContainers,
-                _ => ContainerList::Containers,
-            };
-            fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let malformed = |e: serde_json::Error| {
-                ModelError::Malformed(format!(
-                    "sidecarSets {:?}: container {:?}: {}",
-                    set.name,
-                    c.name(),
-                    crate::json::message(&e)
-                ))
-            };
-            let text = serde_json::value::to_raw_value(&Fields(&fields)).map_err(malformed)?;
+            let (target, text) = context.container(set, c, canary)?;
             let lean: crate::kube::Container =
-                serde_json::from_str(text.get()).map_err(malformed)?;
+                serde_json::from_str(text.get()).map_err(|e| malformed_container(set, c, &e))?;
             added.push((target, lean));
             kube::list_mut(spec, target)?.push(Node::Written(text));
         }
-        for v in set.volumes() {
-            let name = v.get("name").cloned();
-            let volumes = list_of(spec, "volumes")?;
-            if !volumes.iter().any(|x| x.get("name") == name.as_ref()) {
-                volumes.push(v.clone());
-            }
-        }
-        for secret in &set.image_pull_secrets {
-            let secrets = list_of(spec, "imagePullSecrets")?;
-            if !secrets
-                .iter()
-                .any(|x| x.get("name").and_then(Value::as_str) == Some(secret))
-            {
-                secrets.push(serde_json::json!({"name": secret}));
-            }
-        }
+        add_pod_parts(spec, set)?;
         for (k, v) in &set.pod_annotations {
             if !model.workload.annotations.contains_key(k) {
                 kube::set_pod_annotation(object, kind, k, v)?;
@@ -209,6 +110,172 @@ pub fn inject_surveyed(
         }
     }
     Ok(outcomes)
+}
+
+/// What every injected container of one request is written against.
+struct Context<'m> {
+    model: &'m PodModel,
+    namespace: &'m str,
+    request_uid: &'m str,
+    /// The app containers' mounts, for sets that share volumes.
+    app_mounts: Vec<&'m VolumeMount>,
+}
+
+impl<'m> Context<'m> {
+    /// One injected container as JSON text, and the list it goes to: the set's spec as it
+    /// is, and the fields injection sets (canary image, transferred variables, shared
+    /// mounts, `restartPolicy: Always` for a sidecar), written straight to text without a
+    /// copy of the set's JSON tree. A canary that chooses the container is noted in `canary`.
+    fn container<'s>(
+        &'s self,
+        set: &'s SidecarSet,
+        c: &'s SetContainer,
+        canary: &mut Vec<String>,
+    ) -> Result<(ContainerList, Box<RawValue>), ModelError>
+    where
+        'm: 's,
+    {
+        let mut fields: Vec<(&str, Field)> = c
+            .spec
+            .iter()
+            .map(|(k, v)| (k.as_str(), Field::Kept(v)))
+            .collect();
+        if let Some(k) = &c.canary
+            && self.canary_chooses(set, c, k)
+        {
+            set_field(&mut fields, "image", Field::Text(&k.image));
+            canary.push(c.name().to_string());
+        }
+        if let Some(env) = list(c, "env") {
+            let added = self.transferred_env(set, env);
+            if !added.is_empty() {
+                set_field(&mut fields, "env", Field::Env(env, added));
+            }
+        }
+        if set.share_volumes
+            && let Some(mounts) = list(c, "volumeMounts")
+        {
+            let added = self.shared_mounts(mounts);
+            set_field(&mut fields, "volumeMounts", Field::Mounts(mounts, added));
+        }
+        let target = match c.lifecycle() {
+            LifecycleType::Sidecar => {
+                set_field(&mut fields, "restartPolicy", Field::Text("Always"));
+                ContainerList::InitContainers
+            }
+            LifecycleType::Init => ContainerList::InitContainers,
+            _ => ContainerList::Containers,
+        };
+        fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let text = serde_json::value::to_raw_value(&Fields(&fields))
+            .map_err(|e| malformed_container(set, c, &e))?;
+        Ok((target, text))
+    }
+
+    /// Whether the set's canary gives this pod the canary image: by a stable hash of the
+    /// pod under `percent`, or by the pod's labels.
+    fn canary_chooses(&self, set: &SidecarSet, c: &SetContainer, k: &super::set::Canary) -> bool {
+        match (&k.percent, &k.selector) {
+            (Some(p), _) => {
+                let key = canary_key(
+                    self.model,
+                    self.namespace,
+                    self.request_uid,
+                    &set.name,
+                    c.name(),
+                );
+                bucket(&key) < *p
+            }
+            (None, Some(s)) => selector_matches(s, &self.model.workload.labels),
+            (None, None) => false,
+        }
+    }
+
+    /// The app's variables the set transfers, those the container does not set already.
+    fn transferred_env(&self, set: &SidecarSet, env: &[Value]) -> Vec<&'m EnvVar> {
+        let mut added: Vec<&EnvVar> = Vec::new();
+        for t in &set.transfer_env {
+            let Some(source) = self.model.index_of(&t.source_container) else {
+                continue;
+            };
+            let Some(var) = self
+                .model
+                .container(source)
+                .env()
+                .iter()
+                .find(|e| e.name == t.env_name)
+            else {
+                continue;
+            };
+            if !named(env, "name", &t.env_name) && !added.iter().any(|a| a.name == t.env_name) {
+                added.push(var);
+            }
+        }
+        added
+    }
+
+    /// The app's mounts the container shares: none whose name or path it has already.
+    fn shared_mounts(&self, mounts: &[Value]) -> Vec<&'m VolumeMount> {
+        let mut added: Vec<&VolumeMount> = Vec::new();
+        for m in &self.app_mounts {
+            let clash = named(mounts, "name", &m.name)
+                || named(mounts, "mountPath", &m.mount_path)
+                || added
+                    .iter()
+                    .any(|a| a.name == m.name || a.mount_path == m.mount_path);
+            if !clash {
+                added.push(m);
+            }
+        }
+        added
+    }
+}
+
+/// A list the container's spec already has (or none yet); a field that is not a list is
+/// left as it is.
+fn list<'s>(c: &'s SetContainer, key: &str) -> Option<&'s [Value]> {
+    match c.spec.get(key) {
+        None => Some(&[][..]),
+        Some(Value::Array(items)) => Some(items.as_slice()),
+        Some(_) => None,
+    }
+}
+
+/// Whether an item of `items` has `field` equal to `value`.
+fn named(items: &[Value], field: &str, value: &str) -> bool {
+    items
+        .iter()
+        .any(|x| x.get(field).and_then(Value::as_str) == Some(value))
+}
+
+fn malformed_container(set: &SidecarSet, c: &SetContainer, e: &serde_json::Error) -> ModelError {
+    ModelError::Malformed(format!(
+        "sidecarSets {:?}: container {:?}: {}",
+        set.name,
+        c.name(),
+        crate::json::message(e)
+    ))
+}
+
+/// The set's volumes and image pull secrets, each added unless the pod has one by that name.
+fn add_pod_parts(spec: &mut Object, set: &SidecarSet) -> Result<(), ModelError> {
+    for v in set.volumes() {
+        let name = v.get("name").cloned();
+        let volumes = list_of(spec, "volumes")?;
+        if !volumes.iter().any(|x| x.get("name") == name.as_ref()) {
+            volumes.push(v.clone());
+        }
+    }
+    for secret in &set.image_pull_secrets {
+        let secrets = list_of(spec, "imagePullSecrets")?;
+        if !secrets
+            .iter()
+            .any(|x| x.get("name").and_then(Value::as_str) == Some(secret))
+        {
+            secrets.push(serde_json::json!({"name": secret}));
+        }
+    }
+    Ok(())
 }
 
 /// A field of an injected container.
