@@ -287,137 +287,36 @@ pub fn review<'a>(
     options: &Options,
 ) -> Review<'a> {
     let on = |rule| options.rules.contains(&rule);
-    let name = |i: usize| model.containers[i].name.clone();
-    let names = |list: &[usize]| -> Vec<String> { list.iter().map(|&i| name(i)).collect() };
-    let mut findings = Vec::new();
-    let mut edits: Vec<ResourceEdit> = Vec::new();
-
+    let mut review = Review {
+        findings: Vec::new(),
+        edits: Vec::new(),
+        after: Cow::Borrowed(accounting),
+    };
     if on(Rule::SidecarRequests) {
-        let defaults = if options.settings.fill_sidecar_requests && options.may_mutate {
-            options.settings.defaults.as_slice()
-        } else {
-            &[]
-        };
-        let gaps = findings::sidecar_gaps(
-            model,
-            accounting,
-            options.settings.require_sidecar_limits,
-            defaults,
-        );
-        findings.extend(
-            gaps.fill
-                .iter()
-                .map(|e| ResourceFinding::FilledFromDefaults {
-                    container: name(e.container),
-                    edit: e.clone(),
-                }),
-        );
-        edits.extend(gaps.fill);
-        findings.extend(
-            gaps.below_request
-                .into_iter()
-                .map(ResourceFinding::LimitBelowRequest),
-        );
-        findings.extend(gaps.missing.into_iter().map(|(i, field, resource)| {
-            ResourceFinding::SidecarResourceMissing {
-                container: name(i),
-                field,
-                resource,
-            }
-        }));
+        sidecar_requests(model, accounting, options, &mut review);
+        review.after = accounting.with(&review.edits);
     }
-
-    let mut after = accounting.with(&edits);
-    if on(Rule::Qos)
-        && let Some(down) = findings::qos_downgrade(model, &after, known)
-    {
-        let offenders = names(&down.offenders);
-        let pod_class = down.pod_class;
-        if !down.own_init_steps.is_empty() {
-            // The pod's own init steps decide its class: the user's choice, which
-            // Kubernetes admits. Worth a word, never a rejection or a fix.
-            findings.push(ResourceFinding::ClassSetByOwnInitSteps {
-                app_class: down.app_class,
-                pod_class,
-                init_steps: names(&down.own_init_steps),
-            });
-        } else if down.app_class != QosClass::Guaranteed {
-            // BestEffort apps gain scheduling guarantees from a helper's requests: a
-            // change worth knowing about, never worth a rejection.
-            findings.push(ResourceFinding::BestEffortLifted {
-                offenders,
-                pod_class,
-            });
-        } else if !(options.settings.preserve_qos && options.may_mutate) {
-            findings.push(ResourceFinding::QosDowngraded {
-                offenders,
-                pod_class,
-            });
-        } else {
-            let (fix, stuck) =
-                findings::guarantee(model, &after, &down.offenders, &options.settings.defaults);
-            let fixed = stuck
-                .is_empty()
-                .then(|| after.with(&fix).into_owned())
-                .filter(|f| f.pod().qos_class == QosClass::Guaranteed);
-            match fixed {
-                Some(fixed) => {
-                    // What the fix costs, from the pod as it came: shown, and held to the cap.
-                    let increases = findings::request_increases(accounting.pod(), fixed.pod());
-                    let over: Vec<(RequestIncrease, Quantity)> = findings::increases_over_cap(
-                        &increases,
-                        &options.settings.preserve_qos_max_increase,
-                    )
-                    .into_iter()
-                    .map(|(inc, cap)| (inc.clone(), cap))
-                    .collect();
-                    if !over.is_empty() {
-                        findings.push(ResourceFinding::QosFixOverCap {
-                            offenders,
-                            pod_class,
-                            over,
-                        });
-                    } else {
-                        if !increases.is_empty() {
-                            findings.push(ResourceFinding::QosFixRaisesRequests { increases });
-                        }
-                        findings.extend(fix.iter().map(|e| ResourceFinding::QosFixed {
-                            container: name(e.container),
-                            edit: e.clone(),
-                        }));
-                        edits.extend(fix);
-                        after = Cow::Owned(fixed);
-                    }
-                }
-                None if !stuck.is_empty() => findings.push(ResourceFinding::QosUnfixable {
-                    offenders,
-                    pod_class,
-                    missing: stuck.into_iter().map(|(i, r)| (name(i), r)).collect(),
-                }),
-                None => findings.push(ResourceFinding::QosDowngraded {
-                    offenders,
-                    pod_class,
-                }),
-            }
-        }
+    if on(Rule::Qos) {
+        qos(model, accounting, known, options, &mut review);
     }
-
+    let after = &review.after;
+    let mut later = Vec::new();
     if on(Rule::PodLevel) {
-        findings.extend(
-            findings::pod_level_breaches(&after)
+        later.extend(
+            findings::pod_level_breaches(after)
                 .into_iter()
                 .map(ResourceFinding::PodLevel),
         );
     }
     if on(Rule::SidecarShare) {
-        findings.extend(
-            findings::sidecar_share_over(&after, &options.settings.share())
+        later.extend(
+            findings::sidecar_share_over(after, &options.settings.share())
                 .into_iter()
                 .map(ResourceFinding::SidecarShare),
         );
     }
     if on(Rule::PodMax) {
-        findings.extend(
+        later.extend(
             findings::over_max(
                 after.pod(),
                 &options.settings.max_effective_requests,
@@ -427,9 +326,164 @@ pub fn review<'a>(
             .map(ResourceFinding::PodMax),
         );
     }
-    Review {
-        findings,
-        edits,
-        after,
+    review.findings.extend(later);
+    review
+}
+
+fn name(model: &PodModel, i: usize) -> String {
+    model.containers[i].name.clone()
+}
+
+fn names(model: &PodModel, list: &[usize]) -> Vec<String> {
+    list.iter().map(|&i| name(model, i)).collect()
+}
+
+/// sidecar-requests: sidecars' missing requests (and limits), filled from the defaults
+/// where the request may change, reported otherwise.
+fn sidecar_requests(
+    model: &PodModel,
+    accounting: &Accounting,
+    options: &Options,
+    review: &mut Review,
+) {
+    let defaults = if options.settings.fill_sidecar_requests && options.may_mutate {
+        options.settings.defaults.as_slice()
+    } else {
+        &[]
+    };
+    let gaps = findings::sidecar_gaps(
+        model,
+        accounting,
+        options.settings.require_sidecar_limits,
+        defaults,
+    );
+    review.findings.extend(
+        gaps.fill
+            .iter()
+            .map(|e| ResourceFinding::FilledFromDefaults {
+                container: name(model, e.container),
+                edit: e.clone(),
+            }),
+    );
+    review.edits.extend(gaps.fill);
+    review.findings.extend(
+        gaps.below_request
+            .into_iter()
+            .map(ResourceFinding::LimitBelowRequest),
+    );
+    review
+        .findings
+        .extend(gaps.missing.into_iter().map(|(i, field, resource)| {
+            ResourceFinding::SidecarResourceMissing {
+                container: name(model, i),
+                field,
+                resource,
+            }
+        }));
+}
+
+/// qos: a helper that costs the pod the class its apps alone would have.
+fn qos<'a>(
+    model: &PodModel,
+    accounting: &'a Accounting,
+    known: &KnownSidecars,
+    options: &Options,
+    review: &mut Review<'a>,
+) {
+    let Some(down) = findings::qos_downgrade(model, &review.after, known) else {
+        return;
+    };
+    let offenders = names(model, &down.offenders);
+    let pod_class = down.pod_class;
+    let finding = if !down.own_init_steps.is_empty() {
+        // The pod's own init steps decide its class: the user's choice, which Kubernetes
+        // admits. Worth a word, never a rejection or a fix.
+        ResourceFinding::ClassSetByOwnInitSteps {
+            app_class: down.app_class,
+            pod_class,
+            init_steps: names(model, &down.own_init_steps),
+        }
+    } else if down.app_class != QosClass::Guaranteed {
+        // BestEffort apps gain scheduling guarantees from a helper's requests: a change
+        // worth knowing about, never worth a rejection.
+        ResourceFinding::BestEffortLifted {
+            offenders,
+            pod_class,
+        }
+    } else if !(options.settings.preserve_qos && options.may_mutate) {
+        ResourceFinding::QosDowngraded {
+            offenders,
+            pod_class,
+        }
+    } else {
+        return keep_guaranteed(model, accounting, options, &down, review);
+    };
+    review.findings.push(finding);
+}
+
+/// preserveQos: makes the offenders Guaranteed when requests, limits or defaults give the
+/// figures and the cost stays under the cap; otherwise says why not.
+fn keep_guaranteed<'a>(
+    model: &PodModel,
+    accounting: &'a Accounting,
+    options: &Options,
+    down: &findings::QosDowngrade,
+    review: &mut Review<'a>,
+) {
+    let (offenders, pod_class) = (names(model, &down.offenders), down.pod_class);
+    let (fix, stuck) = findings::guarantee(
+        model,
+        &review.after,
+        &down.offenders,
+        &options.settings.defaults,
+    );
+    let fixed = stuck
+        .is_empty()
+        .then(|| review.after.with(&fix).into_owned())
+        .filter(|f| f.pod().qos_class == QosClass::Guaranteed);
+    let Some(fixed) = fixed else {
+        review.findings.push(match stuck.is_empty() {
+            true => ResourceFinding::QosDowngraded {
+                offenders,
+                pod_class,
+            },
+            false => ResourceFinding::QosUnfixable {
+                offenders,
+                pod_class,
+                missing: stuck
+                    .into_iter()
+                    .map(|(i, r)| (name(model, i), r))
+                    .collect(),
+            },
+        });
+        return;
+    };
+    // What the fix costs, from the pod as it came: shown, and held to the cap.
+    let increases = findings::request_increases(accounting.pod(), fixed.pod());
+    let over: Vec<(RequestIncrease, Quantity)> =
+        findings::increases_over_cap(&increases, &options.settings.preserve_qos_max_increase)
+            .into_iter()
+            .map(|(inc, cap)| (inc.clone(), cap))
+            .collect();
+    if !over.is_empty() {
+        review.findings.push(ResourceFinding::QosFixOverCap {
+            offenders,
+            pod_class,
+            over,
+        });
+        return;
     }
+    if !increases.is_empty() {
+        review
+            .findings
+            .push(ResourceFinding::QosFixRaisesRequests { increases });
+    }
+    review
+        .findings
+        .extend(fix.iter().map(|e| ResourceFinding::QosFixed {
+            container: name(model, e.container),
+            edit: e.clone(),
+        }));
+    review.edits.extend(fix);
+    review.after = Cow::Owned(fixed);
 }
