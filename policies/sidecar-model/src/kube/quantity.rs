@@ -197,45 +197,66 @@ impl<'de> serde::Deserialize<'de> for Quantity {
 fn parse(text: &str) -> Result<Quantity, QuantityError> {
     let syntax = || QuantityError::Syntax(text.to_string());
     let range = || QuantityError::OutOfRange(text.to_string());
-    let bytes = text.as_bytes();
-    if bytes.is_empty() {
-        return Err(syntax());
+    let number = Number::read(text).ok_or_else(syntax)?;
+    let (format, base, exponent) = scale(number.suffix).ok_or_else(syntax)?;
+    let exponent = exponent.map_err(|_| range())?;
+    let (count, small, mantissa) = digits(number.int, number.frac).ok_or_else(range)?;
+    let frac_len = number.frac.len() as i32;
+    let sign = |nanos: i128| if number.negative { -nanos } else { nanos };
+    if count <= 18
+        && let Some(nanos) = small_nanos(small, base, exponent, frac_len)
+    {
+        return Ok(Quantity {
+            nanos: sign(i128::from(nanos)),
+            format,
+        });
     }
+    let nanos = nanos_of(mantissa, base, exponent, frac_len).ok_or_else(range)?;
+    Ok(Quantity {
+        nanos: sign(nanos),
+        format,
+    })
+}
 
-    let mut pos = 0;
-    let negative = match bytes[0] {
-        b'+' => {
-            pos = 1;
-            false
-        }
-        b'-' => {
-            pos = 1;
-            true
-        }
-        _ => false,
-    };
+/// A quantity's text in its parts: `<sign><digits>.<digits><suffix>`.
+struct Number<'t> {
+    negative: bool,
+    int: &'t str,
+    frac: &'t str,
+    suffix: &'t str,
+}
 
-    // <digits> | <digits>.<digits> | <digits>. | .<digits>
-    let int_start = pos;
-    while pos < bytes.len() && bytes[pos].is_ascii_digit() {
-        pos += 1;
+impl<'t> Number<'t> {
+    /// `<digits> | <digits>.<digits> | <digits>. | .<digits>`, signed, then the suffix;
+    /// `None` when there are no digits.
+    fn read(text: &'t str) -> Option<Self> {
+        let (negative, unsigned) = match text.as_bytes().first()? {
+            b'+' => (false, &text[1..]),
+            b'-' => (true, &text[1..]),
+            _ => (false, text),
+        };
+        let digits_end = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
+        let int = &unsigned[..digits_end(unsigned)];
+        let rest = &unsigned[int.len()..];
+        let (frac, suffix) = match rest.strip_prefix('.') {
+            Some(after) => after.split_at(digits_end(after)),
+            None => ("", rest),
+        };
+        (!int.is_empty() || !frac.is_empty()).then_some(Number {
+            negative,
+            int,
+            frac,
+            suffix,
+        })
     }
-    let int_digits = &text[int_start..pos];
-    let mut frac_digits = "";
-    if pos < bytes.len() && bytes[pos] == b'.' {
-        pos += 1;
-        let frac_start = pos;
-        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
-            pos += 1;
-        }
-        frac_digits = &text[frac_start..pos];
-    }
-    if int_digits.is_empty() && frac_digits.is_empty() {
-        return Err(syntax());
-    }
+}
 
-    let suffix = &text[pos..];
-    let (format, base, exponent): (QuantityFormat, i128, i32) = match suffix {
+/// What a suffix means: the format Kubernetes prints with, the base and the exponent
+/// (an `e` exponent too large for an i32 is an error of range). `None`: no suffix.
+type Scale = (QuantityFormat, i128, Result<i32, std::num::ParseIntError>);
+
+fn scale(suffix: &str) -> Option<Scale> {
+    let (format, base, exponent) = match suffix {
         "" => (QuantityFormat::DecimalSI, 10, 0),
         "n" => (QuantityFormat::DecimalSI, 10, -9),
         "u" => (QuantityFormat::DecimalSI, 10, -6),
@@ -256,27 +277,25 @@ fn parse(text: &str) -> Result<Quantity, QuantityError> {
             let exp = &s[1..];
             let digits = exp.strip_prefix(['+', '-']).unwrap_or(exp);
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(syntax());
+                return None;
             }
-            let exp: i32 = exp.parse().map_err(|_| range())?;
-            (QuantityFormat::DecimalExponent, 10, exp)
+            return Some((QuantityFormat::DecimalExponent, 10, exp.parse()));
         }
-        _ => return Err(syntax()),
+        _ => return None,
     };
+    Some((format, base, Ok(exponent)))
+}
 
-    // mantissa = int_digits.frac_digits as an integer, scaled by 10^-len(frac)
-    // Without building a string: a pod carries dozens of quantities, and in wasm every
-    // i128 multiplication is a call, so the first 18 digits are gathered in a u64.
+/// The digits `int` then `frac` as one integer, leading zeros skipped: how many there
+/// are, and the value, in a u64 while it holds 18 digits (in wasm every i128
+/// multiplication is a call) and in an i128 after. `None` past 36 digits.
+fn digits(int: &str, frac: &str) -> Option<(usize, u64, i128)> {
     let mut count = 0;
     let (mut small, mut mantissa) = (0u64, 0i128);
-    for b in int_digits
-        .bytes()
-        .chain(frac_digits.bytes())
-        .skip_while(|&b| b == b'0')
-    {
+    for b in int.bytes().chain(frac.bytes()).skip_while(|&b| b == b'0') {
         count += 1;
         if count > 36 {
-            return Err(range());
+            return None;
         }
         let digit = u64::from(b - b'0');
         if count <= 18 {
@@ -291,23 +310,7 @@ fn parse(text: &str) -> Result<Quantity, QuantityError> {
     if count <= 18 {
         mantissa = i128::from(small);
     }
-    let frac_len = frac_digits.len() as i32;
-    let sign = |nanos: i128| if negative { -nanos } else { nanos };
-
-    if count <= 18
-        && let Some(nanos) = small_nanos(small, base, exponent, frac_len)
-    {
-        return Ok(Quantity {
-            nanos: sign(i128::from(nanos)),
-            format,
-        });
-    }
-
-    let nanos = nanos_of(mantissa, base, exponent, frac_len).ok_or_else(range)?;
-    Ok(Quantity {
-        nanos: sign(nanos),
-        format,
-    })
+    Some((count, small, mantissa))
 }
 
 /// The nanos of `mantissa * 10^-frac_len * base^exponent` when they fit a u64 (`100m`,
