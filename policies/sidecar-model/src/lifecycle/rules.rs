@@ -261,6 +261,64 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
 
     let version = options.kubernetes_version;
     let restart_rules = version.supports(Feature::ContainerRestartRules);
+    field_placement(model, version, &mut push);
+    for f in &model.findings {
+        let rule = match f {
+            Finding::DuplicateContainerName { .. } | Finding::UnnamedContainer { .. } => {
+                Rule::FieldPlacement
+            }
+            _ => Rule::Annotations,
+        };
+        push(rule, Problem::Annotation { finding: f.clone() });
+    }
+
+    for (i, info) in model.containers.iter().enumerate() {
+        if info.lifecycle_type == LifecycleType::Sidecar
+            && model.container(i).startup_probe.is_none()
+        {
+            push(
+                Rule::StartupProbe,
+                Problem::NoStartupProbe {
+                    container: info.name.clone(),
+                },
+            );
+        }
+    }
+
+    if let Some(problem) = termination_budget(model) {
+        push(Rule::TerminationBudget, problem);
+    }
+
+    for i in model.optional_sidecars_gating_readiness() {
+        push(
+            Rule::OptionalSidecar,
+            Problem::OptionalGatesReadiness {
+                container: model.containers[i].name.clone(),
+            },
+        );
+    }
+
+    if model.runs_to_completion() {
+        for c in model.of_type(LifecycleType::PostSidecar) {
+            push(
+                Rule::PostSidecarJob,
+                Problem::PostSidecarInJob {
+                    container: c.name.clone(),
+                },
+            );
+        }
+    }
+
+    if restart_rules {
+        restart_checks(model, version, &mut push);
+    }
+    out
+}
+
+/// field-placement: fields only native sidecars may have, on regular init containers, and
+/// restart fields the declared version refuses or drops.
+fn field_placement(model: &PodModel, version: KubeVersion, push: &mut impl FnMut(Rule, Problem)) {
+    let restart_rules = version.supports(Feature::ContainerRestartRules);
     for (i, info) in model.containers.iter().enumerate() {
         let c = model.container(i);
         let restart_fields: &[(&str, bool)] = match (info.list, info.lifecycle_type) {
@@ -319,57 +377,6 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
             }
         }
     }
-    for f in &model.findings {
-        let rule = match f {
-            Finding::DuplicateContainerName { .. } | Finding::UnnamedContainer { .. } => {
-                Rule::FieldPlacement
-            }
-            _ => Rule::Annotations,
-        };
-        push(rule, Problem::Annotation { finding: f.clone() });
-    }
-
-    for (i, info) in model.containers.iter().enumerate() {
-        if info.lifecycle_type == LifecycleType::Sidecar
-            && model.container(i).startup_probe.is_none()
-        {
-            push(
-                Rule::StartupProbe,
-                Problem::NoStartupProbe {
-                    container: info.name.clone(),
-                },
-            );
-        }
-    }
-
-    if let Some(problem) = termination_budget(model) {
-        push(Rule::TerminationBudget, problem);
-    }
-
-    for i in model.optional_sidecars_gating_readiness() {
-        push(
-            Rule::OptionalSidecar,
-            Problem::OptionalGatesReadiness {
-                container: model.containers[i].name.clone(),
-            },
-        );
-    }
-
-    if model.runs_to_completion() {
-        for c in model.of_type(LifecycleType::PostSidecar) {
-            push(
-                Rule::PostSidecarJob,
-                Problem::PostSidecarInJob {
-                    container: c.name.clone(),
-                },
-            );
-        }
-    }
-
-    if restart_rules {
-        restart_checks(model, version, &mut push);
-    }
-    out
 }
 
 /// Restart rules as the API server checks them, what they do to sidecars, and the app
