@@ -240,20 +240,8 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
 
     let graph = StartGraph::build(model, rules.iter().flat_map(|r| r.edges(model)));
     let explicit: &[Edge] = graph.declared();
-    let name = |i: usize| model.containers[i].name.clone();
-    let kind = |i: usize| model.containers[i].lifecycle_type;
 
-    for e in explicit {
-        if phase(kind(e.from)) > phase(kind(e.to)) {
-            errors.push(OrderFinding::ImpossibleEdge {
-                before: name(e.from),
-                before_type: kind(e.from),
-                after: name(e.to),
-                after_type: kind(e.to),
-                origin: e.origin.to_string(),
-            });
-        }
-    }
+    errors.extend(impossible_edges(model, explicit));
 
     // Impossible edges always close a cycle with an implied edge: report them alone.
     let start = if errors
@@ -273,6 +261,41 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
         }
     };
 
+    let readiness = readiness(model, explicit);
+    OrderPlan {
+        graph,
+        start,
+        errors,
+        readiness,
+    }
+}
+
+/// Declared edges Kubernetes cannot honour: from a later phase to an earlier one (an app
+/// container before an init step, say).
+fn impossible_edges<'m>(
+    model: &'m PodModel,
+    explicit: &'m [Edge],
+) -> impl Iterator<Item = OrderFinding> + 'm {
+    let name = |i: usize| model.containers[i].name.clone();
+    let kind = |i: usize| model.containers[i].lifecycle_type;
+    explicit
+        .iter()
+        .filter(move |e| phase(kind(e.from)) > phase(kind(e.to)))
+        .map(move |e| OrderFinding::ImpossibleEdge {
+            before: name(e.from),
+            before_type: kind(e.from),
+            after: name(e.to),
+            after_type: kind(e.to),
+            origin: e.origin.to_string(),
+        })
+}
+
+/// What the declared edges ask of readiness: a sidecar others wait for needs a startup
+/// probe, and an app container waited for needs a `postStart` hook (nothing else makes
+/// the next app container wait).
+fn readiness(model: &PodModel, explicit: &[Edge]) -> Vec<OrderFinding> {
+    let name = |i: usize| model.containers[i].name.clone();
+    let kind = |i: usize| model.containers[i].lifecycle_type;
     let mut readiness = Vec::new();
     let mut seen = Vec::new();
     for e in explicit {
@@ -309,12 +332,7 @@ pub fn plan(model: &PodModel, rules: &[EdgeRule]) -> OrderPlan {
         }
     }
 
-    OrderPlan {
-        graph,
-        start,
-        errors,
-        readiness,
-    }
+    readiness
 }
 
 #[cfg(test)]
