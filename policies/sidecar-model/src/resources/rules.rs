@@ -135,25 +135,6 @@ impl ResourceFinding {
 impl fmt::Display for ResourceFinding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ResourceFinding::*;
-        // One container "makes" the pod Burstable and has "its" limits; several "make" it
-        // and have "their".
-        let agree = |n: usize| {
-            if n == 1 {
-                ("makes", "its")
-            } else {
-                ("make", "their")
-            }
-        };
-        let guaranteed_but =
-            |f: &mut fmt::Formatter<'_>, offenders: &[String], class: &QosClass| {
-                write!(
-                    f,
-                    "the app containers alone are Guaranteed, but {} {} the pod {}",
-                    quoted(offenders),
-                    agree(offenders.len()).0,
-                    class.as_str()
-                )
-            };
         match self {
             FilledFromDefaults { container, edit } => write!(
                 f,
@@ -187,26 +168,7 @@ impl fmt::Display for ResourceFinding {
                 offenders,
                 pod_class,
                 over,
-            } => {
-                guaranteed_but(f, offenders, pod_class)?;
-                let over: Vec<String> = over
-                    .iter()
-                    .map(|(inc, cap)| {
-                        format!(
-                            "{} more {} ({inc}), more than preserveQosMaxIncrease.{} {cap}",
-                            inc.increase(),
-                            inc.resource,
-                            inc.resource
-                        )
-                    })
-                    .collect();
-                let their = agree(offenders.len()).1;
-                write!(
-                    f,
-                    "; keeping it Guaranteed would reserve {}; set {their} requests equal to {their} limits, or raise the cap",
-                    over.join(", ")
-                )
-            }
+            } => over_cap(f, offenders, pod_class, over),
             QosFixRaisesRequests { increases } => {
                 let increases: Vec<String> = increases.iter().map(ToString::to_string).collect();
                 write!(
@@ -226,21 +188,7 @@ impl fmt::Display for ResourceFinding {
                 offenders,
                 pod_class,
                 missing,
-            } => {
-                guaranteed_but(f, offenders, pod_class)?;
-                let containers: std::collections::BTreeSet<&String> =
-                    missing.iter().map(|(c, _)| c).collect();
-                let their = agree(containers.len()).1;
-                let missing: Vec<String> = missing
-                    .iter()
-                    .map(|(c, r)| format!("{c:?} ({r})"))
-                    .collect();
-                write!(
-                    f,
-                    "; cannot make {} Guaranteed: neither requests, limits nor a default give a value; set {their} requests equal to {their} limits or add a default",
-                    missing.join(", ")
-                )
-            }
+            } => unfixable(f, offenders, pod_class, missing),
             QosDowngraded {
                 offenders,
                 pod_class,
@@ -268,6 +216,78 @@ impl fmt::Display for ResourceFinding {
             Resize(r) => r.fmt(f),
         }
     }
+}
+
+/// One container "makes" the pod Burstable and has "its" limits; several "make" it and
+/// have "their".
+fn agree(n: usize) -> (&'static str, &'static str) {
+    if n == 1 {
+        ("makes", "its")
+    } else {
+        ("make", "their")
+    }
+}
+
+fn guaranteed_but(
+    f: &mut fmt::Formatter<'_>,
+    offenders: &[String],
+    class: &QosClass,
+) -> fmt::Result {
+    write!(
+        f,
+        "the app containers alone are Guaranteed, but {} {} the pod {}",
+        quoted(offenders),
+        agree(offenders.len()).0,
+        class.as_str()
+    )
+}
+
+/// qos: the fix that would keep the pod Guaranteed costs more than the cap.
+fn over_cap(
+    f: &mut fmt::Formatter<'_>,
+    offenders: &[String],
+    pod_class: &QosClass,
+    over: &[(RequestIncrease, Quantity)],
+) -> fmt::Result {
+    guaranteed_but(f, offenders, pod_class)?;
+    let over: Vec<String> = over
+        .iter()
+        .map(|(inc, cap)| {
+            format!(
+                "{} more {} ({inc}), more than preserveQosMaxIncrease.{} {cap}",
+                inc.increase(),
+                inc.resource,
+                inc.resource
+            )
+        })
+        .collect();
+    let their = agree(offenders.len()).1;
+    write!(
+        f,
+        "; keeping it Guaranteed would reserve {}; set {their} requests equal to {their} limits, or raise the cap",
+        over.join(", ")
+    )
+}
+
+/// qos: nothing gives the figures that would keep the pod Guaranteed.
+fn unfixable(
+    f: &mut fmt::Formatter<'_>,
+    offenders: &[String],
+    pod_class: &QosClass,
+    missing: &[(String, String)],
+) -> fmt::Result {
+    guaranteed_but(f, offenders, pod_class)?;
+    let containers: std::collections::BTreeSet<&String> = missing.iter().map(|(c, _)| c).collect();
+    let their = agree(containers.len()).1;
+    let missing: Vec<String> = missing
+        .iter()
+        .map(|(c, r)| format!("{c:?} ({r})"))
+        .collect();
+    write!(
+        f,
+        "; cannot make {} Guaranteed: neither requests, limits nor a default give a value; set {their} requests equal to {their} limits or add a default",
+        missing.join(", ")
+    )
 }
 
 /// What the rules found, the edits they make, and the pod's figures after those edits.
