@@ -55,6 +55,16 @@ pub fn validate_settings<T: DeserializeOwned + Validatable>(payload: &[u8]) -> C
     })?)
 }
 
+/// `Settings::read(json)`: settings as `validate_settings` reads them, for any policy's
+/// settings type (its tests read theirs through it).
+pub trait ReadSettings: DeserializeOwned + Validatable {
+    fn read(json: &str) -> Result<Self, String> {
+        read_settings(json)
+    }
+}
+
+impl<T: DeserializeOwned + Validatable> ReadSettings for T {}
+
 /// Settings as `validate_settings` reads them: parsed, then validated. Payloads are
 /// checked as UTF-8 once, whole, then read as text: read from bytes, serde_json checks
 /// every string again.

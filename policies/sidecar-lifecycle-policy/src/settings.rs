@@ -48,34 +48,31 @@ impl Validatable for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The parse `validate_settings` does.
-    fn parse(json: &str) -> Result<Settings, String> {
-        policy_shell::read_settings(json)
-    }
+    use policy_shell::ReadSettings;
 
     #[test]
     fn rule_names_are_checked() {
         let s =
-            parse(r#"{"rules": {"startup-probe": "deny", "termination-budget": "off"}}"#).unwrap();
+            Settings::read(r#"{"rules": {"startup-probe": "deny", "termination-budget": "off"}}"#)
+                .unwrap();
         assert_eq!(s.rules.of(Rule::StartupProbe), Level::Deny);
         assert_eq!(s.rules.of(Rule::TerminationBudget), Level::Off);
         assert_eq!(s.rules.of(Rule::LegacySidecar), Level::Deny);
         assert!(
-            parse(r#"{"rules": {"startup-probes": "deny"}}"#)
+            Settings::read(r#"{"rules": {"startup-probes": "deny"}}"#)
                 .unwrap_err()
                 .contains("unknown field `startup-probes`")
         );
         assert!(
-            parse(r#"{"rules": {"startup-probe": "block"}}"#)
+            Settings::read(r#"{"rules": {"startup-probe": "block"}}"#)
                 .unwrap_err()
                 .contains("unknown variant")
         );
         assert!(
-            parse(r#"{"kubernetesVersion": "latest"}"#)
+            Settings::read(r#"{"kubernetesVersion": "latest"}"#)
                 .unwrap_err()
                 .contains("kubernetesVersion")
         );
-        assert!(parse(r#"{"convertt": true}"#).is_err());
+        assert!(Settings::read(r#"{"convertt": true}"#).is_err());
     }
 }

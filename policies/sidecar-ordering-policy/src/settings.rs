@@ -35,29 +35,25 @@ impl Validatable for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The parse `validate_settings` does.
-    fn parse(json: &str) -> Result<Settings, String> {
-        policy_shell::read_settings(json)
-    }
+    use policy_shell::ReadSettings;
 
     #[test]
     fn defaults_and_typos() {
-        let s = parse("{}").unwrap();
+        let s = Settings::read("{}").unwrap();
         assert_eq!(s.mode, Mode::Mutate);
         assert!(!s.require_startup_probe);
         assert!(
-            parse(r#"{"requireStartupProbes": true}"#)
+            Settings::read(r#"{"requireStartupProbes": true}"#)
                 .unwrap_err()
                 .contains("unknown field")
         );
         assert!(
-            parse(r#"{"mode": "enforce"}"#)
+            Settings::read(r#"{"mode": "enforce"}"#)
                 .unwrap_err()
                 .contains("unknown variant")
         );
         assert!(
-            parse(r#"{"edges": [{"before": {"name": ""}, "after": {"type": "Init"}}]}"#)
+            Settings::read(r#"{"edges": [{"before": {"name": ""}, "after": {"type": "Init"}}]}"#)
                 .unwrap_err()
                 .starts_with("edges[0]: before")
         );

@@ -27,43 +27,42 @@ impl Validatable for Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The parse `validate_settings` does.
-    fn parse(json: &str) -> Result<Settings, String> {
-        policy_shell::read_settings(json)
-    }
+    use policy_shell::ReadSettings;
 
     #[test]
     fn settings() {
-        assert!(parse("{}").unwrap().preserve_qos);
+        assert!(Settings::read("{}").unwrap().preserve_qos);
         assert_eq!(
-            parse(r#"{"maxSidecarShare": 25}"#).unwrap().share()["*"],
+            Settings::read(r#"{"maxSidecarShare": 25}"#)
+                .unwrap()
+                .share()["*"],
             25
         );
         assert_eq!(
-            parse(r#"{"maxSidecarShare": {"cpu": 10}}"#)
+            Settings::read(r#"{"maxSidecarShare": {"cpu": 10}}"#)
                 .unwrap()
                 .share()["cpu"],
             10
         );
         assert!(
-            parse(r#"{"maxSidecarShare": 0}"#)
+            Settings::read(r#"{"maxSidecarShare": 0}"#)
                 .unwrap_err()
                 .contains("percentage")
         );
-        let err = parse(r#"{"maxEffectiveRequests": {"cpu": "4 cores"}}"#).unwrap_err();
+        let err = Settings::read(r#"{"maxEffectiveRequests": {"cpu": "4 cores"}}"#).unwrap_err();
         assert!(err.contains("\"4 cores\""), "{err}");
-        let err =
-            parse(r#"{"defaults": [{"image": "*/proxyv2", "requests": {"memory": "128MB"}}]}"#)
-                .unwrap_err();
+        let err = Settings::read(
+            r#"{"defaults": [{"image": "*/proxyv2", "requests": {"memory": "128MB"}}]}"#,
+        )
+        .unwrap_err();
         assert!(err.contains("\"128MB\""), "{err}");
         assert!(
-            parse(r#"{"rules": {"qos": "deny", "pod-levels": "off"}}"#)
+            Settings::read(r#"{"rules": {"qos": "deny", "pod-levels": "off"}}"#)
                 .unwrap_err()
                 .contains("unknown field")
         );
         assert!(
-            parse(r#"{"preserveQoS": true}"#)
+            Settings::read(r#"{"preserveQoS": true}"#)
                 .unwrap_err()
                 .contains("unknown field")
         );
