@@ -3,7 +3,7 @@
 // what the model sees in the input and in the final pod. The whole state lives in the URL
 // fragment. Results are also written, as JSON, into #results for tests and scripts.
 
-import init, { toJson, explain } from "./pkg/sidecar_playground.js";
+import init, { toJson, explain, admissionRequest } from "./pkg/sidecar_playground.js";
 import { Policy } from "./wapc.js";
 
 const started = performance.now();
@@ -76,36 +76,6 @@ function readSettings(text) {
   return text.trim() === "" ? {} : JSON.parse(toJson(text));
 }
 
-/** The AdmissionRequest sidecarctl builds around an object (src/admission.rs). */
-function admissionRequest(object, operation) {
-  const kind = object.kind ?? "";
-  const apiVersion = object.apiVersion ?? "v1";
-  const slash = apiVersion.lastIndexOf("/");
-  const group = slash < 0 ? "" : apiVersion.slice(0, slash);
-  const version = slash < 0 ? apiVersion : apiVersion.slice(slash + 1);
-  const lower = kind.toLowerCase();
-  const plural = /[^aeou]y$/.test(lower)
-    ? lower.slice(0, -1) + "ies"
-    : /(s|ch|x)$/.test(lower) ? lower + "es" : lower + "s";
-  const gvk = { group, version, kind };
-  const gvr = { group, version, resource: plural };
-  return {
-    uid: "00000000-0000-4000-8000-000000000000",
-    kind: gvk,
-    resource: gvr,
-    requestKind: gvk,
-    requestResource: gvr,
-    name: object.metadata?.name ?? null,
-    namespace: object.metadata?.namespace ?? "default",
-    operation,
-    userInfo: { username: "sidecarctl", groups: ["system:authenticated"] },
-    object,
-    oldObject: operation === "UPDATE" ? object : null,
-    dryRun: false,
-    options: { apiVersion: "meta.k8s.io/v1", kind: operation === "UPDATE" ? "UpdateOptions" : "CreateOptions" },
-  };
-}
-
 /** One policy on one object: validate_settings, then validate, as policy-server does. */
 async function evaluate(name, settingsText, object, operation) {
   let settings;
@@ -118,7 +88,7 @@ async function evaluate(name, settingsText, object, operation) {
   const check = JSON.parse(await policy.call("validate_settings", JSON.stringify(settings)));
   if (!check.valid) return { settingsValid: false, settingsMessage: check.message };
   const answer = JSON.parse(
-    await policy.call("validate", JSON.stringify({ request: admissionRequest(object, operation), settings })),
+    await policy.call("validate", JSON.stringify({ request: JSON.parse(admissionRequest(JSON.stringify(object), operation)), settings })),
   );
   return {
     settingsValid: true,

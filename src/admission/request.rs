@@ -76,70 +76,10 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// A CREATE request for `object`, as the API server would send it.
 pub fn wrap_object(object: Value) -> Value {
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let api_version = object
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("v1");
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let name = object
-        .pointer("/metadata/name")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let namespace = object
-        .pointer("/metadata/namespace")
-        .cloned()
-        .unwrap_or_else(|| Value::String("default".into()));
-    let gvk = json!({"group": group, "version": version, "kind": kind});
-    let gvr = json!({"group": group, "version": version, "resource": plural(&kind)});
-    // A stable uid, so the same input gives the same answer.
-    let digest = sha2::Sha256::digest(serde_json::to_vec(&object).unwrap_or_default());
-    let h = hex::encode(digest);
-    let uid = format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    );
-    json!({
-        "uid": uid,
-        "kind": gvk,
-        "resource": gvr,
-        "requestKind": gvk,
-        "requestResource": gvr,
-        "name": name,
-        "namespace": namespace,
-        "operation": "CREATE",
-        "userInfo": {"username": "sidecarctl", "groups": ["system:authenticated"]},
-        "object": object,
-        "oldObject": null,
-        "dryRun": false,
-        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-    })
+    admission_request::request_for(object, admission_request::Operation::Create)
 }
 
-use sha2::Digest as _;
-
-/// The resource name the API server uses for a kind (`Pod` → `pods`, `Policy` → `policies`).
-pub fn plural(kind: &str) -> String {
-    let lower = kind.to_ascii_lowercase();
-    if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else if lower.ends_with('s') || lower.ends_with("ch") || lower.ends_with('x') {
-        format!("{lower}es")
-    } else {
-        format!("{lower}s")
-    }
-}
+pub use admission_request::plural;
 
 /// An admission.k8s.io/v1 AdmissionReview around a request or a response.
 pub fn review(request: &Value) -> Value {
@@ -169,20 +109,6 @@ pub fn uid_of(request: &Value) -> &str {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn plurals() {
-        for (kind, resource) in [
-            ("Pod", "pods"),
-            ("Deployment", "deployments"),
-            ("ReplicaSet", "replicasets"),
-            ("Policy", "policies"),
-            ("Gateway", "gateways"),
-            ("Ingress", "ingresses"),
-        ] {
-            assert_eq!(plural(kind), resource);
-        }
-    }
 
     #[test]
     fn inputs_of_every_shape_become_requests() {

@@ -12,6 +12,18 @@ use sidecar_model::{EdgeRule, KnownSidecarSettings, PodModel};
 use wasm_bindgen::prelude::*;
 
 /// A YAML or JSON document (the first of a stream) as JSON text, or why it does not read.
+/// The AdmissionRequest `sidecarctl run` builds around `object` (JSON text), for
+/// `operation` (CREATE, or UPDATE with the object as its own oldObject), as JSON text: the
+/// page evaluates the very request the command line does.
+#[wasm_bindgen(js_name = admissionRequest)]
+pub fn admission_request(object: &str, operation: &str) -> Result<String, JsError> {
+    let object: serde_json::Value =
+        serde_json::from_str(object).map_err(|e| JsError::new(&format!("object: {e}")))?;
+    let operation = admission_request::Operation::parse(operation)
+        .ok_or_else(|| JsError::new(&format!("{operation:?} is not CREATE or UPDATE")))?;
+    Ok(admission_request::request_for(object, operation).to_string())
+}
+
 #[wasm_bindgen(js_name = toJson)]
 pub fn to_json(text: &str) -> Result<String, JsError> {
     read_document(text)
