@@ -216,30 +216,63 @@ async fn read_in_time(
     read_timeout: Duration,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    match tokio::time::timeout(read_timeout, axum::body::to_bytes(body, max_body_bytes)).await {
+    match tokio::time::timeout(read_timeout, read_body(body, max_body_bytes)).await {
         Ok(Ok(bytes)) => {
             next.run(axum::extract::Request::from_parts(parts, bytes.into()))
                 .await
         }
-        Ok(Err(e)) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is larger than {max_body_bytes} bytes"),
-                )
-            } else {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the body: {e}"),
-                )
-            }
-        }
+        Ok(Err(BodyError::TooLarge)) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {max_body_bytes} bytes"),
+        ),
+        Ok(Err(BodyError::Read(e))) => error(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {e}"),
+        ),
         Err(_) => error(
             StatusCode::REQUEST_TIMEOUT,
             format!("the body did not arrive within {read_timeout:?}"),
         ),
+    }
+}
+
+/// How much of an oversized body is read and dropped before the 413 is sent. A client
+/// still sending when the answer comes (a streamed HTTP/2 body has no length to refuse it
+/// by) sees its stream reset instead of the 413; past this much, it does.
+const DRAIN_BYTES: usize = 16 << 20;
+
+enum BodyError {
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// The body, if it is at most `max` bytes; an oversized one is read on (and dropped) up to
+/// `DRAIN_BYTES` so the client gets its 413.
+async fn read_body(mut body: axum::body::Body, max: usize) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt as _;
+    let mut kept: Vec<u8> = Vec::new();
+    let mut dropped: Option<usize> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue;
+        };
+        match &mut dropped {
+            Some(n) => {
+                *n += data.len();
+                if *n > DRAIN_BYTES {
+                    return Err(BodyError::TooLarge);
+                }
+            }
+            None if kept.len() + data.len() > max => {
+                kept = Vec::new();
+                dropped = Some(data.len());
+            }
+            None => kept.extend_from_slice(&data),
+        }
+    }
+    match dropped {
+        Some(_) => Err(BodyError::TooLarge),
+        None => Ok(Bytes::from(kept)),
     }
 }
 

@@ -219,3 +219,55 @@ fn a_request_behind_a_busy_pool_waits_then_is_told_to_retry() {
     // Once the worker is free, the same request is served.
     assert_eq!(server.review("/validate/calm", &plain)["allowed"], true);
 }
+
+/// Over HTTP/2 too (the API server speaks it to webhooks that offer it in TLS), a body over
+/// `--max-body-bytes` is answered 413, not a reset stream; the connection serves on.
+#[test]
+fn an_oversized_body_over_http2_is_answered_413() {
+    let config = json!({"null": {"module": p(&null_policy())}});
+    let tls = Server::start_with(config.clone(), &["--max-body-bytes", "4096"]);
+    let plain = Server::start_with(
+        config,
+        &["--max-body-bytes", "4096", "--insecure-plain-http"],
+    );
+    let h2c = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut big = pod(json!({"padding": "x".repeat(1 << 20)}));
+    big["metadata"]["name"] = json!("big");
+    let review = review_of(&pod(json!({})), "22222222-0000-0000-0000-000000000002");
+    for (server, client) in [(&tls, &tls.client), (&plain, &h2c)] {
+        let bodies = [
+            review_of(&big, "u").to_string(),
+            "x".repeat(8192),
+            "y".repeat(4 << 20),
+        ];
+        for (i, body) in bodies.into_iter().enumerate() {
+            // The last one streamed: no Content-Length, so only reading tells its size.
+            let body = match i {
+                2 => reqwest::blocking::Body::new(std::io::Cursor::new(body.into_bytes())),
+                _ => body.into(),
+            };
+            let response = client
+                .post(format!("{}/validate/null", server.base))
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .unwrap_or_else(|e| panic!("{}: {e:?}", server.base));
+            assert_eq!(
+                response.version(),
+                reqwest::Version::HTTP_2,
+                "{}",
+                server.base
+            );
+            assert_eq!(response.status().as_u16(), 413, "{}", server.base);
+        }
+        let answer = client
+            .post(format!("{}/validate/null", server.base))
+            .body(review.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+}
