@@ -263,3 +263,34 @@ fn quantities_read_as_the_api_server_reads_them() {
     assert_eq!(response["allowed"], false);
     assert_eq!(response["status"]["message"], said);
 }
+
+/// One wording: explain says a cycle as the ordering policy refuses it.
+#[test]
+fn explain_says_a_cycle_as_the_ordering_policy_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = dir.path().join("cycle.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: c\n  annotations:\n    after.sidecars.dev/a: b\n    after.sidecars.dev/b: a\nspec:\n  initContainers:\n  - {name: a, image: x, restartPolicy: Always}\n  - {name: b, image: y, restartPolicy: Always}\n  containers:\n  - {name: app, image: z}\n",
+    )
+    .unwrap();
+    let explained = explain(&pod);
+    let said = explained["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "startCycle")
+        .unwrap_or_else(|| panic!("{explained}"))["message"]
+        .clone();
+    let policy = module("wasm/sidecar-ordering-policy.wasm");
+    let out = run(&["run", "-p", p(&policy), "-r", p(&pod)]);
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(response["allowed"], false);
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(said.as_str().unwrap()),
+        "{said} / {response}"
+    );
+}

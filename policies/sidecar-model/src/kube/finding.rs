@@ -166,11 +166,7 @@ impl fmt::Display for Finding {
             Finding::UnnamedContainer { list, index } => {
                 write!(f, "{list}[{index}] has no name")
             }
-            Finding::StartCycle { path } => write!(
-                f,
-                "the start dependencies form a cycle: {}; remove one of these after.sidecars.dev edges",
-                path.join(" → ")
-            ),
+            Finding::StartCycle { path } => cycle(f, path),
             Finding::OrderViolated {
                 before,
                 after,
@@ -196,4 +192,12 @@ impl fmt::Display for Finding {
             }
         }
     }
+}
+/// A cycle of start dependencies, in the one wording explain and the ordering policy share.
+pub(crate) fn cycle(f: &mut fmt::Formatter<'_>, path: &[String]) -> fmt::Result {
+    write!(
+        f,
+        "the start dependencies form a cycle: {}; remove one of these edges",
+        path.join(" → ")
+    )
 }

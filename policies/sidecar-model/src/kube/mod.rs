@@ -20,7 +20,7 @@ pub use edit::{Change, remove_container_field, set_pod_annotation};
 pub(crate) use edit::{container_mut, empty_object, list_mut, spec_mut};
 pub use error::ModelError;
 pub use finding::Finding;
-pub(crate) use finding::quoted;
+pub(crate) use finding::{cycle, quoted};
 pub use lifecycle_type::{
     ContainerList, InitSteps, KnownRule, KnownSidecar, KnownSidecarSettings, KnownSidecars,
     LifecycleType, TypeReason,

@@ -136,11 +136,7 @@ impl std::fmt::Display for OrderFinding {
                     "app containers start before post-sidecars"
                 }
             ),
-            OrderFinding::Cycle { path } => write!(
-                f,
-                "the start dependencies form a cycle: {}; remove one of these edges",
-                path.join(" → ")
-            ),
+            OrderFinding::Cycle { path } => crate::kube::cycle(f, path),
             OrderFinding::NoStartupProbe {
                 sidecar,
                 dependents,
