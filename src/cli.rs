@@ -293,15 +293,20 @@ pub struct SettingsArgs {
 
 impl SettingsArgs {
     pub fn load(&self) -> anyhow::Result<Value> {
-        let settings = if let Some(path) = &self.settings_path {
-            admission::parse_document(&read_file(path)?, &path.display().to_string())?
+        let (settings, source) = if let Some(path) = &self.settings_path {
+            let source = path.display().to_string();
+            (
+                admission::parse_document(&read_file(path)?, &source)?,
+                source,
+            )
         } else if let Some(json) = &self.settings_json {
-            serde_json::from_str(json).context("--settings-json: invalid JSON")?
+            let settings = serde_json::from_str(json).context("--settings-json: invalid JSON")?;
+            (settings, "--settings-json".to_string())
         } else {
             return Ok(Value::Object(Default::default()));
         };
         if !settings.is_object() {
-            bail!("settings must be an object");
+            bail!("{source}: settings must be an object");
         }
         Ok(settings)
     }

@@ -151,6 +151,10 @@ impl Metadata {
 
 /// The metadata embedded in `module`, if any.
 pub fn read(module: &[u8]) -> anyhow::Result<Option<Metadata>> {
+    // Said as the runtime says it, not as wasmparser's byte dump.
+    if !module.starts_with(b"\0asm") {
+        anyhow::bail!("not a WebAssembly module: it does not start with the wasm magic number");
+    }
     for payload in Parser::new(0).parse_all(module) {
         if let Payload::CustomSection(section) = payload.context("not a WebAssembly module")?
             && section.name() == SECTION

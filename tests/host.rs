@@ -697,3 +697,75 @@ fn scaffold_refuses_settings_the_policy_refuses() {
         stdout(&out)
     );
 }
+
+/// Every error names what it is about: the file that is no module (whichever command read
+/// it), the file whose object is malformed, where the settings came from.
+#[test]
+fn errors_name_their_file() {
+    let (pod, null) = (fixture("pod.yaml"), null_policy());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("policies.yml");
+    std::fs::write(&config, format!("p:\n  module: {}\n", p(&pod))).unwrap();
+    let malformed = dir.path().join("malformed.yaml");
+    std::fs::write(
+        &malformed,
+        "kind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: 5}]}\n",
+    )
+    .unwrap();
+    let not_wasm = format!(
+        "{}: not a WebAssembly module: it does not start with the wasm magic number",
+        p(&pod)
+    );
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["inspect", p(&pod)], not_wasm.clone()),
+        (
+            vec![
+                "scaffold",
+                "manifest",
+                "-t",
+                "ClusterAdmissionPolicy",
+                p(&pod),
+            ],
+            not_wasm.clone(),
+        ),
+        (
+            vec![
+                "push",
+                p(&pod),
+                "registry://127.0.0.1:1/x:1",
+                "--plain-http",
+            ],
+            not_wasm.clone(),
+        ),
+        (
+            vec!["serve", "-c", p(&config), "--insecure-plain-http"],
+            format!("policy \"p\": {not_wasm}"),
+        ),
+        (
+            vec!["explain", p(&malformed)],
+            format!(
+                "{}: malformed object: spec.containers[0].name",
+                p(&malformed)
+            ),
+        ),
+        (
+            vec![
+                "run",
+                "-p",
+                p(&null),
+                "-r",
+                p(&pod),
+                "--settings-json",
+                "[1]",
+            ],
+            "--settings-json: settings must be an object".to_string(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(&expected), "{args:?}: {err}");
+    }
+}

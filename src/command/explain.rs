@@ -16,7 +16,8 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let document = read_document(&path)?;
     let request = admission::to_request(document)?;
     let object = request.get("object").cloned().unwrap_or(Value::Null);
-    let explanation = sidecar_model::explain::explain(&object, &sidecar_model::KnownSidecars::default())?
+    let explanation = sidecar_model::explain::explain(&object, &sidecar_model::KnownSidecars::default())
+        .with_context(|| path.clone())?
         .with_context(|| {
             format!(
                 "{path}: a {} holds no pod spec; explain takes a Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob or ReplicationController",

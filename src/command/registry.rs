@@ -21,6 +21,8 @@ pub fn push(args: PushArgs) -> anyhow::Result<ExitCode> {
     };
     let bytes =
         std::fs::read(&module).with_context(|| format!("cannot read {}", module.display()))?;
+    // A file that is no module is named before any registry is asked.
+    sidecarctl::metadata::read(&bytes).with_context(|| module.display().to_string())?;
     let url = oci::push(&bytes, &image, &registry.access(), force, source.as_deref())?;
     println!("{url}");
     Ok(ExitCode::SUCCESS)

@@ -22,9 +22,11 @@ pub fn scaffold(command: Scaffold) -> anyhow::Result<ExitCode> {
         } => {
             let reference = oci::ModuleRef::parse(&module)?;
             let (_, bytes) = oci::fetch(&reference, &registry.access(), None)?;
-            let meta = metadata::read(&bytes)?.with_context(|| {
-                format!("{module} carries no Kubewarden metadata: annotate it first")
-            })?;
+            let meta = metadata::read(&bytes)
+                .with_context(|| module.clone())?
+                .with_context(|| {
+                    format!("{module} carries no Kubewarden metadata: annotate it first")
+                })?;
             // Read as YAML values, which keep the order the settings were written in.
             let settings = match &settings_path {
                 Some(path) => {

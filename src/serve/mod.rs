@@ -170,7 +170,7 @@ pub fn run(config_path: &std::path::Path, options: Options, access: &Access) -> 
 /// A module with other metadata is refused here too; one with none (a test build, a
 /// module not yet annotated) is served, with a warning that policy-server would not.
 fn check_metadata(name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    match crate::metadata::read(bytes)? {
+    match crate::metadata::read(bytes).with_context(|| name.to_string())? {
         Some(meta) => {
             if meta.execution_mode != "kubewarden-wapc" {
                 bail!(
