@@ -26,7 +26,7 @@ wasm: targets host
 	@mkdir -p $(BUILD)/raw $(BUILD)/wasm $(BUILD)/test-policies
 	@for p in $(POLICIES); do \
 	  cp $(WASM_OUT)/$$(echo $$p | tr - _).wasm $(BUILD)/raw/$$p.wasm && \
-	  $(SIDECARCTL) annotate -m policies/$$p/metadata.yml -u policies/$$p/README.md -o $(BUILD)/wasm/$$p.wasm $(BUILD)/raw/$$p.wasm || exit 1; \
+	  $(SIDECARCTL) annotate -m policies/$$p/metadata.yml -u policies/$$p/README.md --output-path $(BUILD)/wasm/$$p.wasm $(BUILD)/raw/$$p.wasm || exit 1; \
 	done
 	@for p in $(TEST_POLICIES); do cp $(WASM_OUT)/$$(echo $$p | tr - _).wasm $(BUILD)/test-policies/$$p.wasm; done
 	@ls -l $(BUILD)/wasm $(BUILD)/test-policies | grep wasm || true

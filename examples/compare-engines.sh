@@ -41,7 +41,7 @@ sed "s#\.\./\.\./build/#file://$PWD/build/#" examples/serve/policies.yml > "$tmp
 sed -e 's/^mutating: true/mutating: false/' \
   -e 's/io.kubewarden.policy.title: .*/io.kubewarden.policy.title: null-policy/' \
   policies/sidecar-ordering-policy/metadata.yml > "$tmp/null.yml"
-"$sidecarctl" annotate -m "$tmp/null.yml" -o "$tmp/null-policy.wasm" build/test-policies/null-policy.wasm
+"$sidecarctl" annotate -m "$tmp/null.yml" --output-path "$tmp/null-policy.wasm" build/test-policies/null-policy.wasm
 printf 'null:\n  module: file://%s\n' "$tmp/null-policy.wasm" >> "$tmp/policies.yml"
 "$sidecarctl" review "$pod" > "$tmp/review.json"
 policies="null clusterwide-sidecar-injector clusterwide-sidecar-lifecycle clusterwide-sidecar-ordering clusterwide-sidecar-resources"

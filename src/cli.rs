@@ -70,6 +70,8 @@ pub struct RunArgs {
     pub request_path: String,
     #[command(flatten)]
     pub settings: SettingsArgs,
+    /// How to print the AdmissionResponse: json (as policy-server sends it), yaml, or
+    /// pretty (the verdict and the patch as a diff).
     #[arg(long, short = 'o', value_enum, default_value_t = RunOutput::Json)]
     pub output: RunOutput,
     /// Evaluation deadline in milliseconds (policy-server's default is 2 s).
@@ -89,6 +91,7 @@ pub struct ReviewArgs {
 pub struct ExplainArgs {
     /// A Kubernetes object, AdmissionRequest or AdmissionReview (JSON or YAML); - for stdin.
     pub path: String,
+    /// How to print it: text for a person, json for a script.
     #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
     pub output: ExplainOutput,
 }
@@ -110,7 +113,8 @@ pub struct AnnotateArgs {
     /// A README to embed as io.kubewarden.policy.usage.
     #[arg(long, short = 'u')]
     pub usage_path: Option<PathBuf>,
-    #[arg(long, short = 'o')]
+    /// Where to write the annotated module (`-o` is an output format in every command).
+    #[arg(long)]
     pub output_path: PathBuf,
     /// The module to annotate.
     pub module: PathBuf,
@@ -126,6 +130,7 @@ pub struct InspectArgs {
 
 #[derive(clap::Args)]
 pub struct PushArgs {
+    /// The module to push (annotated, unless --force).
     pub module: PathBuf,
     /// registry://HOST/REPO:TAG
     pub destination: String,
@@ -143,7 +148,8 @@ pub struct PushArgs {
 pub struct PullArgs {
     /// registry://HOST/REPO:TAG
     pub source: String,
-    #[arg(long, short = 'o')]
+    /// Where to write the pulled module (`-o` is an output format in every command).
+    #[arg(long)]
     pub output_path: PathBuf,
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -169,10 +175,13 @@ pub struct BenchArgs {
     /// Only this mode; both when omitted.
     #[arg(long, value_enum)]
     pub instance: Option<bench::InstanceMode>,
+    /// Timed evaluations per policy, request and mode.
     #[arg(long, default_value_t = 200)]
     pub samples: usize,
+    /// Evaluations run first and not timed.
     #[arg(long, default_value_t = 20)]
     pub warmup: usize,
+    /// How to print the table: text for a person, json for a script.
     #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
     pub output: ExplainOutput,
     #[command(flatten)]
@@ -185,6 +194,7 @@ pub struct ServeArgs {
     /// timeoutEvalSeconds, message.
     #[arg(long, short = 'c')]
     pub config: PathBuf,
+    /// Where to listen (0.0.0.0:8443 for every interface; port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub addr: std::net::SocketAddr,
     /// TLS certificate (PEM). With --key; HTTPS is the default and the API server's only way.
@@ -232,13 +242,16 @@ pub struct ServeArgs {
 pub enum Scaffold {
     /// A policies.kubewarden.io/v1 ClusterAdmissionPolicy or AdmissionPolicy for a module.
     Manifest {
-        #[arg(long = "type", short = 't')]
+        /// ClusterAdmissionPolicy, or AdmissionPolicy (namespaced).
+        #[arg(long = "type", short = 't', value_parser = ["ClusterAdmissionPolicy", "AdmissionPolicy"])]
         kind: String,
         /// The module as the cluster fetches it (registry://…), or a path; its metadata is read.
         module: String,
+        /// The policy's settings (YAML or JSON); the policy's validate_settings is asked.
         #[arg(long, short = 's')]
         settings_path: Option<PathBuf>,
-        #[arg(long)]
+        /// The resource's name (a DNS-1123 subdomain); from the module's name when omitted.
+        #[arg(long, value_parser = dns_name)]
         name: Option<String>,
         /// The module reference to write into the manifest, when the metadata is read from
         /// a local copy of a published module (e.g. registry://ghcr.io/org/policy:v1).
@@ -249,12 +262,14 @@ pub enum Scaffold {
     },
     /// The Artifact Hub package (artifacthub-pkg.yml) of a policy.
     Artifacthub {
+        /// The policy's metadata.yml.
         #[arg(long, short = 'm')]
         metadata_path: PathBuf,
+        /// The policy's questions-ui.yml, embedded for the Rancher UI.
         #[arg(long, short = 'q')]
         questions_path: Option<PathBuf>,
-        /// RFC 3339 time; now when omitted.
-        #[arg(long)]
+        /// RFC 3339 time (2026-12-05T10:00:00Z); now when omitted.
+        #[arg(long, value_parser = rfc3339)]
         created_at: Option<String>,
     },
 }
@@ -323,4 +338,54 @@ pub enum RunOutput {
 pub enum ExplainOutput {
     Text,
     Json,
+}
+
+/// A Kubernetes object name: a DNS-1123 subdomain (lower-case letters, digits, `-` and
+/// `.`, starting and ending alphanumeric, at most 253 characters).
+fn dns_name(text: &str) -> Result<String, String> {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = !text.is_empty()
+        && text.len() <= 253
+        && text.chars().all(|c| alnum(c) || c == '-' || c == '.')
+        && text.starts_with(alnum)
+        && text.ends_with(alnum);
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a Kubernetes name: lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// An RFC 3339 time, as Artifact Hub reads createdAt.
+fn rfc3339(text: &str) -> Result<String, String> {
+    humantime::parse_rfc3339(text)
+        .map(|_| text.to_string())
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time (2026-12-05T10:00:00Z): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `--help` says what every option and argument of every command is.
+    #[test]
+    fn every_option_says_what_it_is() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !["help", "version"].contains(&id) && arg.get_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "sidecarctl", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }

@@ -100,6 +100,13 @@ impl Metadata {
                 );
             }
         }
+        // Kubewarden's policy types: `kubernetes` (admission requests) and `raw`.
+        if !["kubernetes", "raw"].contains(&self.policy_type.as_str()) {
+            bail!(
+                "unknown policyType {:?} (expected kubernetes or raw)",
+                self.policy_type
+            );
+        }
         if !EXECUTION_MODES.contains(&self.execution_mode.as_str()) {
             bail!(
                 "unknown executionMode {:?} (expected one of {})",

@@ -172,7 +172,7 @@ pub fn artifacthub(
             },
         ],
         install: format!(
-            "The policy can be obtained with sidecarctl (or kwctl):\n```console\nsidecarctl pull registry://{image} -o policy.wasm\n```\nand deployed with the ClusterAdmissionPolicy from `sidecarctl scaffold manifest`.\n"
+            "The policy can be obtained with sidecarctl (or kwctl):\n```console\nsidecarctl pull registry://{image} --output-path policy.wasm\n```\nand deployed with the ClusterAdmissionPolicy from `sidecarctl scaffold manifest`.\n"
         ),
         maintainers: [Name {
             name: get("io.kubewarden.policy.author"),

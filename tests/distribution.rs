@@ -23,7 +23,7 @@ fn every_policy_round_trips_through_a_registry() {
         let push = run(&["push", p(&module), &image, "--plain-http"]);
         assert!(push.status.success(), "{policy}: {}", stderr(&push));
         let pulled = scratch.path().join(format!("{policy}.wasm"));
-        let pull = run(&["pull", &image, "-o", p(&pulled), "--plain-http"]);
+        let pull = run(&["pull", &image, "--output-path", p(&pulled), "--plain-http"]);
         assert!(pull.status.success(), "{policy}: {}", stderr(&pull));
         assert_eq!(
             std::fs::read(&pulled).unwrap(),
@@ -108,7 +108,12 @@ fn unannotated_modules_need_force_and_digests_are_verified() {
     assert!(forced.status.success(), "{}", stderr(&forced));
 
     // HTTPS is the default: a plain-HTTP registry does not answer it.
-    let tls = run(&["pull", &image, "-o", p(&scratch.path().join("x.wasm"))]);
+    let tls = run(&[
+        "pull",
+        &image,
+        "--output-path",
+        p(&scratch.path().join("x.wasm")),
+    ]);
     assert_eq!(tls.status.code(), Some(2));
 
     // Tamper with the stored blob: the pull must notice.
@@ -129,7 +134,7 @@ fn unannotated_modules_need_force_and_digests_are_verified() {
     bytes[last] ^= 0xff;
     std::fs::write(&blob, bytes).unwrap();
     let pulled = scratch.path().join("tampered.wasm");
-    let out = run(&["pull", &image, "-o", p(&pulled), "--plain-http"]);
+    let out = run(&["pull", &image, "--output-path", p(&pulled), "--plain-http"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).to_lowercase().contains("digest"),
@@ -182,7 +187,7 @@ fn annotate_embeds_metadata_and_inspect_reads_it() {
         "annotate",
         "-m",
         p(&bad),
-        "-o",
+        "--output-path",
         p(&scratch.path().join("x.wasm")),
         p(&raw),
     ]);
@@ -201,7 +206,7 @@ fn annotate_embeds_metadata_and_inspect_reads_it() {
         "annotate",
         "-m",
         p(&bad),
-        "-o",
+        "--output-path",
         p(&scratch.path().join("x.wasm")),
         p(&raw),
     ]);
@@ -503,7 +508,7 @@ fn registry_failures_are_named_and_never_hang() {
     let pull = run(&[
         "pull",
         &format!("registry://{host}/silent/never:v1"),
-        "-o",
+        "--output-path",
         p(&out),
         "--plain-http",
         "--registry-timeout",
@@ -523,7 +528,7 @@ fn registry_failures_are_named_and_never_hang() {
     let refused = run(&[
         "pull",
         &format!("registry://{closed}/x/y:1"),
-        "-o",
+        "--output-path",
         p(&out),
         "--plain-http",
     ]);
@@ -535,7 +540,7 @@ fn registry_failures_are_named_and_never_hang() {
     let unresolved = run(&[
         "pull",
         "registry://no-such-registry.invalid/x/y:1",
-        "-o",
+        "--output-path",
         p(&out),
     ]);
     assert!(

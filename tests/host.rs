@@ -769,3 +769,85 @@ fn errors_name_their_file() {
         assert!(err.contains(&expected), "{args:?}: {err}");
     }
 }
+
+/// A value a command cannot use is refused, naming it, instead of being taken in silence;
+/// `-o` is an output format in every command (paths are `--output-path`).
+#[test]
+fn bad_values_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("metadata.yml");
+    std::fs::write(
+        &metadata,
+        std::fs::read_to_string(root().join("policies/sidecar-lifecycle-policy/metadata.yml"))
+            .unwrap()
+            .replace("policyType: kubernetes", "policyType: kubernets"),
+    )
+    .unwrap();
+    let lifecycle = module("wasm/sidecar-lifecycle-policy.wasm");
+    let null = null_policy();
+    let pod = fixture("pod.yaml");
+    let out = dir.path().join("out.wasm");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "bench",
+                "-p",
+                p(&null),
+                "-r",
+                p(&pod),
+                "--settings-dir",
+                "nope",
+            ],
+            "--settings-dir nope: no such directory",
+        ),
+        (
+            vec![
+                "scaffold",
+                "artifacthub",
+                "-m",
+                p(&metadata),
+                "--created-at",
+                "yesterday",
+            ],
+            "\"yesterday\" is not an RFC 3339 time",
+        ),
+        (
+            vec![
+                "scaffold",
+                "manifest",
+                "-t",
+                "ClusterAdmissionPolicy",
+                p(&lifecycle),
+                "--name",
+                "Bad Name!",
+            ],
+            "\"Bad Name!\" is not a Kubernetes name",
+        ),
+        (
+            vec!["scaffold", "manifest", "-t", "Policy", p(&lifecycle)],
+            "invalid value 'Policy' for '--type <KIND>'",
+        ),
+        (
+            vec![
+                "annotate",
+                "-m",
+                p(&metadata),
+                "--output-path",
+                p(&out),
+                p(&null),
+            ],
+            "unknown policyType \"kubernets\" (expected kubernetes or raw)",
+        ),
+        (
+            vec!["pull", "registry://127.0.0.1:1/x:1", "-o", p(&out)],
+            "unexpected argument '-o'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -27,6 +27,9 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         output,
         registry,
     } = args;
+    if let Some(dir) = settings_dir.as_ref().filter(|d| !d.is_dir()) {
+        bail!("--settings-dir {}: no such directory", dir.display());
+    }
     if samples == 0 {
         bail!("--samples must be at least 1");
     }

@@ -46,7 +46,7 @@ fn a_module_whose_metadata_policy_server_would_refuse_is_refused() {
         "annotate",
         "-m",
         p(&dir.path().join("metadata.yml")),
-        "-o",
+        "--output-path",
         p(&annotated),
         p(&null_policy()),
     ]);
