@@ -256,7 +256,10 @@ fn quantities_read_as_the_api_server_reads_them() {
     let out = run(&["explain", p(&negative)]);
     assert_eq!(out.status.code(), Some(2));
     let said = "containers[0] (app) resources.limits.cpu: -5 must be greater than or equal to 0";
-    assert_eq!(stderr(&out).trim(), format!("error: {said}"));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("error: {}: {said}", negative.display())
+    );
     let policy = module("wasm/sidecar-resources-policy.wasm");
     let refused = run(&["run", "-p", p(&policy), "-r", p(&negative)]);
     let response: Value = serde_json::from_slice(&refused.stdout).unwrap();
