@@ -367,6 +367,38 @@ fn the_api_validity_rules_agree_with_the_api_server() {
             ),
         ),
         ("a native sidecar", pod(sidecar.clone(), app.clone())),
+        (
+            "an app container restartPolicy: Alway (a typo)",
+            pod(step.clone(), with(&app, json!({"restartPolicy": "Alway"}))),
+        ),
+        (
+            "an app container restartPolicy: \"\"",
+            pod(step.clone(), with(&app, json!({"restartPolicy": ""}))),
+        ),
+        (
+            "a regular init container restartPolicy: Alway (a typo)",
+            pod(with(&step, json!({"restartPolicy": "Alway"})), app.clone()),
+        ),
+        (
+            "a native sidecar with a restart rule",
+            pod(
+                with(
+                    &sidecar,
+                    json!({"restartPolicyRules": rule("Restart", "In", json!([42]))}),
+                ),
+                app.clone(),
+            ),
+        ),
+        (
+            "a native sidecar restarting every container",
+            pod(
+                with(
+                    &sidecar,
+                    json!({"restartPolicyRules": rule("RestartAllContainers", "In", json!([42]))}),
+                ),
+                app.clone(),
+            ),
+        ),
     ];
     let mut disagreements = Vec::new();
     for (what, object) in cases {

@@ -108,6 +108,11 @@ pub enum RuleError {
         index: usize,
         code: i32,
     },
+    /// Rules on a native sidecar, before the release that allows them.
+    OnASidecar {
+        since: String,
+        version: String,
+    },
     /// A process exits with 0–255: any other value never matches.
     ExitCodeOutOfRange {
         index: usize,
@@ -152,6 +157,10 @@ impl fmt::Display for RuleError {
             RuleError::DuplicateExitCode { index, code } => write!(
                 f,
                 "restartPolicyRules[{index}].exitCodes.values lists {code} twice"
+            ),
+            RuleError::OnASidecar { since, version } => write!(
+                f,
+                "restartPolicyRules on a native sidecar are refused before Kubernetes {since} (declared: {version}); remove them"
             ),
             RuleError::ExitCodeOutOfRange { index, code } => write!(
                 f,

@@ -70,6 +70,16 @@ pub enum Problem {
         dropped: bool,
         /// A regular init container (its `restartPolicy: Never` or `OnFailure`).
         init: bool,
+        /// A native sidecar (its `restartPolicyRules`): removing them is the only advice.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        sidecar: bool,
+    },
+    /// A `restartPolicy` other than Always, OnFailure or Never on a regular container (a
+    /// typo, the empty string): the API server refuses it from Kubernetes 1.35.
+    UnsupportedRestartPolicy {
+        container: String,
+        value: String,
+        init: bool,
     },
     /// An annotation the model could not use.
     Annotation { finding: Finding },
@@ -113,6 +123,7 @@ impl Violation {
             Problem::LegacySidecar { container, .. }
             | Problem::InitField { container, .. }
             | Problem::AppRestartField { container, .. }
+            | Problem::UnsupportedRestartPolicy { container, .. }
             | Problem::NoStartupProbe { container }
             | Problem::OptionalGatesReadiness { container }
             | Problem::PostSidecarInJob { container }
@@ -164,16 +175,39 @@ impl fmt::Display for Violation {
                 version,
                 dropped,
                 init,
+                sidecar,
+            } => {
+                write!(
+                    f,
+                    "{}container {container:?} sets {field}, which Kubernetes {version} {} (container restart rules are on by default from {}); remove it",
+                    match (*sidecar, *init) {
+                        (true, _) => "sidecar ",
+                        (false, true) => "init ",
+                        (false, false) => "",
+                    },
+                    if *dropped {
+                        "drops without a word, so it would not take effect"
+                    } else {
+                        "refuses"
+                    },
+                    Feature::ContainerRestartRules.since()
+                )?;
+                if !sidecar {
+                    write!(
+                        f,
+                        ", or make {container:?} a native sidecar in initContainers"
+                    )?;
+                }
+                Ok(())
+            }
+            Problem::UnsupportedRestartPolicy {
+                container,
+                value,
+                init,
             } => write!(
                 f,
-                "{}container {container:?} sets {field}, which Kubernetes {version} {} (container restart rules are on by default from {}); remove it, or make {container:?} a native sidecar in initContainers",
+                "{}container {container:?} sets restartPolicy: {value:?}, which the API server refuses: it must be Always, OnFailure or Never",
                 if *init { "init " } else { "" },
-                if *dropped {
-                    "drops without a word, so it would not take effect"
-                } else {
-                    "refuses"
-                },
-                Feature::ContainerRestartRules.since()
             ),
             Problem::Annotation { finding } => write!(f, "{finding}"),
             Problem::NoStartupProbe { container } => write!(
@@ -333,9 +367,10 @@ fn field_placement(model: &PodModel, version: KubeVersion, push: &mut impl FnMut
                         },
                     );
                 }
+                // Measured on 1.34: every value but Always is dropped, typos too.
                 if let Some(policy) = c.restart_policy.as_deref()
                     && drops
-                    && matches!(policy, "Never" | "OnFailure")
+                    && policy != "Always"
                 {
                     push(
                         Rule::FieldPlacement,
@@ -345,9 +380,14 @@ fn field_placement(model: &PodModel, version: KubeVersion, push: &mut impl FnMut
                             version: version.to_string(),
                             dropped: true,
                             init: true,
+                            sidecar: false,
                         },
                     );
                 }
+                &[("restartPolicyRules", c.restart_policy_rules.is_some())]
+            }
+            // Before 1.35 a native sidecar's rules are dropped (measured on 1.34).
+            (ContainerList::InitContainers, LifecycleType::Sidecar) => {
                 &[("restartPolicyRules", c.restart_policy_rules.is_some())]
             }
             // A legacy sidecar carries no restartPolicy before conversion; anything
@@ -372,9 +412,25 @@ fn field_placement(model: &PodModel, version: KubeVersion, push: &mut impl FnMut
                         version: version.to_string(),
                         dropped,
                         init: info.list == ContainerList::InitContainers,
+                        sidecar: info.is_native_sidecar(),
                     },
                 );
             }
+        }
+        // From 1.35 the API server checks the value itself (measured on 1.35–1.37).
+        if restart_rules
+            && !info.is_native_sidecar()
+            && let Some(value) = c.restart_policy.as_deref()
+            && !matches!(value, "Always" | "OnFailure" | "Never")
+        {
+            push(
+                Rule::FieldPlacement,
+                Problem::UnsupportedRestartPolicy {
+                    container: info.name.clone(),
+                    value: value.to_string(),
+                    init: info.list == ContainerList::InitContainers,
+                },
+            );
         }
     }
 }
@@ -393,7 +449,23 @@ fn restart_checks(model: &PodModel, version: KubeVersion, push: &mut impl FnMut(
                 },
             );
         }
-        if info.is_native_sidecar() {
+        if info.is_native_sidecar()
+            && c.restart_policy_rules.is_some()
+            && !version.supports(Feature::RestartAllContainers)
+        {
+            // While RestartAllContainers is off (1.35), the API server refuses any rule on
+            // a native sidecar.
+            push(
+                Rule::RestartRules,
+                Problem::BadRestartRule {
+                    container: info.name.clone(),
+                    error: RuleError::OnASidecar {
+                        since: Feature::RestartAllContainers.since().to_string(),
+                        version: version.to_string(),
+                    },
+                },
+            );
+        } else if info.is_native_sidecar() {
             for (index, rule) in c.restart_policy_rules.iter().flatten().enumerate() {
                 let container = info.name.clone();
                 match rule.action.as_str() {
@@ -451,9 +523,11 @@ fn init_only_sidecar_fields(c: &Container, restart_rules: bool) -> Vec<String> {
             fields.push("a preStop hook".into());
         }
     }
+    // With container restart rules (on, or dropped by the release) the restartPolicy of
+    // an init step is checked, or reported dropped, on its own.
     if let Some(policy) = c.restart_policy.as_deref()
         && policy != "Always"
-        && !(restart_rules && matches!(policy, "Never" | "OnFailure"))
+        && !restart_rules
     {
         fields.push(format!("restartPolicy: {policy}"));
     }
@@ -644,18 +718,27 @@ mod tests {
                 .contains("restarts every container of the pod"),
             "{said:?}"
         );
-        // 1.35 has RestartAllContainers only behind its alpha gate.
+        // 1.35 has RestartAllContainers only behind its alpha gate, and while it is off
+        // the API server refuses any rule on a native sidecar (measured on 1.35).
         let said = check(&m, &on("1.35"));
-        assert_eq!(
-            rules(&said),
-            [
-                "restart-rules",
-                "sidecar-restart-rules",
-                "sidecar-restart-rules"
-            ]
-        );
+        assert_eq!(rules(&said), ["restart-rules", "restart-rules"]);
         assert!(
             said[0].to_string().contains("needs Kubernetes 1.36"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].to_string().contains(
+                "restartPolicyRules on a native sidecar are refused before Kubernetes 1.36"
+            ),
+            "{said:?}"
+        );
+        // 1.34 drops them without a word.
+        let said = check(&m, &on("1.34"));
+        assert_eq!(rules(&said), ["field-placement"]);
+        assert!(
+            said[0].to_string().starts_with(
+                "field-placement: sidecar container \"logs\" sets restartPolicyRules, which Kubernetes 1.34 drops without a word"
+            ) && said[0].to_string().ends_with("; remove it"),
             "{said:?}"
         );
     }
