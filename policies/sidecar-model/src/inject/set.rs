@@ -96,9 +96,11 @@ impl SetContainer {
         if container.image.as_deref().unwrap_or_default().is_empty() {
             return Err(format!("container {:?} needs an image", container.name));
         }
-        // A top-level null is as good as absent, as the API server reads it.
+        // A top-level null is as good as absent, as the API server reads it; a field newer
+        // than the k8s-openapi the SDK pins is no typo, and is injected as written.
         if let Some(unknown) = unknown
             .iter()
+            .filter(|path| !is_newer_than_k8s_openapi(path))
             .find(|path| self.spec.get(path.as_str()).is_none_or(|v| !v.is_null()))
         {
             return Err(format!(
@@ -148,6 +150,16 @@ impl SetContainer {
 
 /// `resources.limts`, `ports[0].protocl`: where serde_ignored found a field, as the
 /// spec spells it (its own rendering marks every `Option` on the way with `?`).
+/// Container fields Kubernetes 1.37 added (alpha there), which k8s-openapi's `v1_36` does
+/// not know: `volumeMounts[i].bindMountOptions` (`VolumeBindMountOptions`).
+fn is_newer_than_k8s_openapi(path: &str) -> bool {
+    path.strip_prefix("volumeMounts[")
+        .and_then(|rest| rest.split_once("]."))
+        .is_some_and(|(index, field)| {
+            index.bytes().all(|b| b.is_ascii_digit()) && field == "bindMountOptions"
+        })
+}
+
 fn field_path(path: &serde_ignored::Path) -> String {
     use serde_ignored::Path;
     match path {

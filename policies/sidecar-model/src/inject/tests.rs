@@ -276,6 +276,18 @@ fn settings_conflicts_are_found() {
         let result = validate_sets(&[a, c.clone()]);
         assert_eq!(result.is_err(), clash, "{ours:?} {theirs:?}: {result:?}");
     }
+    // A 1.37 field k8s-openapi does not know yet is no typo either; one beside it is.
+    let bind = json!({"name": "x", "volumes": [{"name": "v", "emptyDir": {}}], "containers": [{"name": "p", "image": "i",
+        "volumeMounts": [{"name": "v", "mountPath": "/v", "bindMountOptions": ["noexec"]}]}]});
+    validate_sets(&[set(bind.clone())]).unwrap();
+    let mut typo = bind;
+    typo["containers"][0]["volumeMounts"][0]["bindMountOption"] = json!(["noexec"]);
+    assert!(
+        set(typo)
+            .validate()
+            .unwrap_err()
+            .contains("unknown field \"volumeMounts[0].bindMountOption\"")
+    );
     // A null where a field could be is no typo.
     validate_sets(&[set(
         json!({"name": "x", "containers": [{"name": "p", "image": "i", "stdin": null, "volumeMount": null}]}),
