@@ -86,7 +86,7 @@ fn istio_corpus_native_untouched_legacy_converted() {
         original_proxy["restartPolicy"] = json!("Always");
         let istio = sidecar_model::Mesh::Istio;
         if original_proxy.get("startupProbe").is_none() {
-            original_proxy["startupProbe"] = istio.startup_probe();
+            original_proxy["startupProbe"] = istio.startup_probe(15021);
         }
         let hooks = original_proxy
             .as_object_mut()

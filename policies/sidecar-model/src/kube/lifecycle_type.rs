@@ -99,6 +99,10 @@ pub enum TypeReason {
     /// A known-sidecar rule matched, but every app container matched one: the helper is
     /// the application (an Istio gateway is a proxy and nothing else).
     KnownSidecarAlone { rule: String },
+    /// A known-sidecar rule matched a container the pod's own name label names (`app`,
+    /// `app.kubernetes.io/name`): the helper is the pod's own data plane (Envoy in an
+    /// all-in-one ingress pod), the application.
+    KnownSidecarNamedByPod { rule: String, label: String },
     /// Nothing said otherwise.
     Default,
 }
@@ -116,6 +120,10 @@ impl fmt::Display for TypeReason {
                     "known sidecar ({rule}), but no other app container: the application"
                 )
             }
+            TypeReason::KnownSidecarNamedByPod { rule, label } => write!(
+                f,
+                "known sidecar ({rule}), but the pod's label {label} names it: the application"
+            ),
             TypeReason::Default => f.write_str("app container"),
         }
     }

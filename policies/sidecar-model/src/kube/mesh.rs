@@ -8,9 +8,15 @@
 //!   the app. Per pod `sidecar.istio.io/nativeSidecar: "false"` keeps the legacy layout.
 //! - Linkerd (`config.linkerd.io/proxy-enable-native-sidecar`; the `config.alpha.` and
 //!   `config.beta.` forms are deprecated): `linkerd-init` or `linkerd-network-validator`,
-//!   then `linkerd-proxy` with `restartPolicy: Always` and a startupProbe on
-//!   `/ready:4191` in place of the `postStart: linkerd-await` hook.
+//!   then `linkerd-proxy` with `restartPolicy: Always` and a startupProbe on `/ready` at
+//!   the proxy's admin port (4191 unless `config.linkerd.io/admin-port` moved it) in place
+//!   of the `postStart: linkerd-await` hook. It renders no `preStop` wait-before-exit sleep
+//!   in native mode (the kubelet stops a native sidecar after the app anyway, and the sleep
+//!   would hold every termination for the whole grace period), and keeps its own identity
+//!   pod legacy: that proxy gets its certificate from the identity container beside it, so
+//!   as a native sidecar gated on `/ready` it would never start and nor would identity.
 
+use crate::kube::Container;
 use k8s_openapi::api::core::v1::LifecycleHandler;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -63,17 +69,64 @@ impl Mesh {
         })
     }
 
-    /// The startupProbe the mesh gives its native proxy.
-    pub fn startup_probe(self) -> Value {
+    /// The mesh's own pods whose proxy it keeps legacy even in native mode, by a label of
+    /// the pod: what keeps it so, for messages.
+    pub fn keeps_legacy(self, labels: &BTreeMap<String, String>) -> Option<&'static str> {
+        match self {
+            Mesh::Istio => None,
+            Mesh::Linkerd => (labels
+                .get("linkerd.io/control-plane-component")
+                .is_some_and(|v| v == "identity"))
+            .then_some("linkerd.io/control-plane-component: identity"),
+        }
+    }
+
+    /// The port of the proxy's readiness endpoint, as the legacy proxy `proxy` itself says
+    /// it (its admin address, then its `linkerd-await --port`), else as the pod's
+    /// annotations configure it, else the mesh's default.
+    pub fn ready_port(self, proxy: &Container, annotations: &BTreeMap<String, String>) -> u16 {
+        match self {
+            Mesh::Istio => ISTIO_READY_PORT,
+            Mesh::Linkerd => linkerd_admin_address(proxy)
+                .or_else(|| linkerd_await_port(proxy))
+                .or_else(|| {
+                    annotations
+                        .get("config.linkerd.io/admin-port")
+                        .and_then(|p| p.trim().parse().ok())
+                })
+                .unwrap_or(LINKERD_ADMIN_PORT),
+        }
+    }
+
+    /// The startupProbe the mesh gives its native proxy, on its readiness port.
+    pub fn startup_probe(self, port: u16) -> Value {
         match self {
             Mesh::Istio => json!({
-                "httpGet": {"path": "/healthz/ready", "port": 15021},
+                "httpGet": {"path": "/healthz/ready", "port": port},
                 "periodSeconds": 1, "timeoutSeconds": 3, "failureThreshold": 600
             }),
             Mesh::Linkerd => json!({
-                "httpGet": {"path": "/ready", "port": 4191},
+                "httpGet": {"path": "/ready", "port": port},
                 "initialDelaySeconds": 0, "periodSeconds": 1, "failureThreshold": 120
             }),
+        }
+    }
+
+    /// A legacy-mode `preStop` the mesh never renders in native mode: Linkerd's
+    /// wait-before-exit `sleep`.
+    pub fn is_legacy_exit_hook(self, hook: &LifecycleHandler) -> bool {
+        let command = hook
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.as_deref())
+            .unwrap_or_default();
+        let program = command
+            .first()
+            .map(|p| p.rsplit('/').next().unwrap_or(p))
+            .unwrap_or_default();
+        match self {
+            Mesh::Istio => false,
+            Mesh::Linkerd => program == "sleep" || hook.sleep.is_some(),
         }
     }
 
@@ -103,6 +156,41 @@ impl Mesh {
             Mesh::Linkerd => program == "linkerd-await",
         }
     }
+}
+
+const ISTIO_READY_PORT: u16 = 15021;
+const LINKERD_ADMIN_PORT: u16 = 4191;
+
+/// `LINKERD2_PROXY_ADMIN_LISTEN_ADDR`: `0.0.0.0:4191`, `[::]:4191`.
+fn linkerd_admin_address(proxy: &Container) -> Option<u16> {
+    let address = proxy
+        .env()
+        .iter()
+        .find(|e| e.name == "LINKERD2_PROXY_ADMIN_LISTEN_ADDR")?
+        .value
+        .as_deref()?;
+    address.rsplit_once(':')?.1.trim().parse().ok()
+}
+
+/// `linkerd-await --port=4191` or `--port 4191` in the legacy `postStart` hook.
+fn linkerd_await_port(proxy: &Container) -> Option<u16> {
+    let command = proxy
+        .lifecycle
+        .as_deref()?
+        .post_start
+        .as_ref()?
+        .exec
+        .as_ref()?
+        .command
+        .as_deref()?;
+    command
+        .iter()
+        .enumerate()
+        .find_map(|(i, arg)| match arg.strip_prefix("--port") {
+            Some(rest) if rest.starts_with('=') => rest[1..].parse().ok(),
+            Some("") => command.get(i + 1)?.parse().ok(),
+            _ => None,
+        })
 }
 
 impl fmt::Display for Mesh {

@@ -319,13 +319,20 @@ impl PodModel {
     /// A legacy sidecar that conversion leaves where it is: its mesh's annotation keeps
     /// it legacy.
     pub fn stays_legacy(&self, c: &ContainerInfo) -> bool {
-        c.is_legacy_sidecar() && self.mesh_opt_out(c).is_some()
+        c.is_legacy_sidecar()
+            && (self.mesh_opt_out(c).is_some() || self.kept_legacy_by_mesh(c).is_some())
     }
 
     /// A legacy sidecar that conversion makes native: every one its mesh does not keep
     /// legacy.
     pub fn converts(&self, c: &ContainerInfo) -> bool {
-        c.is_legacy_sidecar() && self.mesh_opt_out(c).is_none()
+        c.is_legacy_sidecar() && !self.stays_legacy(c)
+    }
+
+    /// The label by which the mesh keeps the proxy of one of its own pods legacy even in
+    /// native mode (Linkerd's identity), if it does.
+    pub fn kept_legacy_by_mesh(&self, c: &ContainerInfo) -> Option<&'static str> {
+        c.mesh?.keeps_legacy(&self.workload.labels)
     }
 
     /// The mesh annotation by which the pod keeps its proxy `c` in the mesh's legacy
@@ -427,8 +434,20 @@ fn classify(
     if let Some(annotated) = annotated {
         return (annotated, TypeReason::Annotation { key });
     }
-    // 3. Known sidecars.
+    // 3. Known sidecars, unless the pod is named after the container: its own data plane.
     if let Some(rule) = known.find(&c.name, c.image.as_deref()) {
+        if let Some(label) = ["app.kubernetes.io/name", "app"]
+            .into_iter()
+            .find(|l| pod.labels.get(*l).is_some_and(|v| *v == c.name))
+        {
+            return (
+                LifecycleType::Standard,
+                TypeReason::KnownSidecarNamedByPod {
+                    rule: rule.describe(),
+                    label: format!("{label}: {}", c.name),
+                },
+            );
+        }
         return (
             rule.lifecycle,
             TypeReason::KnownSidecar {
@@ -616,6 +635,22 @@ mod tests {
             ["agent", "envoy", "mesh"]
         );
         assert!(m.findings.is_empty(), "{:?}", m.findings);
+    }
+
+    #[test]
+    fn a_proxy_the_pod_is_named_after_is_the_application() {
+        // Contour's Envoy DaemonSet: envoy beside its shutdown manager; Envoy is the app.
+        let m = model(json!({"kind": "DaemonSet", "spec": {"template": {
+            "metadata": {"labels": {"app": "envoy"}},
+            "spec": {"containers": [
+                {"name": "shutdown-manager", "image": "ghcr.io/projectcontour/contour:v1.30"},
+                {"name": "envoy", "image": "docker.io/envoyproxy/envoy:v1.31.0"}]}}}}));
+        assert_eq!(m.containers[1].lifecycle_type, LifecycleType::Standard);
+        assert_eq!(
+            m.containers[1].reason.to_string(),
+            "known sidecar (image */envoyproxy/envoy*), but the pod's label app: envoy names it: the application"
+        );
+        assert_eq!(m.legacy_sidecars().count(), 0);
     }
 
     #[test]

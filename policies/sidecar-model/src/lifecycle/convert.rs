@@ -45,7 +45,10 @@ struct Conversion {
     /// The mesh whose native layout it takes, and what that adds or removes.
     mesh: Option<Mesh>,
     add_startup_probe: bool,
+    /// Where the mesh's startupProbe asks (`Mesh::ready_port`).
+    ready_port: u16,
     drop_wait_hook: bool,
+    drop_exit_hook: bool,
     add_pre_stop: bool,
 }
 
@@ -62,6 +65,11 @@ impl Conversion {
             if self.drop_wait_hook {
                 also.push(format!(
                     "removed the postStart wait hook, which {mesh} renders only for legacy sidecars"
+                ));
+            }
+            if self.drop_exit_hook {
+                also.push(format!(
+                    "removed the preStop wait before exit, which {mesh} renders only for legacy sidecars"
                 ));
             }
             if self.add_pre_stop {
@@ -97,10 +105,16 @@ fn conversions(model: &PodModel) -> Vec<Conversion> {
                 drop_restart_rules: c.restart_policy_rules.is_some(),
                 mesh,
                 add_startup_probe: mesh.is_some() && c.startup_probe.is_none(),
+                ready_port: mesh.map_or(0, |m| m.ready_port(c, &model.workload.annotations)),
                 drop_wait_hook: mesh.is_some_and(|m| {
                     hooks
                         .and_then(|l| l.post_start.as_ref())
                         .is_some_and(|h| m.is_wait_hook(h))
+                }),
+                drop_exit_hook: mesh.is_some_and(|m| {
+                    hooks
+                        .and_then(|l| l.pre_stop.as_ref())
+                        .is_some_and(|h| m.is_legacy_exit_hook(h))
                 }),
                 add_pre_stop: mesh.is_some_and(|m| m.pre_stop().is_some())
                     && hooks.and_then(|l| l.pre_stop.as_ref()).is_none(),
@@ -260,9 +274,9 @@ fn convert_object(fields: &mut Object, c: &Conversion) -> Result<(), ModelError>
         return Ok(());
     };
     if c.add_startup_probe {
-        fields.insert("startupProbe", json_node(mesh.startup_probe()));
+        fields.insert("startupProbe", json_node(mesh.startup_probe(c.ready_port)));
     }
-    if c.drop_wait_hook || c.add_pre_stop {
+    if c.drop_wait_hook || c.drop_exit_hook || c.add_pre_stop {
         let hooks = fields
             .entry_or("lifecycle", empty_object)
             .as_object_mut()?
@@ -271,6 +285,9 @@ fn convert_object(fields: &mut Object, c: &Conversion) -> Result<(), ModelError>
             })?;
         if c.drop_wait_hook {
             hooks.remove("postStart");
+        }
+        if c.drop_exit_hook {
+            hooks.remove("preStop");
         }
         if let Some(pre_stop) = mesh.pre_stop().filter(|_| c.add_pre_stop) {
             hooks.insert("preStop", json_node(pre_stop));
@@ -294,10 +311,13 @@ fn convert_container(container: &mut Container, c: &Conversion) {
     if c.add_startup_probe {
         container.startup_probe = Some(serde::de::IgnoredAny);
     }
-    if c.drop_wait_hook || c.add_pre_stop {
+    if c.drop_wait_hook || c.drop_exit_hook || c.add_pre_stop {
         let hooks = container.lifecycle.get_or_insert_default();
         if c.drop_wait_hook {
             hooks.post_start = None;
+        }
+        if c.drop_exit_hook {
+            hooks.pre_stop = None;
         }
         if let Some(pre_stop) = mesh.pre_stop().filter(|_| c.add_pre_stop) {
             // The mesh's own hook, which reads.
@@ -436,7 +456,7 @@ mod tests {
         // As Istio injects a native proxy: its startupProbe and drain added, the rest as it was.
         let mut expected_proxy = original["spec"]["template"]["spec"]["containers"][1].clone();
         expected_proxy["restartPolicy"] = json!("Always");
-        expected_proxy["startupProbe"] = Mesh::Istio.startup_probe();
+        expected_proxy["startupProbe"] = Mesh::Istio.startup_probe(15021);
         expected_proxy["lifecycle"] = json!({"preStop": Mesh::Istio.pre_stop()});
         assert_eq!(spec["initContainers"][1], expected_proxy);
         assert_eq!(
@@ -508,6 +528,74 @@ mod tests {
                 "{object}"
             );
         }
+    }
+
+    /// A legacy Linkerd proxy as Linkerd renders it, with `lifecycle` and `env` of its own.
+    fn linkerd_pod(labels: Value, annotations: Value, proxy: Value) -> Value {
+        let mut container =
+            json!({"name": "linkerd-proxy", "image": "cr.l5d.io/linkerd/proxy:edge-25.1.1"});
+        container
+            .as_object_mut()
+            .unwrap()
+            .extend(proxy.as_object().unwrap().clone());
+        json!({"kind": "Pod", "metadata": {"labels": labels, "annotations": annotations}, "spec": {
+            "initContainers": [{"name": "linkerd-init", "image": "cr.l5d.io/linkerd/proxy-init:v2"}],
+            "containers": [container, {"name": "app"}]}})
+    }
+
+    fn converted_proxy(object: &Value) -> Option<Value> {
+        let known = KnownSidecars::default();
+        let m = PodModel::of(object, &known);
+        let mut edited = object.clone();
+        edit_value(&mut edited, |d| normalise(d, &m)).unwrap();
+        edited["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "linkerd-proxy")
+            .cloned()
+    }
+
+    #[test]
+    fn linkerd_probes_the_admin_port_the_proxy_uses() {
+        let port = |annotations: Value, proxy: Value| {
+            converted_proxy(&linkerd_pod(json!({}), annotations, proxy)).unwrap()["startupProbe"]
+                ["httpGet"]["port"]
+                .clone()
+        };
+        let env =
+            json!({"env": [{"name": "LINKERD2_PROXY_ADMIN_LISTEN_ADDR", "value": "[::]:5191"}]});
+        assert_eq!(port(json!({}), env), json!(5191));
+        let hook = json!({"lifecycle": {"postStart": {"exec": {"command":
+            ["/usr/lib/linkerd/linkerd-await", "--timeout=2m", "--port", "6191"]}}}});
+        assert_eq!(port(json!({}), hook), json!(6191));
+        let annotated = json!({"config.linkerd.io/admin-port": "7191"});
+        assert_eq!(port(annotated, json!({})), json!(7191));
+        assert_eq!(port(json!({}), json!({})), json!(4191));
+    }
+
+    #[test]
+    fn linkerd_drops_the_wait_before_exit_sleep() {
+        let proxy = converted_proxy(&linkerd_pod(
+            json!({}),
+            json!({}),
+            json!({"lifecycle": {"preStop": {"exec": {"command": ["/bin/sleep", "40"]}}}}),
+        ))
+        .unwrap();
+        assert!(proxy.get("lifecycle").is_none(), "{proxy}");
+    }
+
+    #[test]
+    fn linkerd_keeps_its_identity_proxy_legacy() {
+        let identity = linkerd_pod(
+            json!({"linkerd.io/control-plane-component": "identity"}),
+            json!({}),
+            json!({}),
+        );
+        assert_eq!(converted_proxy(&identity), None);
+        let m = PodModel::of(&identity, &KnownSidecars::default());
+        let checked = crate::lifecycle::check(&m, &Default::default());
+        assert!(checked.is_empty(), "{checked:?}");
     }
 
     #[test]
