@@ -94,6 +94,14 @@ pub struct ExplainArgs {
     /// How to print it: text for a person, json for a script.
     #[arg(long, short = 'o', value_enum, default_value_t = ExplainOutput::Text)]
     pub output: ExplainOutput,
+    /// The Kubernetes version the pod runs on, as the policies' kubernetesVersion setting
+    /// takes it (how pod-level resources are defaulted and decide the QoS class).
+    #[arg(long, default_value = "1.34", value_parser = kubernetes_version)]
+    pub kubernetes_version: sidecar_model::KubeVersion,
+}
+
+fn kubernetes_version(text: &str) -> Result<sidecar_model::KubeVersion, String> {
+    sidecar_model::KubeVersion::parse(text)
 }
 
 #[derive(clap::Args)]

@@ -12,11 +12,19 @@ use crate::input::read_document;
 
 /// `sidecarctl explain`.
 pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let ExplainArgs { path, output } = args;
+    let ExplainArgs {
+        path,
+        output,
+        kubernetes_version,
+    } = args;
     let document = read_document(&path)?;
     let request = admission::to_request(document)?;
     let object = request.get("object").cloned().unwrap_or(Value::Null);
-    let explanation = sidecar_model::explain::explain(&object, &sidecar_model::KnownSidecars::default())
+    let explanation = sidecar_model::explain::explain(
+        &object,
+        &sidecar_model::KnownSidecars::default(),
+        kubernetes_version,
+    )
         .with_context(|| path.clone())?
         .with_context(|| {
             format!(

@@ -69,6 +69,54 @@ fn a_resize_is_judged_through_the_real_subresource() {
     );
 }
 
+/// Check 4b: a regular init container resized through the real `pods/resize`: the API server
+/// of 1.36 and later stores it, and so the resources policy lets it through there; before,
+/// the policy refuses it first, as the API server would.
+#[test]
+fn a_regular_init_container_resizes_where_the_release_allows_it() {
+    let Some(env) = env() else { return };
+    let namespace = "resize-init";
+    env.namespace(namespace);
+    let mut pod = guaranteed_pod("migrating");
+    let fixed = json!({"requests": {"cpu": "50m", "memory": "32Mi"}, "limits": {"cpu": "50m", "memory": "32Mi"}});
+    pod["spec"]["initContainers"]
+        .as_array_mut()
+        .unwrap()
+        .insert(
+            0,
+            json!({"name": "migrate", "image": "busybox:1.36", "resources": fixed}),
+        );
+    let stored = env.plane.create(Some(namespace), &pod, false).unwrap();
+    let mut resized = stored.clone();
+    resized["spec"]["initContainers"][0]["resources"] = json!({"requests": {"cpu": "80m", "memory": "32Mi"}, "limits": {"cpu": "80m", "memory": "32Mi"}});
+    let path = format!("/api/v1/namespaces/{namespace}/pods/migrating/resize");
+    let answer = env
+        .plane
+        .raw("PUT", &path, Some(("application/json", &resized)));
+    let minor = crate::cluster::minor(&env.plane.version);
+    eprintln!(
+        "Kubernetes {}: a regular init container resized: {}",
+        env.plane.version,
+        match &answer {
+            Ok(_) => "stored".to_string(),
+            Err(e) => format!("refused ({})", e.message),
+        }
+    );
+    if minor >= 36 {
+        let stored = answer.unwrap_or_else(|e| panic!("refused: {e}"));
+        assert_eq!(
+            stored["spec"]["initContainers"][0]["resources"]["limits"]["cpu"],
+            "80m"
+        );
+    } else {
+        let refused = answer.expect_err("before 1.36 a regular init container is not resized");
+        assert!(
+            refused.message.contains("denied the request: resize: the resize changes the resources of init container \"migrate\""),
+            "{refused}"
+        );
+    }
+}
+
 /// Check 8: With `failurePolicy: Fail` and the webhook down, a create is refused with the API
 /// server's webhook error and nothing is stored; with the webhook back, it succeeds.
 #[test]
@@ -378,6 +426,16 @@ fn the_api_validity_rules_agree_with_the_api_server() {
         (
             "a regular init container restartPolicy: Alway (a typo)",
             pod(with(&step, json!({"restartPolicy": "Alway"})), app.clone()),
+        ),
+        (
+            "a regular init container that restarts on resize",
+            pod(
+                with(
+                    &step,
+                    json!({"resizePolicy": [{"resourceName": "cpu", "restartPolicy": "RestartContainer"}]}),
+                ),
+                app.clone(),
+            ),
         ),
         (
             "a native sidecar with a restart rule",

@@ -496,8 +496,9 @@ impl Env {
                 current = match self.defaulted(&patched) {
                     Ok(defaulted) => as_sent(defaulted, &patched),
                     // Invalid as it stands: defaulting happens all the same, but the dry
-                    // run that shows it also validates. Later policies may still refuse it.
-                    Err(e) if e.code == 422 => patched,
+                    // run that shows it also validates. Later policies may still refuse it,
+                    // and see its quantities as the API server decodes them (`0.1e1` is `1`).
+                    Err(e) if e.code == 422 => with_canonical_quantities(patched),
                     Err(e) => return Err(format!("defaulting what {id} wrote: {e}")),
                 };
                 changed = true;
@@ -549,12 +550,46 @@ pub struct Admitted {
     pub as_stored: Value,
 }
 
+/// `object` with every resource quantity (under `requests`, `limits`, `overhead`) written
+/// as the API server writes it back after decoding it.
+fn with_canonical_quantities(mut object: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    match (key.as_str(), value) {
+                        ("requests" | "limits" | "overhead", Value::Object(quantities)) => {
+                            for q in quantities.values_mut() {
+                                let text = match q {
+                                    Value::String(t) => t.clone(),
+                                    Value::Number(n) => n.to_string(),
+                                    _ => continue,
+                                };
+                                if let Ok(parsed) = sidecar_model::Quantity::parse(&text) {
+                                    *q = Value::String(parsed.to_string());
+                                }
+                            }
+                        }
+                        (_, value) => walk(value),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut object);
+    object
+}
+
 /// A dry run's answer as a webhook is sent it: what the API server only does once
 /// admission is over (the name it generates, uid, timestamps, status, a Job's selector
 /// and the labels that go with it, the fields of a gate that is off, which it drops)
 /// undone, from what `sent` had.
 pub fn as_sent(defaulted: Value, sent: &Value) -> Value {
-    let mut defaulted = overlay(defaulted, sent);
+    // What `sent` wrote wins, but its quantities as the API server decoded them: a webhook
+    // sees `0.1e1` as `1`.
+    let mut defaulted = with_canonical_quantities(overlay(defaulted, sent));
     defaulted["metadata"] = sent["metadata"].clone();
     if let Some(map) = defaulted.as_object_mut() {
         map.remove("status");

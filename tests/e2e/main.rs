@@ -227,7 +227,41 @@ enum Verdict {
     FixedByPolicies,
 }
 
+/// A stored Pod's `status.qosClass`, which the API server computes, against the QoS class
+/// the resources model gives the stored spec on this version.
+fn same_qos_class(env: &env::Env, stored: &Value) -> Result<(), String> {
+    if stored["kind"] != "Pod" {
+        return Ok(());
+    }
+    let version = sidecar_model::KubeVersion::parse(&env.plane.version).unwrap();
+    let explained =
+        sidecar_model::explain::explain(stored, &sidecar_model::KnownSidecars::default(), version)
+            .map_err(|e| format!("the model cannot read the stored pod: {e}"))?
+            .expect("a pod");
+    let api = stored["status"]["qosClass"].as_str().unwrap_or("none");
+    if api == explained.qos_class {
+        Ok(())
+    } else {
+        Err(format!(
+            "the API server stored qosClass {api}, the model says {} (spec.resources {})",
+            explained.qos_class, stored["spec"]["resources"]
+        ))
+    }
+}
+
 fn judge(env: &env::Env, case: &Case, index: usize) -> Result<(Verdict, Option<Value>), String> {
+    let (verdict, stored) = judge_storage(env, case, index)?;
+    if let Some(stored) = &stored {
+        same_qos_class(env, stored)?;
+    }
+    Ok((verdict, stored))
+}
+
+fn judge_storage(
+    env: &env::Env,
+    case: &Case,
+    index: usize,
+) -> Result<(Verdict, Option<Value>), String> {
     let object = prepared(case.object.clone(), index);
     let namespace = object["metadata"]["namespace"]
         .as_str()
@@ -339,6 +373,22 @@ fn the_api_server_refuses_nothing_the_policies_write() {
     eprintln!(
         "Kubernetes {}: {from_files} objects from examples, fixtures and the corpus, {generated} generated: {counts:?}",
         env.plane.version
+    );
+    // Every stored Pod's qosClass was held to the model's in `judge`: how many, of which.
+    let mut classes: BTreeMap<(String, bool), usize> = BTreeMap::new();
+    for (_, stored) in results.iter().flatten() {
+        if let Some(pod) = stored.as_ref().filter(|s| s["kind"] == "Pod") {
+            let class = pod["status"]["qosClass"]
+                .as_str()
+                .unwrap_or("none")
+                .to_string();
+            *classes
+                .entry((class, pod["spec"]["resources"].is_object()))
+                .or_insert(0) += 1;
+        }
+    }
+    eprintln!(
+        "qosClass of the API server and of the model agree on every stored Pod ((class, pod-level resources): count): {classes:?}"
     );
     assert!(
         counts

@@ -115,7 +115,9 @@ pub struct GenPod {
     restart_never: bool,
     containers: Vec<GenContainer>,
     annotations: Vec<GenAnnotation>,
-    pod_level: Option<(usize, usize)>,
+    /// cpu, memory, and which lists say them: 0 both (equal), 1 limits only, 2 requests
+    /// only, 3 neither (`resources: {}`).
+    pod_level: Option<(usize, usize, u8)>,
     overhead: bool,
     grace: Option<u8>,
     labels: (bool, bool, bool),
@@ -181,7 +183,14 @@ pub fn pod_with(max: usize, annotations: usize) -> impl Strategy<Value = GenPod>
         any::<bool>(),
         proptest::collection::vec(container(), 0..=max),
         proptest::collection::vec(annotation(), 0..=annotations),
-        proptest::option::weighted(0.15, (0..10usize, 0..10usize)),
+        proptest::option::weighted(
+            0.15,
+            (
+                0..10usize,
+                0..10usize,
+                prop_oneof![3 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
+            ),
+        ),
         proptest::bool::weighted(0.1),
         proptest::option::weighted(0.2, 0..120u8),
         (any::<bool>(), any::<bool>(), any::<bool>()),
@@ -438,12 +447,15 @@ impl GenPod {
         } else if self.kind() == "Pod" && self.restart_never {
             spec.insert("restartPolicy".into(), json!("Never"));
         }
-        if let Some((cpu, memory)) = self.pod_level {
-            spec.insert(
-                "resources".into(),
-                json!({"requests": {"cpu": CPU[cpu.max(1)], "memory": MEMORY[memory.max(1)]},
-                       "limits": {"cpu": CPU[cpu.max(1)], "memory": MEMORY[memory.max(1)]}}),
-            );
+        if let Some((cpu, memory, lists)) = self.pod_level {
+            let both = json!({"cpu": CPU[cpu.max(1)], "memory": MEMORY[memory.max(1)]});
+            let resources = match lists {
+                0 => json!({"requests": both, "limits": both}),
+                1 => json!({"limits": both}),
+                2 => json!({"requests": both}),
+                _ => json!({}),
+            };
+            spec.insert("resources".into(), resources);
         }
         if self.overhead {
             spec.insert("overhead".into(), json!({"cpu": "250m", "memory": "120Mi"}));

@@ -64,7 +64,7 @@ fn ordering_keeps_the_order_the_user_wrote() {
             return Ok(());
         }
         let out = patched(&request, &r)?;
-        let edges = declared_after(object);
+        let mut edges = declared_after(object);
         // A mesh's own init steps lead the init containers with their proxy when it is
         // converted: the layout the mesh injects natively, asked for by the known-sidecar
         // list.
@@ -78,12 +78,28 @@ fn ordering_keeps_the_order_the_user_wrote() {
             .filter(|r| model.containers[r.sidecar].mesh.is_some())
             .map(|r| model.containers[r.step].name.clone())
             .collect();
+        // That layout is an edge like a declared one: every other init step after each mesh
+        // step. What a declared edge puts before a mesh step goes before those steps too.
+        for step in containers(object, "initContainers")
+            .iter()
+            .filter(|c| is_regular_init(c))
+            .filter_map(|c| c["name"].as_str())
+            .filter(|n| !mesh_steps.iter().any(|m| m == n))
+        {
+            edges
+                .entry(step.to_string())
+                .or_default()
+                .extend(mesh_steps.iter().cloned());
+        }
         // Init steps and Standard app containers: what the user ordered. A type
         // (`PostSidecar` after every app container, a sidecar made native) is an edge too.
-        let explained =
-            sidecar_model::explain::explain(object, &sidecar_model::KnownSidecars::default())
-                .map_err(|e| TestCaseError::fail(e.to_string()))?
-                .expect("a pod");
+        let explained = sidecar_model::explain::explain(
+            object,
+            &sidecar_model::KnownSidecars::default(),
+            sidecar_model::KubeVersion::DEFAULT,
+        )
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .expect("a pod");
         let typed = |name: &str, want: sidecar_model::LifecycleType| {
             explained
                 .containers

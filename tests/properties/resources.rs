@@ -43,9 +43,6 @@ fn reference(object: &Value, sidecar: impl Fn(&Value) -> bool) -> Reference {
     }
     let pod_limits = quantities(&spec["resources"]["limits"]);
     let mut pod_requests = quantities(&spec["resources"]["requests"]);
-    for (r, l) in &pod_limits {
-        pod_requests.entry(r.clone()).or_insert(*l);
-    }
     let overhead = quantities(&spec["overhead"]);
     // PodRequests adds the overhead's resources whatever the containers name.
     names.extend(overhead.keys().cloned());
@@ -65,6 +62,20 @@ fn reference(object: &Value, sidecar: impl Fn(&Value) -> bool) -> Reference {
         }
         agg.max(peak)
     };
+    // defaultPodRequests (the policies' default version, 1.34): with pod-level limits, a
+    // pod-level cpu or memory request left out is the containers' aggregated request when
+    // one of them requests it; any other left out is the limit.
+    if !pod_limits.is_empty() {
+        for r in ["cpu", "memory"] {
+            let requested = init.iter().chain(&apps).any(|c| own(c).0.contains_key(r));
+            if requested && !pod_requests.contains_key(r) {
+                pod_requests.insert(r.to_string(), aggregate(&|c| own(c).0.get(r).copied()));
+            }
+        }
+        for (r, l) in &pod_limits {
+            pod_requests.entry(r.clone()).or_insert(*l);
+        }
+    }
     let mut requests = BTreeMap::new();
     let mut limits = BTreeMap::new();
     for r in names
@@ -94,7 +105,7 @@ fn reference(object: &Value, sidecar: impl Fn(&Value) -> bool) -> Reference {
         });
         limits.insert(r.clone(), lim);
     }
-    // ComputePodQOS: pod-level resources alone when set; otherwise every container.
+    // ComputePodQOS: pod-level resources alone when present; otherwise every container.
     let qos = {
         let supported = |m: &BTreeMap<String, i128>| -> BTreeMap<String, i128> {
             m.iter()
@@ -102,7 +113,9 @@ fn reference(object: &Value, sidecar: impl Fn(&Value) -> bool) -> Reference {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect()
         };
-        let pod_level = !supported(&pod_requests).is_empty() || !supported(&pod_limits).is_empty();
+        // Up to 1.36 (the policies' default version is 1.34) any `spec.resources`, even
+        // `{}`, decides; from 1.37 only one that names a resource.
+        let pod_level = spec["resources"].is_object();
         let sets: Vec<(BTreeMap<String, i128>, BTreeMap<String, i128>)> = if pod_level {
             vec![(supported(&pod_requests), supported(&pod_limits))]
         } else {
@@ -177,9 +190,10 @@ fn reported_resources_equal_the_reference_and_explain() {
         };
         // The figures are those of the pod as the policy leaves it.
         let out = patched(&request, &r)?;
-        let explained = sidecar_model::explain::explain(&out, &known)
-            .map_err(|e| TestCaseError::fail(e.to_string()))?
-            .expect("a pod");
+        let explained =
+            sidecar_model::explain::explain(&out, &known, sidecar_model::KubeVersion::DEFAULT)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .expect("a pod");
         let sidecar_names: BTreeSet<String> = explained
             .containers
             .iter()

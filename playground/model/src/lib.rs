@@ -87,7 +87,8 @@ pub fn view(object: &str, known: &str, ordering: &str) -> Result<Option<View>, S
         return Ok(None);
     };
     Ok(Some(View {
-        explanation: explain::explain_model(&model).map_err(|e| e.to_string())?,
+        explanation: explain::explain_model(&model, sidecar_model::KubeVersion::DEFAULT)
+            .map_err(|e| e.to_string())?,
         graph: ordering::view(&model, &ordering.edges),
     }))
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use crate::kube::Finding;
 use crate::kube::ModelError;
 use crate::kube::PodModel;
-use crate::kube::{ContainerList, KnownSidecars, LifecycleType};
+use crate::kube::{ContainerList, KnownSidecars, KubeVersion, LifecycleType};
 use crate::ordering::{self, StartGraph};
 use crate::resources::{self, Breakdown, PerResource, Unbounded};
 
@@ -66,17 +66,22 @@ pub struct Explanation {
     pub findings: Vec<ExplainedFinding>,
 }
 
-/// Explains `object`; `Ok(None)` when it holds no pod.
-pub fn explain(object: &Value, known: &KnownSidecars) -> Result<Option<Explanation>, ModelError> {
+/// Explains `object` as it runs on `version`; `Ok(None)` when it holds no pod.
+pub fn explain(
+    object: &Value,
+    known: &KnownSidecars,
+    version: KubeVersion,
+) -> Result<Option<Explanation>, ModelError> {
     let Some(model) = PodModel::from_object(object, known)? else {
         return Ok(None);
     };
-    explain_model(&model).map(Some)
+    explain_model(&model, version).map(Some)
 }
 
-/// Explains the pod of `model`.
-pub fn explain_model(model: &PodModel) -> Result<Explanation, ModelError> {
-    let res = resources::compute(&model.workload.spec)?;
+/// Explains the pod of `model` as it runs on `version` (which decides how pod-level
+/// resources are defaulted and whether they decide the QoS class).
+pub fn explain_model(model: &PodModel, version: KubeVersion) -> Result<Explanation, ModelError> {
+    let res = resources::compute(&model.workload.spec, version)?;
     let mut findings: Vec<Finding> = model.findings.clone();
     for c in model.legacy_sidecars() {
         findings.push(Finding::LegacySidecar {
@@ -269,7 +274,9 @@ mod tests {
             {"name": "pi", "image": "perl", "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}},
             {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1", "resources": {"requests": {"cpu": "100m"}}}
         ]}}}});
-        let e = explain(&job, &KnownSidecars::default()).unwrap().unwrap();
+        let e = explain(&job, &KnownSidecars::default(), KubeVersion::DEFAULT)
+            .unwrap()
+            .unwrap();
         assert_eq!(e.start_order, ["istio-init", "pi", "istio-proxy"]);
         assert_eq!(
             e.required_start_order.as_deref(),
@@ -308,7 +315,9 @@ mod tests {
             "after.sidecars.dev/a": "b", "after.sidecars.dev/b": "a"}},
             "spec": {"initContainers": [{"name": "a", "restartPolicy": "Always"}, {"name": "b", "restartPolicy": "Always"}],
                      "containers": [{"name": "app"}]}});
-        let e = explain(&pod, &KnownSidecars::default()).unwrap().unwrap();
+        let e = explain(&pod, &KnownSidecars::default(), KubeVersion::DEFAULT)
+            .unwrap()
+            .unwrap();
         assert!(
             e.findings
                 .iter()
@@ -317,7 +326,9 @@ mod tests {
         let pod = json!({"kind": "Pod", "metadata": {"annotations": {"after.sidecars.dev/a": "b"}},
             "spec": {"initContainers": [{"name": "a", "restartPolicy": "Always"}, {"name": "b", "restartPolicy": "Always"}],
                      "containers": [{"name": "app"}]}});
-        let e = explain(&pod, &KnownSidecars::default()).unwrap().unwrap();
+        let e = explain(&pod, &KnownSidecars::default(), KubeVersion::DEFAULT)
+            .unwrap()
+            .unwrap();
         assert_eq!(e.findings.len(), 1, "{:?}", e.findings);
         assert_eq!(e.findings[0].code, "orderViolated");
         assert_eq!(e.required_start_order.unwrap(), ["b", "a", "app"]);

@@ -28,15 +28,16 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
     if change == PodChange::Untouched {
         return Ok(Answer::accept());
     }
-    let accounting = Accounting::of(&model).map_err(|e| e.to_string())?;
+    let version = settings.version()?;
+    let accounting = Accounting::of(&model, version).map_err(|e| e.to_string())?;
     let resize = request.is_resize();
     let mut answer = Answer::accept();
     if resize && settings.rules.of(Rule::Resize) != Level::Off {
         let old = PodModel::from_json(request.old_object_json(), &known)
             .map_err(|e| format!("oldObject: {e}"))?
             .ok_or("a pods/resize request without its oldObject")?;
-        let before = Accounting::of(&old).map_err(|e| format!("oldObject: {e}"))?;
-        for problem in resources::resize_problems(&before, &accounting, settings.version()?) {
+        let before = Accounting::of(&old, version).map_err(|e| format!("oldObject: {e}"))?;
+        for problem in resources::resize_problems(&before, &accounting, version) {
             let finding = ResourceFinding::Resize(problem);
             answer.file(
                 settings.rules.of(Rule::Resize),
@@ -69,10 +70,15 @@ fn evaluate(settings: &Settings, request: &AdmissionRequest) -> Result<Answer, S
             answer.file(settings.rules.of(rule), message);
         }
     }
+    // A refused pod is not patched: its figures are those it came with, not those of fixes
+    // that are not made.
+    let recorded = if answer.rejections.is_empty() {
+        review.after.pod()
+    } else {
+        accounting.pod()
+    };
     answer.audit.extend(
-        review
-            .after
-            .pod()
+        recorded
             .audit_annotations()
             .map(|(k, v)| (k.to_string(), v)),
     );

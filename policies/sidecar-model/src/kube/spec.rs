@@ -11,7 +11,8 @@
 
 use crate::json::Deferred;
 use k8s_openapi::api::core::v1::{
-    ContainerRestartRule, EnvVar, Lifecycle, ResourceRequirements, VolumeMount,
+    ContainerResizePolicy, ContainerRestartRule, EnvVar, Lifecycle, ResourceRequirements,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::de::IgnoredAny;
@@ -52,6 +53,9 @@ pub struct Container {
     /// (`ContainerResources::of`); on a pod of 50 containers building k8s-openapi's maps
     /// for every container was a sixth of the other policies' work.
     pub resources: Option<Text>,
+    /// Read for the resize rule: a regular init container that restarts on resize may not be
+    /// resized.
+    pub resize_policy: Option<Vec<ContainerResizePolicy>>,
     /// Only the injector reads mounts and variables (real pods carry dozens of each):
     /// kept as text until then.
     pub volume_mounts: Option<Deferred<Vec<VolumeMount>>>,

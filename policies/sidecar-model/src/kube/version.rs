@@ -32,16 +32,31 @@ pub enum Feature {
     RestartAllContainers,
     /// Resizing `spec.resources` in place (KEP-5419: alpha 1.35, beta 1.36).
     PodLevelResize,
+    /// Resizing a regular init container in place (`InPlacePodVerticalScalingInitContainers`:
+    /// beta and on by default in 1.36, GA in 1.37), unless its resize policy restarts it.
+    InitContainerResize,
+    /// Pod-level requests defaulted after the admission webhooks, from every container
+    /// they injected, and pod-level limits from the containers' (`PodLevelResourcesFixDefaulting`:
+    /// beta and on by default in 1.37). Before, the API server defaults them when it decodes
+    /// the pod, so from the containers as they were before any webhook.
+    PodLevelDefaultsAfterAdmission,
+    /// The QoS class from pod-level resources only when they name a resource
+    /// (`PodLevelResourcesFixKubeletQOSClass`: beta and on by default in 1.37). Before, any
+    /// `spec.resources`, even `{}`, decides it (and `{}` makes the pod BestEffort).
+    PodLevelQosWhenSet,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 6] = [
+    pub const ALL: [Feature; 9] = [
         Feature::NativeSidecars,
         Feature::PodLevelResources,
         Feature::ContainerRestartRules,
         Feature::InPlaceResize,
         Feature::RestartAllContainers,
         Feature::PodLevelResize,
+        Feature::InitContainerResize,
+        Feature::PodLevelDefaultsAfterAdmission,
+        Feature::PodLevelQosWhenSet,
     ];
 
     /// The first version where the feature is on without a feature gate.
@@ -50,7 +65,10 @@ impl Feature {
             Feature::NativeSidecars => 29,
             Feature::PodLevelResources => 34,
             Feature::ContainerRestartRules | Feature::InPlaceResize => 35,
-            Feature::RestartAllContainers | Feature::PodLevelResize => 36,
+            Feature::RestartAllContainers
+            | Feature::PodLevelResize
+            | Feature::InitContainerResize => 36,
+            Feature::PodLevelDefaultsAfterAdmission | Feature::PodLevelQosWhenSet => 37,
         };
         KubeVersion { major: 1, minor }
     }
@@ -65,6 +83,9 @@ impl Feature {
             Feature::ContainerRestartRules => 34,
             Feature::InPlaceResize => 27,
             Feature::RestartAllContainers | Feature::PodLevelResize => 35,
+            // Gates with no field of their own: nothing to drop.
+            Feature::InitContainerResize => 36,
+            Feature::PodLevelDefaultsAfterAdmission | Feature::PodLevelQosWhenSet => 37,
         };
         KubeVersion { major: 1, minor }
     }
@@ -82,6 +103,15 @@ impl Feature {
             Feature::InPlaceResize => "in-place resize of container resources (pods/resize)",
             Feature::RestartAllContainers => "the restart-rule action RestartAllContainers",
             Feature::PodLevelResize => "in-place resize of pod-level resources",
+            Feature::InitContainerResize => {
+                "in-place resize of regular init containers (not with resizePolicy RestartContainer)"
+            }
+            Feature::PodLevelDefaultsAfterAdmission => {
+                "pod-level requests and limits defaulted after admission webhooks"
+            }
+            Feature::PodLevelQosWhenSet => {
+                "the QoS class from pod-level resources only when they name a resource"
+            }
         }
     }
 
@@ -93,6 +123,8 @@ impl Feature {
             Feature::InPlaceResize => "KEP-1287",
             Feature::RestartAllContainers => "KEP-5532",
             Feature::PodLevelResize => "KEP-5419",
+            Feature::InitContainerResize => "KEP-1287",
+            Feature::PodLevelDefaultsAfterAdmission | Feature::PodLevelQosWhenSet => "KEP-2837",
         }
     }
 }

@@ -60,6 +60,10 @@ pub enum Problem {
     },
     /// A field an init step may not have (probes, hooks, a restartPolicy other than Always).
     InitField { container: String, field: String },
+    /// A regular init container whose `resizePolicy` says `RestartContainer`: the API
+    /// server refuses it from Kubernetes 1.36, when regular init containers became
+    /// resizable in place.
+    InitRestartsOnResize { container: String, version: String },
     /// `restartPolicy`/`restartPolicyRules` on an app container, or `restartPolicy: Never`
     /// or `OnFailure` on an init step, before Kubernetes 1.35: refused, or (`dropped`, on
     /// a release whose gate is off) stored without it.
@@ -122,6 +126,7 @@ impl Violation {
         match &self.problem {
             Problem::LegacySidecar { container, .. }
             | Problem::InitField { container, .. }
+            | Problem::InitRestartsOnResize { container, .. }
             | Problem::AppRestartField { container, .. }
             | Problem::UnsupportedRestartPolicy { container, .. }
             | Problem::NoStartupProbe { container }
@@ -165,6 +170,11 @@ impl fmt::Display for Violation {
                     )
                 }
             }
+            Problem::InitRestartsOnResize { container, version } => write!(
+                f,
+                "init container {container:?} has a resizePolicy with restartPolicy: RestartContainer, which the API server refuses on a regular init container from Kubernetes {} (this pod runs on {version}): use NotRequired, or give {container:?} restartPolicy: Always if it is a sidecar",
+                Feature::InitContainerResize.since()
+            ),
             Problem::InitField { container, field } => write!(
                 f,
                 "init container {container:?} has {field}, which only a native sidecar may have; the API server will refuse every pod of it: remove {field}, or give {container:?} restartPolicy: Always if it is a sidecar"
@@ -282,7 +292,12 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut push = |rule: Rule, problem: Problem| out.push(Violation { rule, problem });
 
-    for c in model.legacy_sidecars() {
+    // A proxy its mesh keeps legacy in the mesh's own pods is how the mesh works: nothing
+    // to tell the user.
+    for c in model
+        .legacy_sidecars()
+        .filter(|c| model.kept_legacy_by_mesh(c).is_none())
+    {
         push(
             Rule::LegacySidecar,
             Problem::LegacySidecar {
@@ -309,6 +324,7 @@ pub fn check(model: &PodModel, options: &CheckOptions) -> Vec<Violation> {
     for (i, info) in model.containers.iter().enumerate() {
         if info.lifecycle_type == LifecycleType::Sidecar
             && model.container(i).startup_probe.is_none()
+            && model.kept_legacy_by_mesh(info).is_none()
         {
             push(
                 Rule::StartupProbe,
@@ -364,6 +380,20 @@ fn field_placement(model: &PodModel, version: KubeVersion, push: &mut impl FnMut
                         Problem::InitField {
                             container: info.name.clone(),
                             field,
+                        },
+                    );
+                }
+                if version.supports(Feature::InitContainerResize)
+                    && c.resize_policy
+                        .iter()
+                        .flatten()
+                        .any(|p| p.restart_policy == "RestartContainer")
+                {
+                    push(
+                        Rule::FieldPlacement,
+                        Problem::InitRestartsOnResize {
+                            container: info.name.clone(),
+                            version: version.to_string(),
                         },
                     );
                 }

@@ -5,7 +5,7 @@
 //! request gets the limit as its request (core/v1 defaulting), so a workload template
 //! gives the figures its pods will have.
 
-use crate::kube::{PodSpec, Text};
+use crate::kube::{Container, Feature, KubeVersion, PodSpec, Text};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use litemap::LiteMap;
@@ -265,13 +265,34 @@ impl ContainerResources {
             .collect()
         }
         let limits = parse(&owner, "limits", limits)?;
-        let mut requests = parse(&owner, "requests", requests)?;
-        for (name, limit) in &limits {
-            if !requests.contains_key(name) {
-                requests.insert(name.clone(), *limit);
+        let requests = parse(&owner, "requests", requests)?;
+        Ok(ContainerResources { requests, limits }.defaulted())
+    }
+
+    /// A container's missing requests are its limits (`SetDefaults_Pod`).
+    fn defaulted(mut self) -> Self {
+        for (name, limit) in &self.limits {
+            if !self.requests.contains_key(name) {
+                self.requests.insert(name.clone(), *limit);
             }
         }
-        Ok(ContainerResources { requests, limits })
+        self
+    }
+
+    /// Without the container defaulting: pod-level requests are defaulted otherwise
+    /// ([`pod_level_as_stored`]).
+    fn as_written(
+        owner: impl Fn() -> String,
+        resources: &ResourceRequirements,
+    ) -> Result<Self, ModelError> {
+        let mut read = Self::read(owner, Some(resources))?;
+        read.requests.retain(|name, _| {
+            resources
+                .requests
+                .as_ref()
+                .is_some_and(|r| r.contains_key(name))
+        });
+        Ok(read)
     }
 
     /// `resourceQOS` of one set of requirements.
@@ -315,6 +336,9 @@ pub struct Accounted {
     pub name: String,
     pub role: Role,
     pub resources: ContainerResources,
+    /// A `resizePolicy` says `RestartContainer`: a regular init container with one may not
+    /// be resized.
+    pub restarts_on_resize: bool,
 }
 
 /// The containers of `spec` in init-then-app order, with their parsed resources.
@@ -333,6 +357,7 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
                 || format!("initContainers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
+            restarts_on_resize: restarts_on_resize(c),
         });
     }
     for (i, c) in spec.containers.iter().enumerate() {
@@ -343,17 +368,101 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
                 || format!("containers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
+            restarts_on_resize: restarts_on_resize(c),
         });
     }
     Ok(out)
 }
 
-/// The pod-level resources (`spec.resources`), defaulted like containers.
+fn restarts_on_resize(c: &Container) -> bool {
+    c.resize_policy
+        .iter()
+        .flatten()
+        .any(|p| p.restart_policy == "RestartContainer")
+}
+
+/// The pod-level resources (`spec.resources`) as written: [`pod_level_as_stored`] says
+/// what the API server makes of them.
 pub fn pod_level(spec: &PodSpec) -> Result<Option<ContainerResources>, ModelError> {
     spec.resources
         .as_ref()
-        .map(|r| ContainerResources::read(|| "spec".into(), Some(r)))
+        .map(|r| ContainerResources::as_written(|| "spec".into(), r))
         .transpose()
+}
+
+/// The pod-level resources as the API server stores them, given the containers it defaults
+/// them from (ARCHITECTURE.md, "Pod-level resources as stored"):
+/// - a missing cpu or memory request is the containers' aggregated request when any
+///   container requests it, otherwise the pod-level limit; other resources' requests are
+///   their limits (`defaultPodRequests`, and `defaultPodLevelRequests` from 1.37);
+/// - up to 1.36 this happens only when pod-level limits are set, and from the containers
+///   as they were before the admission webhooks (a validating policy already sees the
+///   result in the object); from 1.37 it happens after the webhooks, when pod-level
+///   requests or limits are set, and a missing limit of a resource every container limits
+///   becomes the larger of the pod-level request and the containers' aggregated limit
+///   (`defaultPodLevelLimits`).
+///
+/// Hugepages limits defaulted from the containers' are not modelled: no sidecar we know of
+/// asks for hugepages.
+pub fn pod_level_as_stored(
+    written: &ContainerResources,
+    containers: &[Accounted],
+    version: KubeVersion,
+) -> ContainerResources {
+    let after_admission = version.supports(Feature::PodLevelDefaultsAfterAdmission);
+    let runs = if after_admission {
+        !written.requests.is_empty() || !written.limits.is_empty()
+    } else {
+        !written.limits.is_empty()
+    };
+    if !runs {
+        return written.clone();
+    }
+    let none = PerResource::new();
+    let requested = aggregate(containers, |c| &c.requests, None, &none, true);
+    let mut stored = written.clone();
+    for name in [CPU, MEMORY] {
+        if let Some(b) = requested.get(name)
+            && !stored.requests.contains_key(name)
+        {
+            stored.requests.insert(name.to_string(), b.aggregate());
+        }
+    }
+    for (name, limit) in &written.limits {
+        if is_pod_level_resource(name) && !stored.requests.contains_key(name) {
+            stored.requests.insert(name.clone(), *limit);
+        }
+    }
+    if after_admission {
+        let limited = aggregate(containers, |c| &c.limits, None, &none, false);
+        for (name, request) in stored.requests.clone().iter() {
+            let every_container_limits = containers
+                .iter()
+                .all(|c| c.resources.limits.contains_key(name));
+            if is_pod_level_resource(name)
+                && !stored.limits.contains_key(name)
+                && every_container_limits
+                && let Some(b) = limited.get(name)
+            {
+                stored
+                    .limits
+                    .insert(name.clone(), b.aggregate().max(*request));
+            }
+        }
+    }
+    stored
+}
+
+/// Whether pod-level resources, not the containers, decide the pod's QoS class
+/// (`ComputePodQOS`).
+pub fn pod_level_decides_qos(pod_level: Option<&ContainerResources>, version: KubeVersion) -> bool {
+    pod_level.is_some_and(|p| {
+        !version.supports(Feature::PodLevelQosWhenSet)
+            || p.requests
+                .keys()
+                .chain(p.limits.keys())
+                .any(|name| is_pod_level_resource(name))
+    })
 }
 
 /// Resources `spec.resources` may set (`IsSupportedPodLevelResource`).
@@ -361,8 +470,8 @@ pub fn is_pod_level_resource(name: &str) -> bool {
     name == CPU || name == MEMORY || name.starts_with("hugepages-")
 }
 
-/// Computes requests, limits, unbounded limits and QoS for `spec`.
-pub fn compute(spec: &PodSpec) -> Result<PodResources, ModelError> {
+/// Computes requests, limits, unbounded limits and QoS for `spec` on `version`.
+pub fn compute(spec: &PodSpec, version: KubeVersion) -> Result<PodResources, ModelError> {
     let containers = accounted_containers(spec)?;
     let pod_level = pod_level(spec)?;
     let overhead = ContainerResources::read(
@@ -373,7 +482,12 @@ pub fn compute(spec: &PodSpec) -> Result<PodResources, ModelError> {
         }),
     )?
     .requests;
-    Ok(compute_from(&containers, pod_level.as_ref(), &overhead))
+    Ok(compute_from(
+        &containers,
+        pod_level.as_ref(),
+        &overhead,
+        version,
+    ))
 }
 
 /// The formula of ARCHITECTURE.md ("Effective pod requests and limits") over already parsed containers, so policies can ask "what if".
@@ -381,7 +495,10 @@ pub fn compute_from(
     containers: &[Accounted],
     pod_level: Option<&ContainerResources>,
     overhead: &PerResource<Quantity>,
+    version: KubeVersion,
 ) -> PodResources {
+    let stored = pod_level.map(|p| pod_level_as_stored(p, containers, version));
+    let pod_level = stored.as_ref();
     let requests = aggregate(
         containers,
         |c| &c.requests,
@@ -423,7 +540,7 @@ pub fn compute_from(
         requests,
         limits,
         unbounded_limits,
-        qos_class: qos(containers, pod_level),
+        qos_class: qos(containers, pod_level, version),
     }
 }
 
@@ -494,12 +611,16 @@ fn slot<'m, V: Default>(map: &'m mut PerResource<V>, name: &str) -> &'m mut V {
     map.get_mut(name).expect("inserted above")
 }
 
-/// `ComputePodQOS`: pod-level resources alone decide when set; otherwise every
-/// container, init and sidecar included.
-fn qos(containers: &[Accounted], pod_level: Option<&ContainerResources>) -> QosClass {
+/// `ComputePodQOS`: pod-level resources alone decide when they do
+/// ([`pod_level_decides_qos`]); otherwise every container, init and sidecar included.
+fn qos(
+    containers: &[Accounted],
+    pod_level: Option<&ContainerResources>,
+    version: KubeVersion,
+) -> QosClass {
     match pod_level {
-        Some(p) => p.qos_class(),
-        None => qos_of(containers.iter().map(|c| &c.resources)),
+        Some(p) if pod_level_decides_qos(Some(p), version) => p.qos_class(),
+        _ => qos_of(containers.iter().map(|c| &c.resources)),
     }
 }
 
@@ -524,6 +645,11 @@ pub fn qos_of<'c>(containers: impl IntoIterator<Item = &'c ContainerResources>) 
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+
+    /// On the policies' default version unless a test says otherwise.
+    fn compute(spec: &PodSpec) -> Result<PodResources, ModelError> {
+        super::compute(spec, KubeVersion::DEFAULT)
+    }
 
     fn spec(v: Value) -> PodSpec {
         serde_json::from_value(v).unwrap()
@@ -716,6 +842,96 @@ mod tests {
         assert!(r.unbounded_limits.is_empty());
     }
 
+    fn on(version: &str, v: Value) -> PodResources {
+        super::compute(&spec(v), KubeVersion::parse(version).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn pod_level_requests_left_out_are_the_containers_requests_first() {
+        // The API server's defaultPodRequests: cpu from the containers' aggregated request
+        // (app 500m + sidecar 100m), memory, which no container requests, from the limit.
+        let pod = json!({
+            "resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+            "initContainers": [sc("proxy", json!({"cpu": "100m"}), json!({}))],
+            "containers": [c("app", json!({"cpu": "500m"}), json!({}))]
+        });
+        for version in ["1.34", "1.36", "1.37"] {
+            let r = on(version, pod.clone());
+            assert_eq!(effective(&r.requests, "cpu"), "600m", "{version}");
+            assert_eq!(effective(&r.requests, "memory"), "2Gi", "{version}");
+            assert_eq!(r.qos_class, QosClass::Burstable, "{version}");
+        }
+        // No container requests anything: the limits, and the pod is Guaranteed.
+        let r = on(
+            "1.36",
+            json!({"resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+                   "containers": [{"name": "app"}]}),
+        );
+        assert_eq!(effective(&r.requests, "cpu"), "2");
+        assert_eq!(r.qos_class, QosClass::Guaranteed);
+    }
+
+    #[test]
+    fn from_1_37_pod_level_limits_left_out_are_the_containers_limits() {
+        let stored = |version: &str, request: &str| {
+            let s = spec(json!({
+                "resources": {"requests": {"cpu": request}},
+                "initContainers": [sc("proxy", json!({}), json!({"cpu": "300m"}))],
+                "containers": [c("app", json!({}), json!({"cpu": "800m"}))]
+            }));
+            let written = pod_level(&s).unwrap().unwrap();
+            let containers = accounted_containers(&s).unwrap();
+            pod_level_as_stored(&written, &containers, KubeVersion::parse(version).unwrap())
+                .limits
+                .get(CPU)
+                .map(ToString::to_string)
+        };
+        // Every container limits cpu: the aggregate (1100m), or the request when larger.
+        assert_eq!(stored("1.37", "1").as_deref(), Some("1100m"));
+        assert_eq!(stored("1.37", "2").as_deref(), Some("2"));
+        // Up to 1.36 nothing is defaulted without pod-level limits.
+        assert_eq!(stored("1.36", "1"), None);
+    }
+
+    #[test]
+    fn a_sidecars_ephemeral_storage_counts_like_its_cpu() {
+        // The kubelet enforces a sidecar's ephemeral-storage limit (kubernetes PR 137755):
+        // its request and limit add to the pod's, as the app's do, and an app without a
+        // limit leaves the pod's unbounded.
+        let storage = |q: &str| json!({"ephemeral-storage": q});
+        let r = compute(&spec(json!({
+            "initContainers": [sc("fluent-bit", storage("1Gi"), storage("2Gi"))],
+            "containers": [c("app", storage("4Gi"), storage("8Gi"))]
+        })))
+        .unwrap();
+        assert_eq!(effective(&r.requests, "ephemeral-storage"), "5Gi");
+        assert_eq!(effective(&r.limits, "ephemeral-storage"), "10Gi");
+        assert!(
+            r.unbounded_limits
+                .iter()
+                .all(|u| u.resource != "ephemeral-storage")
+        );
+        let r = compute(&spec(json!({
+            "initContainers": [sc("fluent-bit", storage("1Gi"), storage("2Gi"))],
+            "containers": [c("app", storage("4Gi"), json!({}))]
+        })))
+        .unwrap();
+        assert!(
+            r.unbounded_limits
+                .iter()
+                .any(|u| u.resource == "ephemeral-storage" && u.containers == ["app"])
+        );
+    }
+
+    #[test]
+    fn empty_pod_level_resources_decide_the_qos_class_until_1_37() {
+        let guaranteed = json!({"cpu": "1", "memory": "1Gi"});
+        let pod = json!({"resources": {},
+                         "containers": [c("app", guaranteed.clone(), guaranteed)]});
+        assert_eq!(on("1.36", pod.clone()).qos_class, QosClass::BestEffort);
+        assert_eq!(on("1.37", pod).qos_class, QosClass::Guaranteed);
+    }
+
     #[test]
     fn missing_limits_add_nothing_and_are_unbounded() {
         let r = compute(&spec(json!({
@@ -790,10 +1006,16 @@ mod tests {
                 json!({"containers": [c("a", json!({"ephemeral-storage": "1Gi"}), json!({}))]}),
                 QosClass::BestEffort,
             ),
-            // Pod-level resources alone decide.
+            // Pod-level resources alone decide, as the API server stores them: the cpu
+            // request left out is the container's 1, not the limit.
             (
                 json!({"resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
                        "containers": [c("a", json!({"cpu": "1"}), json!({}))]}),
+                QosClass::Burstable,
+            ),
+            (
+                json!({"resources": {"limits": {"cpu": "2", "memory": "2Gi"}},
+                       "containers": [c("a", json!({}), json!({}))]}),
                 QosClass::Guaranteed,
             ),
             (

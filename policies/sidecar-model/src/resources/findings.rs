@@ -12,7 +12,7 @@ use crate::kube::ModelError;
 use crate::kube::Quantity;
 use crate::kube::keys;
 use crate::kube::{ContainerInfo, PodModel};
-use crate::kube::{KnownSidecars, LifecycleType};
+use crate::kube::{KnownSidecars, KubeVersion, LifecycleType};
 use crate::resources::effective::{
     self, Accounted, Breakdown, CPU, ContainerResources, MEMORY, PerResource, PodResources,
     QosClass,
@@ -95,15 +95,19 @@ pub struct ResourceEdit {
 #[derive(Debug, Clone)]
 pub struct Accounting {
     pub containers: Vec<Accounted>,
+    /// `spec.resources` as written.
     pub pod_level: Option<ContainerResources>,
     pub overhead: PerResource<Quantity>,
+    /// What the pod runs on: how the API server defaults pod-level resources and which
+    /// decide the QoS class.
+    pub version: KubeVersion,
     /// The pod's figures, computed when first asked for: a policy that edits resources
     /// asks only after its edits.
     settled: OnceCell<PodResources>,
 }
 
 impl Accounting {
-    pub fn of(model: &PodModel) -> Result<Self, ModelError> {
+    pub fn of(model: &PodModel, version: KubeVersion) -> Result<Self, ModelError> {
         let spec = &model.workload.spec;
         let containers = effective::accounted_containers(spec)?;
         let pod_level = effective::pod_level(spec)?;
@@ -119,6 +123,7 @@ impl Accounting {
             containers,
             pod_level,
             overhead,
+            version,
             settled: OnceCell::new(),
         })
     }
@@ -126,7 +131,12 @@ impl Accounting {
     /// The pod's effective requests and limits and its QoS class.
     pub fn pod(&self) -> &PodResources {
         self.settled.get_or_init(|| {
-            effective::compute_from(&self.containers, self.pod_level.as_ref(), &self.overhead)
+            effective::compute_from(
+                &self.containers,
+                self.pod_level.as_ref(),
+                &self.overhead,
+                self.version,
+            )
         })
     }
 
@@ -150,6 +160,7 @@ impl Accounting {
             containers,
             pod_level: self.pod_level.clone(),
             overhead: self.overhead.clone(),
+            version: self.version,
             settled: OnceCell::new(),
         })
     }
@@ -284,7 +295,7 @@ pub fn qos_downgrade(
     acc: &Accounting,
     known: &KnownSidecars,
 ) -> Option<QosDowngrade> {
-    if acc.pod_level.is_some() {
+    if effective::pod_level_decides_qos(acc.pod_level.as_ref(), acc.version) {
         return None;
     }
     let apps = || {
@@ -434,24 +445,34 @@ pub struct PodLevelBreach {
     /// For limits: the containers whose own limit is above the pod's.
     pub containers: Vec<(String, Quantity)>,
     pub pod_level: Quantity,
+    /// Where `pod_level` is written: a request left out may not be above the limit either.
+    pub written_in: Field,
 }
 
 impl fmt::Display for PodLevelBreach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = &self.breakdown;
         match self.field {
-            Field::Requests => write!(
-                f,
-                "{} requests: the containers need {} (apps {} + sidecars {}, init peak {}) but spec.resources.requests.{} is {} (effective {})",
-                self.resource,
-                b.aggregate(),
-                b.app_sum,
-                b.sidecar_sum,
-                b.init_peak,
-                self.resource,
-                self.pod_level,
-                b.effective
-            ),
+            Field::Requests => {
+                write!(
+                    f,
+                    "{} requests: the containers need {} (apps {} + sidecars {}, init peak {}) but spec.resources.{}.{} is {}",
+                    self.resource,
+                    b.aggregate(),
+                    b.app_sum,
+                    b.sidecar_sum,
+                    b.init_peak,
+                    self.written_in.as_str(),
+                    self.resource,
+                    self.pod_level,
+                )?;
+                match self.written_in {
+                    Field::Requests => write!(f, " (effective {})", b.effective),
+                    Field::Limits => f.write_str(
+                        " and no pod-level request is set (the API server would default it to the containers' need, above the limit)",
+                    ),
+                }
+            }
             Field::Limits => write!(
                 f,
                 "{} limits: {} above spec.resources.limits.{} {}",
@@ -476,17 +497,25 @@ pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (resource, limit) in &pod.requests {
+    // A request left out is defaulted from the containers, and may not be above the limit.
+    let requests = pod.requests.iter().map(|(r, q)| (r, q, Field::Requests));
+    let limits = pod
+        .limits
+        .iter()
+        .filter(|(r, _)| !pod.requests.contains_key(*r));
+    for (resource, bound, written_in) in requests.chain(limits.map(|(r, q)| (r, q, Field::Limits)))
+    {
         let Some(b) = acc.pod().requests.get(resource) else {
             continue;
         };
-        if b.aggregate() > *limit {
+        if b.aggregate() > *bound {
             out.push(PodLevelBreach {
                 resource: resource.clone(),
                 field: Field::Requests,
                 breakdown: b.clone(),
                 containers: Vec::new(),
-                pod_level: *limit,
+                pod_level: *bound,
+                written_in,
             });
         }
     }
@@ -509,6 +538,7 @@ pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
                 breakdown: acc.pod().limits.get(resource).cloned().unwrap_or_default(),
                 containers: over,
                 pod_level: *limit,
+                written_in: Field::Limits,
             });
         }
     }
@@ -708,7 +738,7 @@ mod tests {
     #[test]
     fn gaps_are_filled_from_defaults_without_overwriting() {
         let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "300m"}}));
-        let acc = Accounting::of(&m).unwrap();
+        let acc = Accounting::of(&m, KubeVersion::DEFAULT).unwrap();
         let gaps = sidecar_gaps(&m, &acc, true, &[istio_default()]);
         assert!(gaps.missing.is_empty());
         let filled: Vec<(Field, &str, String)> = gaps
@@ -731,7 +761,7 @@ mod tests {
     #[test]
     fn an_unlimited_proxy_downgrades_and_is_guaranteed_again() {
         let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "100m", "memory": "128Mi"}}));
-        let acc = Accounting::of(&m).unwrap();
+        let acc = Accounting::of(&m, KubeVersion::DEFAULT).unwrap();
         let d = qos_downgrade(&m, &acc, &KnownSidecars::default()).unwrap();
         assert_eq!(
             (d.app_class, d.pod_class, d.offenders.clone()),
@@ -754,7 +784,7 @@ mod tests {
     #[test]
     fn a_proxy_with_nothing_needs_defaults() {
         let m = guaranteed_app_with_proxy(json!({}));
-        let acc = Accounting::of(&m).unwrap();
+        let acc = Accounting::of(&m, KubeVersion::DEFAULT).unwrap();
         let d = qos_downgrade(&m, &acc, &KnownSidecars::default()).unwrap();
         let (_, stuck) = guarantee(&m, &acc, &d.offenders, &[]);
         assert_eq!(stuck, [(0, "cpu".to_string()), (0, "memory".to_string())]);
@@ -780,7 +810,7 @@ mod tests {
             "initContainers": [{"name": "logs", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m", "memory": "1Gi"}, "limits": {"cpu": "5"}}}],
             "containers": [{"name": "app", "resources": {"requests": {"cpu": "4", "memory": "8Gi"}}}]
         }));
-        let acc = Accounting::of(&m).unwrap();
+        let acc = Accounting::of(&m, KubeVersion::DEFAULT).unwrap();
         let text: Vec<String> = pod_level_breaches(&acc)
             .iter()
             .map(ToString::to_string)
@@ -798,7 +828,7 @@ mod tests {
     #[test]
     fn sidecar_share_and_maxima() {
         let m = guaranteed_app_with_proxy(json!({"requests": {"cpu": "500m", "memory": "128Mi"}}));
-        let acc = Accounting::of(&m).unwrap();
+        let acc = Accounting::of(&m, KubeVersion::DEFAULT).unwrap();
         let over = sidecar_share_over(&acc, &BTreeMap::from([("*".to_string(), 30)]));
         assert_eq!(
             over,

@@ -17,8 +17,12 @@ use crate::resources::findings::Accounting;
     rename_all_fields = "camelCase"
 )]
 pub enum ResizeProblem {
-    /// Among init containers only sidecars run long enough to be resized.
-    InitStepResized { container: String },
+    /// A regular init container resized on a version that cannot (before 1.36 only
+    /// sidecars among init containers may be).
+    InitStepResized { container: String, version: String },
+    /// A regular init container whose resize policy restarts it: the API server refuses
+    /// to resize it (and, from 1.36, a new one with that policy).
+    InitStepRestartsOnResize { container: String },
     /// A resize never changes the pod's QoS class.
     QosChanged { from: QosClass, to: QosClass },
     /// A resize changes resources, not which containers the pod has.
@@ -30,9 +34,14 @@ pub enum ResizeProblem {
 impl fmt::Display for ResizeProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ResizeProblem::InitStepResized { container } => write!(
+            ResizeProblem::InitStepResized { container, version } => write!(
                 f,
-                "the resize changes the resources of init container {container:?}, which has run to completion: among init containers only native sidecars may be resized"
+                "the resize changes the resources of init container {container:?}: on Kubernetes {version} only native sidecars among init containers may be resized (regular init containers from {})",
+                Feature::InitContainerResize.since()
+            ),
+            ResizeProblem::InitStepRestartsOnResize { container } => write!(
+                f,
+                "the resize changes the resources of init container {container:?}, whose resizePolicy says RestartContainer: a regular init container is resized only without a restart"
             ),
             ResizeProblem::QosChanged { from, to } => write!(
                 f,
@@ -66,8 +75,16 @@ pub fn check(old: &Accounting, new: &Accounting, version: KubeVersion) -> Vec<Re
         return out;
     }
     for (a, b) in old.containers.iter().zip(&new.containers) {
-        if a.role == Role::Init && a.resources != b.resources {
+        if a.role != Role::Init || a.resources == b.resources {
+            continue;
+        }
+        if !version.supports(Feature::InitContainerResize) {
             out.push(ResizeProblem::InitStepResized {
+                container: a.name.clone(),
+                version: version.to_string(),
+            });
+        } else if b.restarts_on_resize {
+            out.push(ResizeProblem::InitStepRestartsOnResize {
                 container: a.name.clone(),
             });
         }
@@ -95,7 +112,7 @@ mod tests {
         let model = PodModel::from_json(&object.to_string(), &KnownSidecars::default())
             .unwrap()
             .unwrap();
-        Accounting::of(&model).unwrap()
+        Accounting::of(&model, KubeVersion::parse("1.35").unwrap()).unwrap()
     }
 
     fn pod(proxy_cpu: &str, init_cpu: &str, app_limit: &str) -> Accounting {

@@ -17,7 +17,7 @@ crate::declare_rules! {
         SidecarShare = "sidecar-share", Deny, "sidecars that take more than their share of the pod";
         PodMax = "pod-max", Deny, "a pod that reserves more than the maxima";
         Resize = "resize", Deny,
-            "pods/resize of a regular init container, or one that changes the QoS class";
+            "pods/resize the cluster refuses: a regular init container before 1.36, or a change of QoS class";
     }
 }
 
