@@ -489,6 +489,23 @@ impl fmt::Display for PodLevelBreach {
     }
 }
 
+/// The resources `spec.resources` names that the API server refuses at pod level
+/// (`validatePodResourceName`), by list.
+pub fn unsupported_pod_level(acc: &Accounting) -> Vec<(Field, String)> {
+    let Some(pod) = &acc.pod_level else {
+        return Vec::new();
+    };
+    let named = |field: Field, list: &PerResource<Quantity>| {
+        list.keys()
+            .filter(|r| !effective::is_pod_level_resource(r))
+            .map(move |r| (field, r.clone()))
+            .collect::<Vec<_>>()
+    };
+    let mut out = named(Field::Requests, &pod.requests);
+    out.extend(named(Field::Limits, &pod.limits));
+    out
+}
+
 /// With pod-level resources: the container aggregate (sidecars and the init peak
 /// included) must fit the pod-level requests, and every container's limit, init and
 /// sidecar containers included, the pod-level limit.
@@ -503,7 +520,10 @@ pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
         .limits
         .iter()
         .filter(|(r, _)| !pod.requests.contains_key(*r));
-    for (resource, bound, written_in) in requests.chain(limits.map(|(r, q)| (r, q, Field::Limits)))
+    // A resource refused at pod level has a finding of its own (`unsupported_pod_level`).
+    for (resource, bound, written_in) in requests
+        .chain(limits.map(|(r, q)| (r, q, Field::Limits)))
+        .filter(|(r, ..)| effective::is_pod_level_resource(r))
     {
         let Some(b) = acc.pod().requests.get(resource) else {
             continue;
@@ -519,7 +539,11 @@ pub fn pod_level_breaches(acc: &Accounting) -> Vec<PodLevelBreach> {
             });
         }
     }
-    for (resource, limit) in &pod.limits {
+    for (resource, limit) in pod
+        .limits
+        .iter()
+        .filter(|(r, _)| effective::is_pod_level_resource(r))
+    {
         let over: Vec<(String, Quantity)> = acc
             .containers
             .iter()

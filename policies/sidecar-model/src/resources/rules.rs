@@ -91,6 +91,12 @@ pub enum ResourceFinding {
         pod_class: QosClass,
     },
     PodLevel(PodLevelBreach),
+    /// `spec.resources` names a resource the API server refuses there (only cpu, memory
+    /// and hugepages-* may be set at pod level).
+    PodLevelUnsupported {
+        field: Field,
+        resource: String,
+    },
     SidecarShare(ShareOver),
     PodMax(OverMax),
     /// A `pods/resize` the cluster would refuse.
@@ -111,7 +117,7 @@ impl ResourceFinding {
             | QosUnfixable { .. }
             | QosDowngraded { .. }
             | BestEffortLifted { .. } => Rule::Qos,
-            PodLevel(_) => Rule::PodLevel,
+            PodLevel(_) | PodLevelUnsupported { .. } => Rule::PodLevel,
             SidecarShare(_) => Rule::SidecarShare,
             PodMax(_) => Rule::PodMax,
             Resize(_) => Rule::Resize,
@@ -211,6 +217,11 @@ impl fmt::Display for ResourceFinding {
                 pod_class.as_str()
             ),
             PodLevel(b) => b.fmt(f),
+            PodLevelUnsupported { field, resource } => write!(
+                f,
+                "spec.resources.{}.{resource}: the API server refuses it at pod level, where only cpu, memory and hugepages-* may be set",
+                field.as_str()
+            ),
             SidecarShare(s) => s.fmt(f),
             PodMax(o) => o.fmt(f),
             Resize(r) => r.fmt(f),
@@ -322,6 +333,11 @@ pub fn review<'a>(
     let after = &review.after;
     let mut later = Vec::new();
     if on(Rule::PodLevel) {
+        later.extend(
+            findings::unsupported_pod_level(after)
+                .into_iter()
+                .map(|(field, resource)| ResourceFinding::PodLevelUnsupported { field, resource }),
+        );
         later.extend(
             findings::pod_level_breaches(after)
                 .into_iter()
