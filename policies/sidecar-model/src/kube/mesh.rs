@@ -115,15 +115,7 @@ impl Mesh {
     /// A legacy-mode `preStop` the mesh never renders in native mode: Linkerd's
     /// wait-before-exit `sleep`.
     pub fn is_legacy_exit_hook(self, hook: &LifecycleHandler) -> bool {
-        let command = hook
-            .exec
-            .as_ref()
-            .and_then(|e| e.command.as_deref())
-            .unwrap_or_default();
-        let program = command
-            .first()
-            .map(|p| p.rsplit('/').next().unwrap_or(p))
-            .unwrap_or_default();
+        let (program, _) = exec_command(hook);
         match self {
             Mesh::Istio => false,
             Mesh::Linkerd => program == "sleep" || hook.sleep.is_some(),
@@ -142,20 +134,27 @@ impl Mesh {
     /// A legacy-mode `postStart` that holds the app until the proxy is ready: the native
     /// proxy's startupProbe does that, and the mesh does not render it.
     pub fn is_wait_hook(self, hook: &LifecycleHandler) -> bool {
-        let command = hook
-            .exec
-            .as_ref()
-            .and_then(|e| e.command.as_deref())
-            .unwrap_or_default();
-        let program = command
-            .first()
-            .map(|p| p.rsplit('/').next().unwrap_or(p))
-            .unwrap_or_default();
+        let (program, command) = exec_command(hook);
         match self {
             Mesh::Istio => program == "pilot-agent" && command.get(1).is_some_and(|a| a == "wait"),
             Mesh::Linkerd => program == "linkerd-await",
         }
     }
+}
+
+/// An exec hook's program without its directory, and its whole command (empty for other
+/// hooks).
+fn exec_command(hook: &LifecycleHandler) -> (&str, &[String]) {
+    let command = hook
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.as_deref())
+        .unwrap_or_default();
+    let program = command
+        .first()
+        .map(|p| p.rsplit('/').next().unwrap_or(p))
+        .unwrap_or_default();
+    (program, command)
 }
 
 const ISTIO_READY_PORT: u16 = 15021;

@@ -89,6 +89,15 @@ impl Container {
     pub fn env(&self) -> &[EnvVar] {
         lazy_list(&self.env)
     }
+
+    /// A `resizePolicy` says `RestartContainer`: a regular init container with one may not
+    /// be resized, and from 1.36 may not be created.
+    pub fn restarts_on_resize(&self) -> bool {
+        self.resize_policy
+            .iter()
+            .flatten()
+            .any(|p| p.restart_policy == "RestartContainer")
+    }
 }
 
 fn lazy_list<T: serde::de::DeserializeOwned>(list: &Option<Deferred<Vec<T>>>) -> &[T] {

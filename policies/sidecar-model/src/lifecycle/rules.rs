@@ -383,12 +383,7 @@ fn field_placement(model: &PodModel, version: KubeVersion, push: &mut impl FnMut
                         },
                     );
                 }
-                if version.supports(Feature::InitContainerResize)
-                    && c.resize_policy
-                        .iter()
-                        .flatten()
-                        .any(|p| p.restart_policy == "RestartContainer")
-                {
+                if version.supports(Feature::InitContainerResize) && c.restarts_on_resize() {
                     push(
                         Rule::FieldPlacement,
                         Problem::InitRestartsOnResize {

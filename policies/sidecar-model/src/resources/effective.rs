@@ -5,7 +5,7 @@
 //! request gets the limit as its request (core/v1 defaulting), so a workload template
 //! gives the figures its pods will have.
 
-use crate::kube::{Container, Feature, KubeVersion, PodSpec, Text};
+use crate::kube::{Feature, KubeVersion, PodSpec, Text};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use litemap::LiteMap;
@@ -118,18 +118,12 @@ impl ContainerResources {
         owner: impl Fn() -> String,
         resources: Option<&ResourceRequirements>,
     ) -> Result<Self, ModelError> {
-        fn pairs(
-            list: Option<&BTreeMap<String, K8sQuantity>>,
-        ) -> impl Iterator<Item = (&str, &str)> {
-            list.into_iter()
-                .flatten()
-                .map(|(name, q)| (name.as_str(), q.0.as_str()))
-        }
         Self::from_lists(
             owner,
-            pairs(resources.and_then(|r| r.requests.as_ref())),
-            pairs(resources.and_then(|r| r.limits.as_ref())),
+            typed_pairs(resources.and_then(|r| r.requests.as_ref())),
+            typed_pairs(resources.and_then(|r| r.limits.as_ref())),
         )
+        .map(Self::defaulted)
     }
 
     /// A container's resources from the text the model keeps.
@@ -237,9 +231,10 @@ impl ContainerResources {
             pairs(read.requests.as_ref()),
             pairs(read.limits.as_ref()),
         )
+        .map(Self::defaulted)
     }
 
-    /// From `(resource, quantity text)` pairs, unique and in name order.
+    /// From `(resource, quantity text)` pairs, unique and in name order, as written.
     fn from_lists<'t>(
         owner: impl Fn() -> String,
         requests: impl Iterator<Item = (&'t str, &'t str)>,
@@ -266,7 +261,7 @@ impl ContainerResources {
         }
         let limits = parse(&owner, "limits", limits)?;
         let requests = parse(&owner, "requests", requests)?;
-        Ok(ContainerResources { requests, limits }.defaulted())
+        Ok(ContainerResources { requests, limits })
     }
 
     /// A container's missing requests are its limits (`SetDefaults_Pod`).
@@ -285,14 +280,11 @@ impl ContainerResources {
         owner: impl Fn() -> String,
         resources: &ResourceRequirements,
     ) -> Result<Self, ModelError> {
-        let mut read = Self::read(owner, Some(resources))?;
-        read.requests.retain(|name, _| {
-            resources
-                .requests
-                .as_ref()
-                .is_some_and(|r| r.contains_key(name))
-        });
-        Ok(read)
+        Self::from_lists(
+            owner,
+            typed_pairs(resources.requests.as_ref()),
+            typed_pairs(resources.limits.as_ref()),
+        )
     }
 
     /// `resourceQOS` of one set of requirements.
@@ -320,6 +312,13 @@ impl ContainerResources {
         }
         class.unwrap_or(QosClass::BestEffort)
     }
+}
+
+/// A k8s-openapi quantity list as `(resource, quantity text)` pairs.
+fn typed_pairs(list: Option<&BTreeMap<String, K8sQuantity>>) -> impl Iterator<Item = (&str, &str)> {
+    list.into_iter()
+        .flatten()
+        .map(|(name, q)| (name.as_str(), q.0.as_str()))
 }
 
 /// Where a container sits, for the accounting.
@@ -357,7 +356,7 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
                 || format!("initContainers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
-            restarts_on_resize: restarts_on_resize(c),
+            restarts_on_resize: c.restarts_on_resize(),
         });
     }
     for (i, c) in spec.containers.iter().enumerate() {
@@ -368,17 +367,10 @@ pub fn accounted_containers(spec: &PodSpec) -> Result<Vec<Accounted>, ModelError
                 || format!("containers[{i}] ({})", c.name),
                 c.resources.as_ref(),
             )?,
-            restarts_on_resize: restarts_on_resize(c),
+            restarts_on_resize: c.restarts_on_resize(),
         });
     }
     Ok(out)
-}
-
-fn restarts_on_resize(c: &Container) -> bool {
-    c.resize_policy
-        .iter()
-        .flatten()
-        .any(|p| p.restart_policy == "RestartContainer")
 }
 
 /// The pod-level resources (`spec.resources`) as written: [`pod_level_as_stored`] says
