@@ -48,6 +48,55 @@ pub enum Command {
     Serve(ServeArgs),
     /// Serve the playground page (built by `make playground`) and print its URL.
     Playground(PlaygroundArgs),
+    /// Write what a policy's settings mean as Kubernetes' own admission resources.
+    #[command(subcommand)]
+    Export(Export),
+}
+
+#[derive(clap::Subcommand)]
+pub enum Export {
+    /// Each sidecar set of the injector as a MutatingAdmissionPolicy and its binding
+    /// (admissionregistration.k8s.io/v1, Kubernetes 1.36 and later): injection with no
+    /// webhook. A set CEL cannot express is refused, one line per field, and the rest
+    /// are written (exit 1).
+    MutatingAdmissionPolicy(ExportPolicyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ExportPolicyArgs {
+    /// The injector's settings (YAML or JSON), or its ClusterAdmissionPolicy (a file of
+    /// several documents is searched for the one that injects); - for stdin.
+    pub path: String,
+    /// Each policy and binding is named <prefix><set>.
+    #[arg(long, default_value = "sidecar-set-", value_parser = dns_prefix)]
+    pub name_prefix: String,
+    /// Where to write them; stdout when omitted.
+    #[arg(long)]
+    pub output_path: Option<PathBuf>,
+    /// yaml (documents separated by ---) or json (a v1 List).
+    #[arg(long, short = 'o', value_enum, default_value_t = ExportOutput::Yaml)]
+    pub output: ExportOutput,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportOutput {
+    Yaml,
+    Json,
+}
+
+/// A prefix that keeps `<prefix><set>` a DNS subdomain: lower-case letters, digits, '-'
+/// and '.'.
+fn dns_prefix(text: &str) -> Result<String, String> {
+    if text
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} must be lower-case letters, digits, '-' or '.'"
+        ))
+    }
 }
 
 #[derive(clap::Args)]

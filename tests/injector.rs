@@ -221,3 +221,101 @@ fn the_four_policies_converge_in_any_order() {
         );
     }
 }
+
+/// `export mutating-admission-policy` from the example ClusterAdmissionPolicy: a policy and
+/// a binding per set, with the policy's failure policy and selectors; a refused set is one
+/// line naming its field, the others are still written, and the exit status says so.
+#[test]
+fn export_writes_a_policy_and_binding_per_set_and_refuses_by_field() {
+    let policy = root().join("examples/policies/sidecar-injector.yaml");
+    let out = run(&["export", "mutating-admission-policy", p(&policy)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    use serde::Deserialize;
+    let documents: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&stdout(&out))
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<(&str, &str)> = documents
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("MutatingAdmissionPolicy", "sidecar-set-mesh"),
+            ("MutatingAdmissionPolicyBinding", "sidecar-set-mesh"),
+            ("MutatingAdmissionPolicy", "sidecar-set-logs"),
+            ("MutatingAdmissionPolicyBinding", "sidecar-set-logs"),
+        ]
+    );
+    let manifest: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&policy).unwrap()).unwrap();
+    assert_eq!(
+        documents[1]["spec"]["matchResources"]["namespaceSelector"],
+        manifest["spec"]["namespaceSelector"]
+    );
+    assert_eq!(documents[0]["spec"]["failurePolicy"], "Fail");
+    assert_eq!(
+        documents[0]["spec"]["matchConstraints"]["objectSelector"]["matchLabels"],
+        json!({"mesh": "enabled"})
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    let settings = scratch.path().join("settings.json");
+    std::fs::write(
+        &settings,
+        json!({"sidecarSets": [
+            {"name": "mesh", "containers": [{"name": "proxy", "image": "p:1",
+                "canary": {"image": "p:2", "percent": 10}}]},
+            {"name": "logs", "selector": {"matchLabels": {"logs": "ship"}},
+             "containers": [{"name": "shipper", "image": "s:1"}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = run(&[
+        "export",
+        "mutating-admission-policy",
+        p(&settings),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "one line per refused field: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("refused: sidecarSets \"mesh\": containers[0].canary.percent:"),
+        "{}",
+        stderr(&out)
+    );
+    let list: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["sidecar-set-logs", "sidecar-set-logs"]);
+
+    // Settings the injector refuses are refused here, by the same words.
+    std::fs::write(
+        &settings,
+        r#"{"sidecarSets": [{"name": "x", "containrs": []}]}"#,
+    )
+    .unwrap();
+    let out = run(&["export", "mutating-admission-policy", p(&settings)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown field `containrs`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).is_empty());
+}

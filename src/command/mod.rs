@@ -3,6 +3,7 @@
 mod annotate;
 mod bench;
 mod explain;
+mod export;
 mod registry;
 mod run;
 mod scaffold;
@@ -32,5 +33,8 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scaffold(command) => scaffold::scaffold(command),
+        Command::Export(crate::cli::Export::MutatingAdmissionPolicy(args)) => {
+            export::mutating_admission_policy(args)
+        }
     }
 }

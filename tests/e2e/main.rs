@@ -13,6 +13,7 @@ mod generate;
 mod admission;
 mod cluster;
 mod env;
+mod export;
 mod kubewarden;
 mod workloads;
 

@@ -224,7 +224,12 @@ pub fn pod_with(max: usize, annotations: usize) -> impl Strategy<Value = GenPod>
 
 /// Pods only (no workloads): what the injector injects into.
 pub fn bare_pod(max: usize) -> impl Strategy<Value = GenPod> {
-    pod_with(max, 0).prop_map(|mut p| {
+    annotated_bare_pod(max, 0)
+}
+
+/// Pods only, with up to `annotations` sidecar annotations.
+pub fn annotated_bare_pod(max: usize, annotations: usize) -> impl Strategy<Value = GenPod> {
+    pod_with(max, annotations).prop_map(|mut p| {
         p.kind = 0;
         p
     })

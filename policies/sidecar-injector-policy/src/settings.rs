@@ -1,18 +1,24 @@
+//! The settings are the model's (`sidecar_model::inject::Settings`), which
+//! `sidecarctl export` reads too; this is the SDK's door to them.
+
 use kubewarden_policy_sdk::settings::Validatable;
 use serde::{Deserialize, Serialize};
-use sidecar_model::KnownSidecarSettings;
-use sidecar_model::inject::{SidecarSet, validate_sets};
+use sidecar_model::inject;
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct Settings {
-    pub sidecar_sets: Vec<SidecarSet>,
-    pub known_sidecars: KnownSidecarSettings,
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Settings(pub inject::Settings);
+
+impl std::ops::Deref for Settings {
+    type Target = inject::Settings;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Validatable for Settings {
     fn validate(&self) -> Result<(), String> {
-        validate_sets(&self.sidecar_sets)?;
-        self.known_sidecars.validate()
+        self.0.validate()
     }
 }

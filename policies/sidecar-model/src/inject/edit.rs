@@ -214,20 +214,24 @@ impl<'m> Context<'m> {
         added
     }
 
-    /// The app's mounts the container shares: none whose name or path it has already.
+    /// The app's mounts the container shares: each name and each path is taken by the
+    /// first app mount that has it, and none the container has already. Judged against
+    /// every earlier app mount, shared or not, so that a CEL filter can say the same
+    /// (`export`): it has no fold to carry what was shared so far.
     fn shared_mounts(&self, mounts: &[Value]) -> Vec<&'m VolumeMount> {
-        let mut added: Vec<&VolumeMount> = Vec::new();
-        for m in &self.app_mounts {
-            let clash = named(mounts, "name", &m.name)
-                || named(mounts, "mountPath", &m.mount_path)
-                || added
-                    .iter()
-                    .any(|a| a.name == m.name || a.mount_path == m.mount_path);
-            if !clash {
-                added.push(m);
-            }
-        }
-        added
+        let first = |i: usize| {
+            let m = self.app_mounts[i];
+            !self.app_mounts[..i]
+                .iter()
+                .any(|e| e.name == m.name || e.mount_path == m.mount_path)
+        };
+        (0..self.app_mounts.len())
+            .filter(|&i| first(i))
+            .map(|i| self.app_mounts[i])
+            .filter(|m| {
+                !named(mounts, "name", &m.name) && !named(mounts, "mountPath", &m.mount_path)
+            })
+            .collect()
     }
 }
 

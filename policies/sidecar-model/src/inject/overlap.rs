@@ -1,5 +1,6 @@
 //! Checks across sets: two sets that may select one pod must not inject the same
-//! container name, nor one volume name with two contents.
+//! container name, nor one pod annotation with two values; no two sets may define one
+//! volume name with two contents.
 
 use super::set::{SetContainer, SidecarSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -8,7 +9,7 @@ use std::collections::BTreeSet;
 
 /// Two selectors that no set of labels can satisfy at once, as far as their
 /// `matchLabels` and `DoesNotExist` expressions show.
-fn disjoint(a: &LabelSelector, b: &LabelSelector) -> bool {
+pub(super) fn disjoint(a: &LabelSelector, b: &LabelSelector) -> bool {
     let labels = |s: &LabelSelector| s.match_labels.clone().unwrap_or_default();
     let absent = |s: &LabelSelector| -> BTreeSet<String> {
         s.match_expressions
@@ -24,7 +25,7 @@ fn disjoint(a: &LabelSelector, b: &LabelSelector) -> bool {
         || lb.keys().any(|k| absent(a).contains(k))
 }
 
-fn namespaces_overlap(a: &[String], b: &[String]) -> bool {
+pub(super) fn namespaces_overlap(a: &[String], b: &[String]) -> bool {
     if a.is_empty() || b.is_empty() {
         return true;
     }
@@ -58,6 +59,18 @@ pub fn validate_sets(sets: &[SidecarSet]) -> Result<(), String> {
                         a.name,
                         b.name,
                         shared.join(", ")
+                    ));
+                }
+                // Which value would win depends on the order the sets are applied in, and
+                // exported as MutatingAdmissionPolicies that order is the API server's.
+                if let Some((key, value)) = a
+                    .pod_annotations
+                    .iter()
+                    .find(|(k, v)| b.pod_annotations.get(*k).is_some_and(|w| w != *v))
+                {
+                    return Err(format!(
+                        "sidecarSets {:?} and {:?} both set pod annotation {key:?} ({value:?} and {:?}) on the pods they both select; give it one value or the sets disjoint selectors or namespaces",
+                        a.name, b.name, b.pod_annotations[key]
                     ));
                 }
             }

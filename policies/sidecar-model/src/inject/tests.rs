@@ -260,6 +260,23 @@ fn settings_conflicts_are_found() {
     validate_sets(&[a.clone(), b.clone()]).unwrap();
     b.volumes = Deferred::default();
     validate_sets(&[a.clone(), b.clone()]).unwrap();
+    // One pod annotation with two values on pods both may select: which wins would depend
+    // on the order the sets run in. The same value is no conflict.
+    let mut logs = mesh();
+    logs.name = "logs".into();
+    logs.containers = Deferred::new(Vec::new());
+    logs.init_containers =
+        serde_json::from_value(json!([{"name": "shipper", "image": "s:1"}])).unwrap();
+    logs.pod_annotations = [("team".to_string(), "logs".to_string())].into();
+    let mut owned = a.clone();
+    owned.pod_annotations = [("team".to_string(), "mesh".to_string())].into();
+    assert!(
+        validate_sets(&[owned.clone(), logs.clone()])
+            .unwrap_err()
+            .contains("both set pod annotation \"team\" (\"mesh\" and \"logs\")")
+    );
+    logs.pod_annotations = owned.pod_annotations.clone();
+    validate_sets(&[owned, logs]).unwrap();
     // Namespaces are compared as patterns: `team-?` covers `team-a`, and a pod there
     // would get two containers of one name.
     let mut c = mesh();
