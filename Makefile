@@ -93,7 +93,7 @@ e2e: wasm host controlplane
 # What a user pays: pod creations through the four policies against through no webhook,
 # p50/p99 as the client sees them (a benchmark; E2E_BENCH_PODS, default 500).
 e2e-bench: wasm host controlplane
-	K8S_VERSION=$(K8S_VERSION) POLICY_SERVER=$(POLICY_SERVER) $(CARGO) test --test e2e -- --ignored --nocapture pod_creation_with_and_without_the_policies
+	K8S_VERSION=$(K8S_VERSION) POLICY_SERVER=$(POLICY_SERVER) $(CARGO) test --test e2e -- --ignored --nocapture pod_creation_with_and_without_the_policies pod_creation_through_the_exported_policies_and_the_webhook
 
 # The playground: the model through wasm-bindgen, the shipped policies through the page's
 # waPC host, static files only, in build/playground/ (`sidecarctl playground` serves it).

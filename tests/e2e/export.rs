@@ -328,34 +328,16 @@ fn without_path(mut stored: Value) -> Value {
     comparable(&stored)
 }
 
-#[test]
-fn exported_policies_store_what_the_injectors_webhook_stores() {
-    let Some(env) = env::env() else { return };
-    if cluster::minor(&cluster::version()) < 36 {
-        eprintln!(
-            "skipped: MutatingAdmissionPolicy is GA from 1.36; this is {}",
-            cluster::version()
-        );
-        return;
-    }
-    let started = Instant::now();
+/// Installs both paths for `rounds`: each round's sets exported (a refused set is left out
+/// of both paths, and its lines returned), a `sidecarctl serve` of the injector with a
+/// ClusterAdmissionPolicy per round, the round's namespaces, the exported policies and
+/// bindings; then waits until the API server runs both.
+fn install(env: &env::Env, rounds: &mut [Round]) -> (Webhook, Vec<String>) {
     let plane = &env.plane;
-    let count = |name: &str, default: usize| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let mut rounds = vec![example_round(count("E2E_EXPORT_EXAMPLE_PODS", 200))];
-    rounds.extend(generated_rounds(
-        count("E2E_EXPORT_ROUNDS", 20),
-        count("E2E_EXPORT_PODS", 80),
-    ));
-
     // Each round's sets, exported; a refused set is left out of both paths (and counted).
     let mut refusals = Vec::new();
     let mut exported: Vec<Vec<Value>> = Vec::new();
-    for round in &mut rounds {
+    for round in rounds.iter_mut() {
         loop {
             let (resources, refused) = export(&round.settings, &plane.dir, &round.id);
             let names: Vec<String> = refused.iter().filter_map(|l| refused_set(l)).collect();
@@ -403,10 +385,12 @@ fn exported_policies_store_what_the_injectors_webhook_stores() {
             )
         })
         .collect();
-    let config = plane.dir.join("export-policies.yml");
+    let config = plane
+        .dir
+        .join(format!("export-policies-{}.yml", rounds[0].id));
     std::fs::write(&config, serde_json::to_string_pretty(&entries).unwrap()).unwrap();
     let webhook = Webhook::start(
-        "export-webhook",
+        &format!("export-webhook-{}", rounds[0].id),
         &config,
         &plane.dir,
         &plane.ca,
@@ -451,7 +435,7 @@ fn exported_policies_store_what_the_injectors_webhook_stores() {
     }
     // The API server reads policies and webhook configurations from its informers: wait
     // until a pod each set selects comes back injected, on both paths.
-    for round in &rounds {
+    for round in rounds.iter() {
         let settings: Settings = serde_json::from_value(round.settings.clone()).unwrap();
         for (set, parsed) in round.settings["sidecarSets"]
             .as_array()
@@ -484,6 +468,35 @@ fn exported_policies_store_what_the_injectors_webhook_stores() {
             }
         }
     }
+
+    (webhook, refusals)
+}
+
+#[test]
+fn exported_policies_store_what_the_injectors_webhook_stores() {
+    let Some(env) = env::env() else { return };
+    if cluster::minor(&cluster::version()) < 36 {
+        eprintln!(
+            "skipped: MutatingAdmissionPolicy is GA from 1.36; this is {}",
+            cluster::version()
+        );
+        return;
+    }
+    let started = Instant::now();
+    let plane = &env.plane;
+    let count = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let mut rounds = vec![example_round(count("E2E_EXPORT_EXAMPLE_PODS", 200))];
+    rounds.extend(generated_rounds(
+        count("E2E_EXPORT_ROUNDS", 20),
+        count("E2E_EXPORT_PODS", 80),
+    ));
+
+    let (webhook, refusals) = install(env, &mut rounds);
 
     let mut tally = Tally::default();
     for round in &rounds {
@@ -589,4 +602,85 @@ fn exported_policies_store_what_the_injectors_webhook_stores() {
         "too few injected pods to say anything: {}",
         tally.injected
     );
+}
+
+/// `make e2e-bench`: what injection adds to a pod creation, through the exported policies
+/// and through the injector's webhook, against a creation neither touches; alternately, in
+/// one namespace the example mesh set selects.
+#[test]
+#[ignore = "a benchmark: make e2e-bench"]
+fn pod_creation_through_the_exported_policies_and_the_webhook() {
+    let Some(env) = env::env() else { return };
+    if cluster::minor(&cluster::version()) < 36 {
+        eprintln!(
+            "skipped: MutatingAdmissionPolicy is GA from 1.36; this is {}",
+            cluster::version()
+        );
+        return;
+    }
+    let count: usize = std::env::var("E2E_BENCH_PODS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500);
+    let mut rounds = vec![Round {
+        pods: Vec::new(),
+        id: "bench".into(),
+        namespaces: vec!["pay-bench-export".into()],
+        ..example_round(0)
+    }];
+    let (webhook, refusals) = install(env, &mut rounds);
+    assert!(refusals.is_empty(), "{refusals:?}");
+    let namespace = "pay-bench-export";
+    let pod = env::yaml(&common::root().join("examples/pods/shop-checkout-pod.yaml"));
+    let time = |path: &str, i: usize| {
+        let mut object = copy_for(&pod, path, &format!("{path}-{i}"));
+        object["metadata"]["name"] = json!(format!("bench-{path}-{i}"));
+        let start = Instant::now();
+        let stored = env
+            .plane
+            .create(Some(namespace), &object, false)
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let elapsed = start.elapsed().as_secs_f64() * 1000.0;
+        let injected = stored["metadata"]["annotations"]["injected.sidecars.dev/mesh"].is_string();
+        assert_eq!(injected, path != "none", "{path}: {stored}");
+        elapsed
+    };
+    let (mut policy, mut webhook_ms, mut none) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..count {
+        policy.push(time("policy", i));
+        webhook_ms.push(time("webhook", i));
+        none.push(time("none", i));
+    }
+    let percentile = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let (n50, n99) = (percentile(&mut none, 0.5), percentile(&mut none, 0.99));
+    let (p50, p99) = (percentile(&mut policy, 0.5), percentile(&mut policy, 0.99));
+    let (w50, w99) = (
+        percentile(&mut webhook_ms, 0.5),
+        percentile(&mut webhook_ms, 0.99),
+    );
+    println!(
+        "Kubernetes {}, {count} pods each, examples/pods/shop-checkout-pod.yaml injected with the example sets (mesh, logs):",
+        env.plane.version
+    );
+    println!("  no injection: p50 {n50:.2} ms, p99 {n99:.2} ms");
+    println!(
+        "  exported MutatingAdmissionPolicies: p50 {p50:.2} ms, p99 {p99:.2} ms; added p50 {:.2} ms, p99 {:.2} ms",
+        p50 - n50,
+        p99 - n99
+    );
+    println!(
+        "  the injector's webhook ({}): p50 {w50:.2} ms, p99 {w99:.2} ms; added p50 {:.2} ms, p99 {:.2} ms",
+        env::engine(),
+        w50 - n50,
+        w99 - n99
+    );
+    println!(
+        "  added by the policies / added by the webhook: p50 {:.2}, p99 {:.2}",
+        (p50 - n50) / (w50 - n50),
+        (p99 - n99) / (w99 - n99)
+    );
+    drop(webhook);
 }
