@@ -12,6 +12,9 @@
 //! the sets listed before it, before those of the sets listed after it (recognised by their
 //! `injected.sidecars.dev/<set>` annotation). Whatever order they run in, the pod ends as the
 //! injector writes it.
+//!
+//! The CEL is written as text here: no crate writes CEL (cel-interpreter and cel-parser
+//! read it), and the API server that compiles it is the test (`tests/e2e/export.rs`).
 
 use super::overlap::{disjoint, namespaces_overlap};
 use super::set::{SetContainer, SidecarSet};
