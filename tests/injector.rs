@@ -319,3 +319,92 @@ fn export_writes_a_policy_and_binding_per_set_and_refuses_by_field() {
     );
     assert!(stdout(&out).is_empty());
 }
+
+/// The AdmissionResponse `policy` gives `request` (an AdmissionRequest).
+fn answer(policy: &Path, settings: &str, request: &Value, scratch: &Path) -> Value {
+    let file = scratch.join("request.json");
+    std::fs::write(&file, serde_json::to_vec(request).unwrap()).unwrap();
+    let out = run(&[
+        "run",
+        "-p",
+        p(policy),
+        "-r",
+        p(&file),
+        "--settings-json",
+        settings,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What `sidecarctl rollout` does in place, an UPDATE that changes only a sidecar's image
+/// (and the set's revision) to the set's current one, passes all four policies, with no
+/// patch and no warning.
+#[test]
+fn an_in_place_sidecar_upgrade_passes_every_policy_without_a_warning() {
+    let scratch = tempfile::tempdir().unwrap();
+    let example = |name: &str| -> Value {
+        let text =
+            std::fs::read_to_string(root().join(format!("examples/settings/{name}.yaml"))).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap()
+    };
+    let policies = ["injector", "lifecycle", "ordering", "resources"];
+    let mut settings: Vec<Value> = policies
+        .iter()
+        .map(|p| example(&format!("sidecar-{p}-policy")))
+        .collect();
+    let modules: Vec<PathBuf> = policies
+        .iter()
+        .map(|p| module(&format!("wasm/sidecar-{p}-policy.wasm")))
+        .collect();
+    let text =
+        std::fs::read_to_string(root().join("examples/pods/shop-checkout-pod.yaml")).unwrap();
+    let mut pod: Value = serde_yaml_ng::from_str(&text).unwrap();
+    for (module, settings) in modules.iter().zip(&settings) {
+        if let Some(patched) = apply(module, &settings.to_string(), &pod, scratch.path()) {
+            pod = patched;
+        }
+    }
+    assert!(pod["metadata"]["annotations"]["injected.sidecars.dev/mesh"].is_string());
+
+    // A new proxy image: the rollout's plan reads the pod and says in place.
+    let sets = &mut settings[0]["sidecarSets"][0];
+    sets["containers"][0]["image"] = json!("docker.io/istio/proxyv2:1.24.2");
+    sets["initContainers"][0]["image"] = json!("docker.io/istio/proxyv2:1.24.2");
+    let injector_settings: sidecar_model::inject::Settings =
+        serde_json::from_value(settings[0].clone()).unwrap();
+    let step =
+        sidecar_model::inject::plan_rollout(&pod, &injector_settings, "mesh", "shop").unwrap();
+    let sidecar_model::inject::RolloutStep::InPlace { images, .. } = &step else {
+        panic!("{step}");
+    };
+    assert_eq!(images.len(), 2, "{step}");
+    let patch: json_patch::Patch = serde_json::from_value(step.patch("mesh").unwrap()).unwrap();
+    let mut updated = pod.clone();
+    json_patch::patch(&mut updated, &patch).unwrap();
+
+    let request = json!({"uid": "rollout-1", "operation": "UPDATE", "namespace": "shop",
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "name": pod["metadata"]["name"], "object": updated, "oldObject": pod,
+        "userInfo": {"username": "sidecarctl-rollout"}});
+    for ((name, module), settings) in policies.iter().zip(&modules).zip(&settings) {
+        let response = answer(module, &settings.to_string(), &request, scratch.path());
+        assert_eq!(response["allowed"], true, "{name}: {response}");
+        assert!(
+            response.get("patch").is_none_or(Value::is_null),
+            "{name} patched: {response}"
+        );
+        assert!(
+            response
+                .get("warnings")
+                .is_none_or(|w| w.as_array().is_none_or(Vec::is_empty)),
+            "{name} warned: {response}"
+        );
+    }
+    // Planned again, the pod is at the current revision: a second run has nothing to do.
+    assert_eq!(
+        sidecar_model::inject::plan_rollout(&updated, &injector_settings, "mesh", "shop").unwrap(),
+        sidecar_model::inject::RolloutStep::Current
+    );
+}

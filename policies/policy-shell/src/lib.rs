@@ -180,12 +180,71 @@ impl<'a> AdmissionRequest<'a> {
         let kind = model.workload.kind;
         let spec = kind.pod_spec_pointer();
         let metadata = kind.pod_metadata_pointer();
-        new.pointer(spec) == old.pointer(spec)
-            && ["labels", "annotations"].iter().all(|field| {
-                let at = format!("{metadata}/{field}");
-                new.pointer(&at) == old.pointer(&at)
-            })
+        let labels = format!("{metadata}/labels");
+        let annotations = format!("{metadata}/annotations");
+        if new.pointer(spec) == old.pointer(spec)
+            && new.pointer(&labels) == old.pointer(&labels)
+            && new.pointer(&annotations) == old.pointer(&annotations)
+        {
+            return true;
+        }
+        // A running Pod whose sidecars a rollout moves to a new tag of the same image, with
+        // the sets' revisions: the kubelet restarts those containers, and nothing a rule
+        // reads changes (a container's type follows its image's repository, never its tag).
+        kind == sidecar_model::WorkloadKind::Pod
+            && new.pointer(&labels) == old.pointer(&labels)
+            && same_but_injected_revisions(new.pointer(&annotations), old.pointer(&annotations))
+            && same_but_image_tags(new.pointer(spec), old.pointer(spec))
     }
+}
+
+/// Two pod specs equal but for the tags or digests of their containers' images.
+fn same_but_image_tags(new: Option<&serde_json::Value>, old: Option<&serde_json::Value>) -> bool {
+    use sidecar_model::kube::glob::image_repository;
+    let (Some(mut new), Some(mut old)) = (new.cloned(), old.cloned()) else {
+        return false;
+    };
+    for list in ["initContainers", "containers"] {
+        let (Some(a), Some(b)) = (
+            new.get_mut(list).and_then(|l| l.as_array_mut()),
+            old.get_mut(list).and_then(|l| l.as_array_mut()),
+        ) else {
+            continue;
+        };
+        if a.len() != b.len() {
+            return false;
+        }
+        for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+            let (Some(i), Some(j)) = (
+                x.get("image").and_then(|v| v.as_str()),
+                y.get("image").and_then(|v| v.as_str()),
+            ) else {
+                continue;
+            };
+            if image_repository(i) != image_repository(j) {
+                return false;
+            }
+            x["image"] = serde_json::Value::Null;
+            y["image"] = serde_json::Value::Null;
+        }
+    }
+    new == old
+}
+
+/// Two annotation maps equal but for `injected.sidecars.dev/<set>` revisions.
+fn same_but_injected_revisions(
+    new: Option<&serde_json::Value>,
+    old: Option<&serde_json::Value>,
+) -> bool {
+    let without = |a: Option<&serde_json::Value>| -> Vec<(String, serde_json::Value)> {
+        a.and_then(|a| a.as_object())
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !k.starts_with(sidecar_model::kube::keys::INJECTED_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    without(new) == without(old)
 }
 
 /// What an admission request does to a pod (or a pod template), which decides what the
@@ -455,6 +514,35 @@ mod tests {
             r.namespace.to_string(),
             r.object_json().to_string(),
         ))
+    }
+
+    #[test]
+    fn a_rollouts_image_tags_leave_a_running_pod_as_it_was() {
+        let pod = |image: &str, revision: &str, label: &str| {
+            serde_json::json!({"kind": "Pod", "metadata": {"name": "web", "labels": {"app": label},
+                "annotations": {"injected.sidecars.dev/mesh": revision, "team": "shop"}},
+                "spec": {"initContainers": [{"name": "istio-proxy", "image": image, "restartPolicy": "Always"}],
+                         "containers": [{"name": "app", "image": "shop:1"}]}})
+        };
+        let change = |new: serde_json::Value, old: serde_json::Value, kind: &str| {
+            let text =
+                serde_json::json!({"uid": "1", "operation": "UPDATE", "kind": {"kind": kind},
+                "object": new, "oldObject": old})
+                .to_string();
+            let request = AdmissionRequest::from_json(&text).unwrap();
+            let model = PodModel::from_json(request.object_json(), &Default::default())
+                .unwrap()
+                .unwrap();
+            request.pod_change(&model)
+        };
+        let old = pod("docker.io/istio/proxyv2:1.24.1", "aaa", "web");
+        let new = pod("docker.io/istio/proxyv2:1.24.2@sha256:00", "bbb", "web");
+        assert_eq!(change(new, old.clone(), "Pod"), PodChange::Untouched);
+        // Another repository may type the container otherwise; a label is read by rules.
+        let other = pod("example.com/proxy:1", "bbb", "web");
+        assert_eq!(change(other, old.clone(), "Pod"), PodChange::Immutable);
+        let relabelled = pod("docker.io/istio/proxyv2:1.24.2", "bbb", "api");
+        assert_eq!(change(relabelled, old, "Pod"), PodChange::Immutable);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod edit;
 mod export;
 mod labels;
 mod overlap;
+mod rollout;
 mod set;
 mod settings;
 mod survey;
@@ -17,6 +18,7 @@ pub use export::{
 };
 pub use labels::selector_matches;
 pub use overlap::validate_sets;
+pub use rollout::{ImageChange, RolloutStep, plan as plan_rollout};
 pub use set::{Canary, SetContainer, SidecarSet, TransferEnv};
 pub use settings::Settings;
 pub use survey::{SetOutcome, survey};
