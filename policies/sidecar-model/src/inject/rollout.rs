@@ -135,9 +135,10 @@ pub fn plan(
     let known = settings.known_sidecars.resolve();
     let wanted = reinjected(pod, set, namespace, &known)?;
     let Some(wanted) = wanted else {
-        reasons.push(format!(
+        reasons.push(
             "the set no longer selects the pod (or the pod opts out); recreated, it gets none of the set's containers"
-        ));
+                .to_string(),
+        );
         return Ok(RolloutStep::Recreate {
             recorded,
             revision,
