@@ -51,6 +51,50 @@ pub enum Command {
     /// Write what a policy's settings mean as Kubernetes' own admission resources.
     #[command(subcommand)]
     Export(Export),
+    /// Bring a sidecar set's current revision to the pods injected with an older one, in
+    /// batches: in place where only images changed, by eviction otherwise.
+    Rollout(RolloutArgs),
+}
+
+#[derive(clap::Args)]
+pub struct RolloutArgs {
+    /// The sidecar set, by name.
+    pub set: String,
+    /// The injector's settings, or its ClusterAdmissionPolicy; by default the cluster's
+    /// ClusterAdmissionPolicy that has the set.
+    #[arg(long, short = 's')]
+    pub settings_path: Option<PathBuf>,
+    /// Only this namespace; every namespace when omitted.
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+    /// Only pods with these labels (a label selector, as kubectl takes it): a canary group first.
+    #[arg(long, short = 'l')]
+    pub selector: Option<String>,
+    /// Pods between the old revision and ready at once: a count or a percentage of the
+    /// injected pods.
+    #[arg(long, default_value = "10%")]
+    pub max_unavailable: sidecarctl::rollout::MaxUnavailable,
+    /// Pods left on the old revision (the last ones by namespace and name).
+    #[arg(long, default_value_t = 0)]
+    pub partition: usize,
+    /// Print the plan (which pods, in place or evicted, and why) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// How long a batch may take: the kubelet starting the new images, or evicted pods going.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// The cluster; KUBECONFIG, ~/.kube/config or the pod's service account when omitted.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// text: progress per batch for a person; json: the outcome for a script.
+    #[arg(long, short = 'o', value_enum, default_value_t = RolloutOutput::Text)]
+    pub output: RolloutOutput,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum RolloutOutput {
+    Text,
+    Json,
 }
 
 #[derive(clap::Subcommand)]

@@ -9,6 +9,7 @@ pub mod files;
 pub mod metadata;
 pub mod oci;
 pub mod playground;
+pub mod rollout;
 pub mod runtime;
 pub mod scaffold;
 pub mod serve;

@@ -408,3 +408,33 @@ fn an_in_place_sidecar_upgrade_passes_every_policy_without_a_warning() {
         sidecar_model::inject::RolloutStep::Current
     );
 }
+
+/// `rollout` refuses what it cannot use by name, before it reaches for a cluster.
+#[test]
+fn rollout_refuses_bad_arguments_and_a_missing_cluster_in_one_line() {
+    let out = run(&["rollout", "mesh", "--max-unavailable", "0%"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("\"0%\" is not a count (10) or a percentage (10%) above 0"),
+        "{}",
+        stderr(&out)
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let missing = scratch.path().join("nowhere.kubeconfig");
+    let out = run(&["rollout", "mesh", "--kubeconfig", p(&missing)]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read kubeconfig"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+}

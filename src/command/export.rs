@@ -78,7 +78,7 @@ pub fn mutating_admission_policy(args: ExportPolicyArgs) -> anyhow::Result<ExitC
 
 /// The settings, and what the ClusterAdmissionPolicy says about where it runs when the
 /// input is one: its failure policy, match conditions and selectors.
-fn read(text: &str) -> anyhow::Result<(Value, ExportOptions)> {
+pub(super) fn read(text: &str) -> anyhow::Result<(Value, ExportOptions)> {
     let mut documents = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_str(text) {
         let value: Value = serde::Deserialize::deserialize(document)?;

@@ -5,6 +5,7 @@ mod bench;
 mod explain;
 mod export;
 mod registry;
+mod rollout;
 mod run;
 mod scaffold;
 mod serve;
@@ -33,6 +34,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Scaffold(command) => scaffold::scaffold(command),
+        Command::Rollout(args) => rollout::rollout(args),
         Command::Export(crate::cli::Export::MutatingAdmissionPolicy(args)) => {
             export::mutating_admission_policy(args)
         }

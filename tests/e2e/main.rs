@@ -15,6 +15,7 @@ mod cluster;
 mod env;
 mod export;
 mod kubewarden;
+mod rollout;
 mod workloads;
 
 use env::{Outcome, env};
