@@ -158,13 +158,19 @@ fn rollout_as(
     settings_file: &std::path::Path,
     args: &[&str],
 ) -> (i32, Value) {
+    let mut all = vec!["--settings-path", common::p(settings_file)];
+    all.extend_from_slice(args);
+    rollout_with(kubeconfig, &all)
+}
+
+/// `sidecarctl rollout` with `args` alone: the settings from the cluster's
+/// ClusterAdmissionPolicy that has the set.
+fn rollout_with(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, Value) {
     let mut all = vec![
         "rollout",
         SET,
         "--kubeconfig",
         common::p(kubeconfig),
-        "--settings-path",
-        common::p(settings_file),
         "-n",
         NAMESPACE,
         "--timeout",
@@ -177,6 +183,34 @@ fn rollout_as(
     let outcome = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("rollout {args:?}: {e}: {}", common::stderr(&out)));
     (out.status.code().unwrap_or(-1), outcome)
+}
+
+/// Kubewarden's ClusterAdmissionPolicy CRD, and the injector's policy with `settings`, as
+/// `kubectl apply` of its manifest would leave them.
+fn install_policy(
+    plane: &cluster::ControlPlane,
+    policy: &ClusterAdmissionPolicy,
+    settings: &Value,
+) {
+    let crd = env::yaml(
+        &common::root().join("build/crds/policies.kubewarden.io_clusteradmissionpolicies.yaml"),
+    );
+    match plane.create(None, &crd, false) {
+        Ok(_) => {}
+        Err(e) if e.reason == "AlreadyExists" => {}
+        Err(e) => panic!("installing the CRD: {e}"),
+    }
+    let mut manifest = env::yaml(&common::root().join("examples/policies/sidecar-injector.yaml"));
+    manifest["metadata"]["name"] = json!(policy.name);
+    manifest["spec"]["settings"] = settings.clone();
+    plane.wait(
+        "the ClusterAdmissionPolicy CRD",
+        Duration::from_secs(30),
+        || match plane.create(None, &manifest, false) {
+            Ok(_) => true,
+            Err(e) => e.reason == "AlreadyExists",
+        },
+    );
 }
 
 #[test]
@@ -340,7 +374,9 @@ fn a_new_sidecar_rolls_out_in_batches_in_place_or_by_eviction() {
         };
         let v5 = write(&settings("example.com/edge-proxy:4", None));
         webhook.restart(&config);
-        let (code, outcome) = rollout(plane, &v5, &["--selector", "app=dep-0"]);
+        // The settings as the cluster holds them: the injector's ClusterAdmissionPolicy.
+        install_policy(plane, &policy, &settings("example.com/edge-proxy:4", None));
+        let (code, outcome) = rollout_with(&account, &["--selector", "app=dep-0"]);
         assert_eq!((code, &outcome["done"]), (0, &json!(20)), "{outcome}");
         let dep0 = pods(plane)
             .iter()
