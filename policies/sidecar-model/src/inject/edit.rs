@@ -35,6 +35,48 @@ pub fn inject(
     inject_surveyed(object, model, sets, namespace, request_uid, outcomes, known)
 }
 
+/// [`inject`] into a pod given as a JSON value, for the callers that ask the injector what
+/// it would write (the exporter's probes, a rollout's plan): the injected pod and the
+/// outcomes. `Err` names an object that is not a pod.
+pub(super) fn inject_value(
+    object: &Value,
+    sets: &[SidecarSet],
+    namespace: &str,
+    request_uid: &str,
+    known: &crate::KnownSidecars,
+) -> Result<(Value, Vec<SetOutcome>), String> {
+    let text = object.to_string();
+    let model = PodModel::from_json(&text, known)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            format!(
+                "not a Pod (kind {})",
+                object
+                    .get("kind")
+                    .map_or("missing".to_string(), Value::to_string)
+            )
+        })?;
+    let mut doc = Node::parse(&text).map_err(|e| e.to_string())?;
+    let outcomes =
+        inject(&mut doc, model, sets, namespace, request_uid, known).map_err(|e| e.to_string())?;
+    let injected = serde_json::to_value(&doc).map_err(|e| e.to_string())?;
+    Ok((injected, outcomes))
+}
+
+/// The container of that name in a pod given as JSON: its list, index and spec.
+pub(super) fn container_named<'p>(
+    pod: &'p Value,
+    name: &str,
+) -> Option<(&'static str, usize, &'p Value)> {
+    ["initContainers", "containers"]
+        .into_iter()
+        .find_map(|list| {
+            let items = pod.pointer(&format!("/spec/{list}"))?.as_array()?;
+            let i = items.iter().position(|c| c["name"] == name)?;
+            Some((list, i, &items[i]))
+        })
+}
+
 /// [`inject`] with the survey the caller already made of the same pod (normalising
 /// legacy sidecars first changes nothing a survey reads: labels, annotations, names).
 pub fn inject_surveyed(

@@ -16,11 +16,12 @@
 //! The CEL is written as text here: no crate writes CEL (cel-interpreter and cel-parser
 //! read it), and the API server that compiles it is the test (`tests/e2e/export.rs`).
 
+use super::edit::{container_named, inject_value};
 use super::overlap::{disjoint, namespaces_overlap};
 use super::set::{SetContainer, SidecarSet};
 use super::settings::Settings;
 use super::survey::{SetOutcome, survey};
-use crate::json::Node;
+use crate::json::pointer_segment;
 use crate::kube::keys;
 use crate::kube::{ContainerSelector, KnownSidecars, LifecycleType, PodModel};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -198,16 +199,11 @@ impl<'s> Exporter<'s> {
                 );
             }
         }
-        let vocabulary = [
-            keys::LIFECYCLE_PREFIX,
-            keys::AFTER_PREFIX,
-            keys::OPTIONAL_PREFIX,
-        ];
         let keys: Vec<String> = self
             .set
             .pod_annotations
             .keys()
-            .filter(|k| vocabulary.iter().any(|p| k.starts_with(p)))
+            .filter(|k| keys::in_vocabulary(k))
             .cloned()
             .collect();
         for key in keys {
@@ -666,14 +662,14 @@ impl<'s> Exporter<'s> {
             ops.push(format!(
                 "(has(object.metadata.annotations) && {key} in object.metadata.annotations ? [] : [JSONPatch{{op: \"add\", path: {path}, value: {value}}}])",
                 key = q(k),
-                path = q(&format!("/metadata/annotations/{}", pointer(k))),
+                path = q(&format!("/metadata/annotations/{}", pointer_segment(k))),
                 value = q(v)
             ));
         }
         let key = format!("{}{}", keys::INJECTED_PREFIX, self.set.name);
         ops.push(format!(
             "[JSONPatch{{op: \"add\", path: {}, value: {}}}]",
-            q(&format!("/metadata/annotations/{}", pointer(&key))),
+            q(&format!("/metadata/annotations/{}", pointer_segment(&key))),
             q(revision)
         ));
         ops.join(" +\n")
@@ -809,19 +805,7 @@ fn probe(
         pod["spec"]["initContainers"] =
             json!([{"name": PROBE_INIT, "image": "registry.invalid/probe"}]);
     }
-    let model = PodModel::from_json(&pod.to_string(), known)
-        .map_err(|e| e.to_string())?
-        .ok_or("the probe pod is not a pod")?;
-    let pod = injected(&pod, |object| {
-        super::edit::inject(
-            object,
-            model,
-            std::slice::from_ref(&everywhere),
-            "",
-            "probe",
-            known,
-        )
-    })?;
+    let (pod, _) = inject_value(&pod, std::slice::from_ref(&everywhere), "", "probe", known)?;
     let names = |field: &str| -> Vec<String> {
         pod["spec"][field]
             .as_array()
@@ -955,11 +939,9 @@ pub fn webhook_only(
     }
     // The pairs the known-sidecar list makes in the injected pod, one of the pod's own and
     // one injected.
-    let pod = injected(object, |o| {
-        super::edit::inject(o, model, sets, namespace, "probe", &known)
-    })?;
+    let (pod, _) = inject_value(object, sets, namespace, "probe", &known)?;
     if let Some(m) = PodModel::from_json(&pod.to_string(), &known).map_err(|e| e.to_string())? {
-        let is_own = |i: usize| object_has(object, &m.containers[i].name);
+        let is_own = |i: usize| container_named(object, &m.containers[i].name).is_some();
         if m.init_steps_before
             .iter()
             .any(|r| is_own(r.step) != is_own(r.sidecar))
@@ -968,27 +950,6 @@ pub fn webhook_only(
         }
     }
     Ok(out)
-}
-
-/// `object` after the injector's `edit`.
-fn injected<R>(
-    object: &Value,
-    edit: impl FnOnce(&mut Node) -> Result<R, crate::kube::ModelError>,
-) -> Result<Value, String> {
-    let text = object.to_string();
-    let mut doc = Node::parse(&text).map_err(|e| e.to_string())?;
-    edit(&mut doc).map_err(|e| e.to_string())?;
-    serde_json::to_value(&doc).map_err(|e| e.to_string())
-}
-
-/// Whether the pod (before injection) has a container of this name.
-fn object_has(object: &Value, name: &str) -> bool {
-    ["initContainers", "containers"].iter().any(|l| {
-        object
-            .pointer(&format!("/spec/{l}"))
-            .and_then(Value::as_array)
-            .is_some_and(|items| items.iter().any(|c| c["name"] == name))
-    })
 }
 
 /// The mount a `[container, mount]` pair names.
@@ -1036,11 +997,6 @@ fn glob_regex(pattern: &str) -> String {
         }
     }
     out
-}
-
-/// A JSON pointer segment: `~` and `/` escaped.
-fn pointer(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// A CEL string literal. JSON's escapes are CEL's too.
@@ -1173,7 +1129,7 @@ mod tests {
         );
         assert_eq!(glob_regex("pay-*"), "pay\\-.*");
         assert_eq!(glob_regex("t?am.b"), "t.am\\.b");
-        assert_eq!(pointer("a/b~c"), "a~1b~0c");
+        assert_eq!(pointer_segment("a/b~c"), "a~1b~0c");
         let s: LabelSelector = serde_json::from_value(json!({"matchLabels": {"a": "b"},
             "matchExpressions": [{"key": "t", "operator": "NotIn", "values": ["x"]}]}))
         .unwrap();

@@ -5,11 +5,11 @@
 //! kubelet restarts just that container; a native sidecar is an init container); anything
 //! else reaches a pod only by recreating it.
 
-use super::edit::inject;
+use super::edit::{container_named, inject_value};
 use super::set::SidecarSet;
 use super::settings::Settings;
-use crate::json::Node;
-use crate::kube::{PodModel, Quantity, keys};
+use crate::json::pointer_segment;
+use crate::kube::{Quantity, keys};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::fmt;
@@ -97,9 +97,7 @@ impl RolloutStep {
         }
         let key = format!(
             "/metadata/annotations/{}",
-            format!("{}{set}", keys::INJECTED_PREFIX)
-                .replace('~', "~0")
-                .replace('/', "~1")
+            pointer_segment(&format!("{}{set}", keys::INJECTED_PREFIX))
         );
         ops.push(json!({"op": "test", "path": key, "value": recorded}));
         ops.push(json!({"op": "replace", "path": key, "value": revision}));
@@ -149,7 +147,7 @@ pub fn plan(
     for c in set.all_containers() {
         let name = c.name();
         let (Some((list, index, actual)), Some((_, _, expected))) =
-            (find(pod, name), find(&wanted, name))
+            (container_named(pod, name), container_named(&wanted, name))
         else {
             reasons.push(format!("container {name:?} is new in the set"));
             continue;
@@ -237,54 +235,20 @@ fn reinjected(
     {
         a.remove(&format!("{}{}", keys::INJECTED_PREFIX, set.name));
     }
-    let Some(model) = PodModel::from_json(&bare.to_string(), known).map_err(|e| e.to_string())?
-    else {
-        return Ok(None);
-    };
-    let text = bare.to_string();
-    let mut doc = Node::parse(&text).map_err(|e| e.to_string())?;
     let uid = pod
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or("rollout");
-    let outcomes = inject(
-        &mut doc,
-        model,
-        std::slice::from_ref(set),
-        namespace,
-        uid,
-        known,
-    )
-    .map_err(|e| e.to_string())?;
-    if !outcomes
+    let (injected, outcomes) =
+        inject_value(&bare, std::slice::from_ref(set), namespace, uid, known)?;
+    let injects = outcomes
         .iter()
-        .any(|o| matches!(o, super::SetOutcome::Injected { .. }))
-    {
-        return Ok(None);
-    }
-    serde_json::to_value(&doc)
-        .map(Some)
-        .map_err(|e| e.to_string())
+        .any(|o| matches!(o, super::SetOutcome::Injected { .. }));
+    Ok(injects.then_some(injected))
 }
 
 fn str_at<'v>(v: &'v Value, key: &str) -> &'v str {
     v.get(key).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// The container of that name: its list, index and spec.
-fn find<'p>(pod: &'p Value, name: &str) -> Option<(&'static str, usize, &'p Value)> {
-    ["initContainers", "containers"]
-        .into_iter()
-        .find_map(|list| {
-            pod.pointer(&format!("/spec/{list}"))
-                .and_then(Value::as_array)
-                .and_then(|items| {
-                    items
-                        .iter()
-                        .position(|c| c["name"] == name)
-                        .map(|i| (list, i, &items[i]))
-                })
-        })
 }
 
 /// Where `actual` (as the API server stored it, defaults added) does not hold `expected`
@@ -318,13 +282,8 @@ fn differs(actual: &Value, expected: &Value, name: &str) -> Option<String> {
                     _ => Some(at.to_string()),
                 }
             }
-            (Value::Number(a), Value::String(e)) | (Value::String(e), Value::Number(a))
-                if a.to_string() == *e =>
-            {
-                None
-            }
+            // A port of 15021 and one named "15021" are two things to the API server.
             _ if actual == expected => None,
-            (Value::Array(_), Value::Array(_)) => Some(at.to_string()),
             _ => Some(at.to_string()),
         }
     }

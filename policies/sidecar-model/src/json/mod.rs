@@ -15,6 +15,11 @@ pub use document::{Node, Object};
 #[error("malformed object: {0}")]
 pub struct Malformed(pub String);
 
+/// `key` as one segment of a JSON pointer (RFC 6901): `~` and `/` escaped.
+pub fn pointer_segment(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 /// What serde_json says went wrong, without its `at line 1 column 335`: a position in
 /// JSON text the engine wrote (policy-server and sidecarctl write it differently), not
 /// in anything the user wrote. The field path says where instead.

@@ -12,6 +12,14 @@ pub const START_ORDER: &str = "sidecars.dev/start-order";
 /// Audit annotation: the containers in the order they stop.
 pub const STOP_ORDER: &str = "sidecars.dev/stop-order";
 
+/// Whether `key` is an annotation of the sidecar vocabulary, which types containers or
+/// orders them (lifecycle, after, optional).
+pub fn in_vocabulary(key: &str) -> bool {
+    [LIFECYCLE_PREFIX, AFTER_PREFIX, OPTIONAL_PREFIX]
+        .iter()
+        .any(|p| key.starts_with(p))
+}
+
 /// The per-container annotation key for `prefix` and `container`.
 pub fn container_key(prefix: &str, container: &str) -> String {
     format!("{prefix}{container}")

@@ -141,15 +141,6 @@ impl PodModel {
         added: Vec<(ContainerList, Container)>,
         annotations: Vec<(String, String)>,
     ) -> Self {
-        let vocabulary = |k: &str| {
-            [
-                keys::LIFECYCLE_PREFIX,
-                keys::AFTER_PREFIX,
-                keys::OPTIONAL_PREFIX,
-            ]
-            .iter()
-            .any(|p| k.starts_with(p))
-        };
         let mut names: Vec<&str> = added.iter().map(|(_, c)| c.name.as_str()).collect();
         names.sort_unstable();
         let clash = names.windows(2).any(|w| w[0] == w[1])
@@ -160,8 +151,12 @@ impl PodModel {
             && added
                 .iter()
                 .all(|(list, _)| *list == ContainerList::InitContainers)
-            && !self.workload.annotations.keys().any(|k| vocabulary(k))
-            && !annotations.iter().any(|(k, _)| vocabulary(k));
+            && !self
+                .workload
+                .annotations
+                .keys()
+                .any(|k| keys::in_vocabulary(k))
+            && !annotations.iter().any(|(k, _)| keys::in_vocabulary(k));
         if !incremental {
             return self.with_workload(known, |workload| {
                 for (list, container) in added {
