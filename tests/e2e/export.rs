@@ -472,16 +472,25 @@ fn install(env: &env::Env, rounds: &mut [Round]) -> (Webhook, Vec<String>) {
     (webhook, refusals)
 }
 
-#[test]
-fn exported_policies_store_what_the_injectors_webhook_stores() {
-    let Some(env) = env::env() else { return };
+/// The shared environment where the API server runs MutatingAdmissionPolicies (GA and on
+/// from 1.36), or `None` with one line saying why.
+fn env_with_admission_policies() -> Option<&'static env::Env> {
+    let env = env::env()?;
     if cluster::minor(&cluster::version()) < 36 {
         eprintln!(
             "skipped: MutatingAdmissionPolicy is GA from 1.36; this is {}",
             cluster::version()
         );
-        return;
+        return None;
     }
+    Some(env)
+}
+
+#[test]
+fn exported_policies_store_what_the_injectors_webhook_stores() {
+    let Some(env) = env_with_admission_policies() else {
+        return;
+    };
     let started = Instant::now();
     let plane = &env.plane;
     let count = |name: &str, default: usize| {
@@ -610,14 +619,9 @@ fn exported_policies_store_what_the_injectors_webhook_stores() {
 #[test]
 #[ignore = "a benchmark: make e2e-bench"]
 fn pod_creation_through_the_exported_policies_and_the_webhook() {
-    let Some(env) = env::env() else { return };
-    if cluster::minor(&cluster::version()) < 36 {
-        eprintln!(
-            "skipped: MutatingAdmissionPolicy is GA from 1.36; this is {}",
-            cluster::version()
-        );
+    let Some(env) = env_with_admission_policies() else {
         return;
-    }
+    };
     let count: usize = std::env::var("E2E_BENCH_PODS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -651,15 +655,17 @@ fn pod_creation_through_the_exported_policies_and_the_webhook() {
         webhook_ms.push(time("webhook", i));
         none.push(time("none", i));
     }
-    let percentile = |v: &mut Vec<f64>, p: f64| {
-        v.sort_by(f64::total_cmp);
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
-    };
-    let (n50, n99) = (percentile(&mut none, 0.5), percentile(&mut none, 0.99));
-    let (p50, p99) = (percentile(&mut policy, 0.5), percentile(&mut policy, 0.99));
+    let (n50, n99) = (
+        crate::percentile(&mut none, 0.5),
+        crate::percentile(&mut none, 0.99),
+    );
+    let (p50, p99) = (
+        crate::percentile(&mut policy, 0.5),
+        crate::percentile(&mut policy, 0.99),
+    );
     let (w50, w99) = (
-        percentile(&mut webhook_ms, 0.5),
-        percentile(&mut webhook_ms, 0.99),
+        crate::percentile(&mut webhook_ms, 0.5),
+        crate::percentile(&mut webhook_ms, 0.99),
     );
     println!(
         "Kubernetes {}, {count} pods each, examples/pods/shop-checkout-pod.yaml injected with the example sets (mesh, logs):",

@@ -467,6 +467,12 @@ fn the_api_server_refuses_nothing_the_policies_write() {
 /// Check 9: What a user pays (`make e2e-bench`): `E2E_BENCH_PODS` pods (500) created through
 /// the four policies and through no webhook, alternately, timed as the client sees each
 /// creation. A benchmark: it prints, it asserts nothing about time.
+/// The `p` quantile (0 to 1) of the timings, by nearest rank.
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
 #[test]
 #[ignore = "a benchmark: make e2e-bench"]
 fn pod_creation_with_and_without_the_policies() {
@@ -494,10 +500,6 @@ fn pod_creation_with_and_without_the_policies() {
         through.push(time(with, i));
         around.push(time(kubewarden::KUBEWARDEN_NAMESPACE, i));
     }
-    let percentile = |v: &mut Vec<f64>, p: f64| {
-        v.sort_by(f64::total_cmp);
-        v[((v.len() as f64 - 1.0) * p).round() as usize]
-    };
     let (t50, t99) = (
         percentile(&mut through, 0.5),
         percentile(&mut through, 0.99),
